@@ -1,0 +1,230 @@
+"""The ``music-elt`` command line: generate, seed, run, demo.
+
+Every command keeps the embedded stack's state under one work directory (``--workdir``,
+default ``.music-elt/``): the RDS stand-in's data, the landing zone and the DuckDB warehouse.
+The same commands drive real services through the environment variables in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from loaders import pipeline, rds
+from loaders.config import ConfigError, Settings
+from loaders.dbt import DbtFailed, run_dbt
+from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX
+from loaders.pipeline import STREAM_SUFFIXES
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from loaders.generate import generate
+
+    started = time.perf_counter()
+    summary = generate(
+        Path(args.out), streams=args.streams, days=args.days, seed=args.seed, progress=_say
+    )
+    _say(f"generated {summary} in {time.perf_counter() - started:.1f}s")
+
+
+def seed(settings: Settings, from_dir: Path) -> None:
+    """Load users/songs into the RDS and copy stream files that are new by name into landing."""
+    if not from_dir.is_dir():
+        raise ConfigError(f"--from-dir {from_dir}: no such directory")
+    tables = {}
+    for table in settings.rds_tables:
+        candidates = [from_dir / f"{table}.csv", from_dir / f"{table}.csv.gz"]
+        found = next((path for path in candidates if path.is_file()), None)
+        if found is None:
+            raise ConfigError(f"{from_dir} has no {table}.csv (or {table}.csv.gz)")
+        tables[table] = found
+    _say(
+        f"==> seed RDS ({'embedded, ' + str(settings.pgdata) if settings.embedded_rds else 'MUSIC_ELT_RDS_DSN'})"
+    )
+    with rds.connect(settings) as conn:
+        for table, path in tables.items():
+            rows = rds.seed_table(conn, table, path)
+            _say(f"  {table}: {rows:,} rows from {path.name}")
+    landing = pipeline.landing_store(settings)
+    streams_dir = from_dir / "streams"
+    files = sorted(
+        p for p in (streams_dir.rglob("*") if streams_dir.is_dir() else []) if p.is_file()
+    )
+    known = {obj.key.rsplit("/", 1)[-1] for obj in landing.list(STREAMS_PREFIX)}
+    known |= {obj.key.rsplit("/", 1)[-1] for obj in landing.list(ARCHIVE_PREFIX + STREAMS_PREFIX)}
+    copied = 0
+    for path in files:
+        if not path.name.endswith(STREAM_SUFFIXES) or path.name in known:
+            continue
+        landing.put(STREAMS_PREFIX + path.relative_to(streams_dir).as_posix(), path)
+        copied += 1
+    _say(
+        f"==> landing {landing.url}: {copied} new stream file(s) copied, "
+        f"{len(files) - copied} already known or not CSV"
+    )
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    seed(_settings(args), Path(args.from_dir))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    summary = pipeline.run(settings, progress=_say, force_build=args.build)
+    for line in summary.lines():
+        _say(line)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    settings = _settings(args)
+    if args.from_dir:
+        source = Path(args.from_dir)
+    else:
+        from loaders.generate import generate
+
+        source = settings.workdir / "generated"
+        if not (source / "users.csv").is_file():
+            _say(f"==> generate {args.streams:,} plays into {source}")
+            generate(source, streams=args.streams, days=args.days, seed=args.seed, progress=_say)
+    seed(settings, source)
+    summary = pipeline.run(settings, progress=_say, force_build=True)
+    _say("==> dbt docs generate")
+    run_dbt(settings, ["docs", "generate"])
+    _say("")
+    for line in summary.lines():
+        _say(line)
+    show_marts(settings)
+    project = settings.dbt_project_dir
+    _say(
+        "\nBrowse the dbt docs site (models, tests, lineage, KPI definitions):\n"
+        f"  make docs WORKDIR={settings.workdir}\n"
+        "or by hand:\n"
+        f"  cd {project} && MUSIC_ELT_DUCKDB_PATH={settings.warehouse.duckdb_path.resolve()} "
+        f"dbt docs serve --target-path {settings.dbt_target_path.resolve()} --port 8080"
+    )
+
+
+_PREVIEWS = {
+    "fct_genre_kpis_daily": (
+        "select * from marts.fct_genre_kpis_daily where listen_date = "
+        "(select max(listen_date) from marts.fct_genre_kpis_daily) "
+        "order by listen_count desc, track_genre limit 8"
+    ),
+    "fct_listening_kpis_hourly": (
+        "select * from marts.fct_listening_kpis_hourly order by listen_count desc, "
+        "listen_hour limit 8"
+    ),
+    "fct_top_artists_hourly": (
+        "select * from marts.fct_top_artists_hourly where listen_hour = "
+        "(select max(listen_hour) from marts.fct_top_artists_hourly) order by artist_rank"
+    ),
+}
+
+
+def show_marts(settings: Settings) -> None:
+    """Print the top rows of each KPI mart."""
+    from loaders.warehouse import open_warehouse
+
+    with open_warehouse(settings) as wh:
+        for mart, query in _PREVIEWS.items():
+            cur = wh.conn.cursor()
+            cur.execute(query)
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+            cur.close()
+            _say(f"\nmarts.{mart}")
+            _say(_table(names, rows))
+
+
+def _table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        text = "" if value is None else str(value)
+        return text if len(text) <= 28 else text[:27] + "…"
+
+    cells = [[fmt(v) for v in row] for row in rows]
+    width = shutil.get_terminal_size((160, 20)).columns
+    widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
+    lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line[:width] for line in lines)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(workdir=Path(args.workdir) if args.workdir else None)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="music-elt",
+        description="Music streaming ELT: RDS + S3 -> warehouse -> dbt KPI marts.",
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def with_workdir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument(
+            "--workdir",
+            help="state of the embedded stack (default: $MUSIC_ELT_WORKDIR or .music-elt)",
+        )
+        return p
+
+    def with_sizes(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--streams", type=int, default=100_000, help="plays (default 100000)")
+        p.add_argument("--days", type=int, default=7, help="days of plays (default 7)")
+        p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+
+    g = sub.add_parser("generate", help="write realistic users.csv, songs.csv and streams/")
+    g.add_argument("--out", required=True, help="directory to write into")
+    with_sizes(g)
+    g.set_defaults(func=cmd_generate)
+
+    s = with_workdir(sub.add_parser("seed", help="load a data directory into the RDS and landing"))
+    s.add_argument(
+        "--from-dir", required=True, help="directory with users.csv, songs.csv, streams/"
+    )
+    s.set_defaults(func=cmd_seed)
+
+    r = with_workdir(
+        sub.add_parser("run", help="one pipeline run: extract, load, dbt build, archive")
+    )
+    r.add_argument("--build", action="store_true", help="run dbt build even when nothing is new")
+    r.set_defaults(func=cmd_run)
+
+    d = with_workdir(
+        sub.add_parser("demo", help="generate (or take --from-dir), seed, run, show KPIs")
+    )
+    d.add_argument("--from-dir", help="use this data directory instead of generating one")
+    with_sizes(d)
+    d.set_defaults(func=cmd_demo)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, ConnectionError, FileNotFoundError) as exc:
+        print(f"music-elt: error: {exc}", file=sys.stderr)
+        return 2
+    except DbtFailed as exc:
+        print(f"music-elt: {exc}", file=sys.stderr)
+        print("music-elt: nothing was archived; fix the data and run again", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("music-elt: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

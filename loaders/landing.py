@@ -1,0 +1,233 @@
+"""The landing zone: where extracts and stream files wait to be loaded, then are archived.
+
+Two implementations of one small interface: a local directory (the embedded default) and S3
+(boto3; ``endpoint_url`` makes MinIO, LocalStack and moto work). Keys are ``/``-separated and
+relative to the zone's root, e.g. ``streams/listens_2026-01-05_part-001.csv``.
+
+Layout::
+
+    streams/...                      producers write here (the input prefix)
+    rds/<table>/<run>/part-00001.csv.gz   RDS extracts
+    archive/streams/<date>/...       stream files after a green dbt build
+    quarantine/streams/...           files refused whole, with <name>.reason.txt beside them
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+STREAMS_PREFIX = "streams/"
+RDS_PREFIX = "rds/"
+ARCHIVE_PREFIX = "archive/"
+QUARANTINE_PREFIX = "quarantine/"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class LandedObject:
+    """One object in the landing zone. ``etag`` identifies its content."""
+
+    key: str
+    size: int
+    etag: str
+
+
+class LandingStore(Protocol):
+    """What the loaders need from a landing zone."""
+
+    url: str
+
+    def list(self, prefix: str) -> list[LandedObject]:
+        """Objects under ``prefix``, sorted by key."""
+        ...
+
+    def open(self, key: str) -> IO[bytes]:
+        """A binary stream of the object's bytes (as stored: a .gz stays compressed)."""
+        ...
+
+    def put(self, key: str, source: Path) -> None:
+        """Store the local file ``source`` under ``key``."""
+        ...
+
+    def write_text(self, key: str, text: str) -> None:
+        """Store a small text object."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def move(self, src: str, dst: str) -> None:
+        """Move an object. Idempotent: if ``src`` is gone and ``dst`` exists, nothing to do;
+        if both exist (a move interrupted after the copy), ``src`` is deleted."""
+        ...
+
+    def uri(self, key: str) -> str:
+        """Where a warehouse can read the object from (a path, or s3://bucket/key)."""
+        ...
+
+    def local_path(self, key: str) -> Path | None:
+        """The object's path on this machine, when the zone is a local directory."""
+        ...
+
+
+class LocalLanding:
+    """A landing zone in a local directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"landing key {key!r} escapes the landing zone")
+        return path
+
+    def list(self, prefix: str) -> list[LandedObject]:
+        base = self._path(prefix) if prefix.strip("/") else self.root
+        if not base.is_dir():
+            return []
+        found = []
+        for dirpath, _dirs, files in os.walk(base):
+            for name in files:
+                path = Path(dirpath, name)
+                key = path.relative_to(self.root).as_posix()
+                found.append(LandedObject(key=key, size=path.stat().st_size, etag=_md5(path)))
+        return sorted(found, key=lambda obj: obj.key)
+
+    def open(self, key: str) -> IO[bytes]:
+        return self._path(key).open("rb")
+
+    def put(self, key: str, source: Path) -> None:
+        dst = self._path(key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, dst)
+
+    def write_text(self, key: str, text: str) -> None:
+        dst = self._path(key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(text, encoding="utf-8")
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def move(self, src: str, dst: str) -> None:
+        src_path, dst_path = self._path(src), self._path(dst)
+        if not src_path.exists():
+            if dst_path.exists():
+                return
+            raise FileNotFoundError(f"cannot move {src}: it is not in the landing zone")
+        dst_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src_path, dst_path)  # atomic within one file system
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+    def local_path(self, key: str) -> Path | None:
+        return self._path(key)
+
+
+class S3Landing:
+    """A landing zone under ``s3://bucket/prefix``."""
+
+    def __init__(self, url: str, *, endpoint_url: str = "", client: S3Client | None = None) -> None:
+        if not url.startswith("s3://"):
+            raise ValueError(f"not an s3:// URL: {url!r}")
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+        self.url = url.rstrip("/")
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=endpoint_url or None)
+        self.client = client
+
+    def _key(self, key: str) -> str:
+        return self.prefix + key
+
+    def list(self, prefix: str) -> list[LandedObject]:
+        found = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for item in page.get("Contents", []):
+                found.append(
+                    LandedObject(
+                        key=item["Key"][len(self.prefix) :],
+                        size=item["Size"],
+                        etag=item["ETag"].strip('"'),
+                    )
+                )
+        return sorted(found, key=lambda obj: obj.key)
+
+    def open(self, key: str) -> IO[bytes]:
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        return body  # type: ignore[return-value]
+
+    def put(self, key: str, source: Path) -> None:
+        self.client.upload_file(str(source), self.bucket, self._key(key))
+
+    def write_text(self, key: str, text: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=text.encode())
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
+    def move(self, src: str, dst: str) -> None:
+        # S3 has no rename: copy, then delete. A rerun after a crash between the two finds
+        # both objects and only deletes the source.
+        if not self.exists(src):
+            if self.exists(dst):
+                return
+            raise FileNotFoundError(f"cannot move {src}: it is not in {self.url}")
+        if not self.exists(dst):
+            self.client.copy(
+                {"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst)
+            )
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def local_path(self, key: str) -> Path | None:
+        return None
+
+
+def open_landing(url: str, *, endpoint_url: str = "") -> LandingStore:
+    """The landing store for a local path or an ``s3://`` URL."""
+    if url.startswith("s3://"):
+        return S3Landing(url, endpoint_url=endpoint_url)
+    return LocalLanding(Path(url))
+
+
+def iter_chunks(stream: IO[bytes]) -> Iterator[bytes]:
+    """Read a binary stream in 1 MiB chunks."""
+    while chunk := stream.read(_CHUNK):
+        yield chunk
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as handle:
+        for chunk in iter_chunks(handle):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,524 @@
+"""Warehouse loaders: land files in the raw schemas exactly once, with a ledger.
+
+One interface, three implementations. Each landed object goes through the same steps in one
+transaction: lock the ledger, skip the object if the ledger already holds it (same key, same
+etag), COPY it into a temporary table whose columns are named by position (``c1 .. cn``, never
+from the file's header), insert the columns the raw table keeps plus the load metadata, and
+write the ledger row. A file that cannot be loaded at all (no header, a required column
+missing, not CSV) is refused: the transaction rolls back and the caller quarantines it.
+
+- DuckDB reads the file itself (``read_csv``; an object on S3 is first streamed to a local
+  temporary file, since the httpfs extension cannot be installed offline).
+- PostgreSQL streams the object's bytes into ``COPY ... FROM STDIN``.
+- Redshift runs ``COPY ... FROM 's3://...'`` with ``IAM_ROLE`` (a manifest for RDS parts).
+
+Raw tables (all data columns text, as received)::
+
+    raw_streams.streams   user_id, track_id, listen_time, _source_file, _line_number,
+                          _loaded_at, _load_id              (append-only)
+    raw_rds.<table>       every source column, _source_file, _loaded_at, _load_id
+                          (the latest snapshot; replaced when the table changed)
+    raw_meta.load_ledger  object_key, etag, size_bytes, target_table, row_count, status,
+                          reason, load_id, loaded_at
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import shutil
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from loaders.config import Settings, WarehouseSettings, check_identifier
+from loaders.landing import LandedObject, LandingStore
+from loaders.rds import TableExtract
+
+STREAM_COLUMNS = ("user_id", "track_id", "listen_time")
+STREAMS_TABLE = "raw_streams.streams"
+LEDGER_TABLE = "raw_meta.load_ledger"
+_HEADER_BYTES = 64 * 1024
+
+
+class FileRejected(Exception):
+    """The object cannot be loaded at all; ``reason`` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class LoadOutcome:
+    """What happened to one landed object."""
+
+    key: str
+    status: str  # loaded | skipped (already in the ledger)
+    rows: int = 0
+
+
+def read_header(landing: LandingStore, key: str) -> list[str]:
+    """The normalised header of a CSV object (gzip or plain); FileRejected if it has none."""
+    with landing.open(key) as raw:
+        head = raw.read(_HEADER_BYTES)
+    if not head:
+        raise FileRejected("empty file: no header line")
+    if key.endswith(".gz"):
+        try:
+            head = gzip.GzipFile(fileobj=io.BytesIO(head)).read1(_HEADER_BYTES)
+        except (OSError, EOFError) as exc:
+            raise FileRejected(f"not a readable gzip file: {exc}") from None
+        if not head:
+            raise FileRejected("empty file: no header line")
+    try:
+        text = head.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character may be cut at the end of the sample: decode the first line only.
+        first, newline, _rest = head.partition(b"\n")
+        try:
+            text = first.decode("utf-8-sig") + newline.decode()
+        except UnicodeDecodeError:
+            raise FileRejected(f"header is not UTF-8 text: {exc}") from None
+    first_line = text.splitlines()[0] if text else ""
+    if "\x00" in first_line:
+        raise FileRejected("not a CSV file: binary content in the header")
+    header = next(csv.reader([first_line]), [])
+    return [name.strip().lower() for name in header]
+
+
+def column_positions(header: Sequence[str], required: Sequence[str]) -> dict[str, int]:
+    """1-based position of each required column in ``header``; FileRejected if any is missing."""
+    missing = [name for name in required if name not in header]
+    if missing:
+        found = ",".join(header)[:200]
+        raise FileRejected(f"header lacks required column(s) {', '.join(missing)} (found: {found})")
+    return {name: header.index(name) + 1 for name in required}
+
+
+class Warehouse(ABC):
+    """A warehouse the loaders write to. Use as a context manager; it closes its connection."""
+
+    text_type = "text"
+    placeholder = "%s"
+
+    def __init__(self, settings: WarehouseSettings) -> None:
+        self.settings = settings
+        self.conn: Any = None
+
+    # -- connection -------------------------------------------------------------------------
+    @abstractmethod
+    def _connect(self) -> Any: ...
+
+    def __enter__(self) -> Warehouse:
+        self.conn = self._connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor inside one transaction: committed on success, rolled back on any error."""
+        cur = self.conn.cursor()
+        try:
+            yield cur
+        except BaseException:
+            self.conn.rollback()
+            raise
+        else:
+            self.conn.commit()
+        finally:
+            cur.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read-only query and return its rows."""
+        with self.transaction() as cur:
+            cur.execute(self._sql(sql), tuple(params))
+            return list(cur.fetchall())
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("%s", self.placeholder) if self.placeholder != "%s" else sql
+
+    # -- setup and ledger -------------------------------------------------------------------
+    def setup(self) -> None:
+        """Create the raw schemas, the streams table and the ledger if they do not exist."""
+        t = self.text_type
+        with self.transaction() as cur:
+            for schema in ("raw_streams", "raw_rds", "raw_meta"):
+                cur.execute(f"create schema if not exists {schema}")
+            cur.execute(
+                f"""create table if not exists {STREAMS_TABLE} (
+                    user_id {t}, track_id {t}, listen_time {t}, _source_file {t},
+                    _line_number bigint, _loaded_at timestamp, _load_id {t})"""
+            )
+            cur.execute(
+                f"""create table if not exists {LEDGER_TABLE} (
+                    object_key {t} not null, etag {t} not null, size_bytes bigint,
+                    target_table {t}, row_count bigint, status {t} not null, reason {t},
+                    load_id {t}, loaded_at timestamp)"""
+            )
+
+    def ledger(self) -> dict[str, set[str]]:
+        """Etags of every object the ledger records as loaded, by key."""
+        loaded: dict[str, set[str]] = {}
+        for key, etag in self.query(
+            f"select object_key, etag from {LEDGER_TABLE} where status = 'loaded'"
+        ):
+            loaded.setdefault(key, set()).add(etag)
+        return loaded
+
+    def _lock_ledger(self, cur: Any) -> None:
+        cur.execute(f"lock table {LEDGER_TABLE} in exclusive mode")
+
+    def _in_ledger(self, cur: Any, key: str, etag: str) -> bool:
+        cur.execute(
+            self._sql(
+                f"select count(*) from {LEDGER_TABLE} "
+                "where object_key = %s and etag = %s and status = 'loaded'"
+            ),
+            (key, etag),
+        )
+        return int(cur.fetchone()[0]) > 0
+
+    def _write_ledger(
+        self,
+        cur: Any,
+        obj: LandedObject,
+        target: str,
+        rows: int,
+        load_id: str,
+        loaded_at: datetime,
+        reason: str | None = None,
+    ) -> None:
+        cur.execute(
+            self._sql(f"insert into {LEDGER_TABLE} values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"),
+            (
+                obj.key,
+                obj.etag,
+                obj.size,
+                target,
+                rows,
+                "rejected" if reason else "loaded",
+                reason,
+                load_id,
+                loaded_at,
+            ),
+        )
+
+    def record_rejected(
+        self, obj: LandedObject, target: str, reason: str, load_id: str, loaded_at: datetime
+    ) -> None:
+        """Record a refused object in the ledger with its reason."""
+        with self.transaction() as cur:
+            self._write_ledger(cur, obj, target, 0, load_id, loaded_at, reason)
+
+    # -- loading ----------------------------------------------------------------------------
+    def load_stream_file(
+        self, landing: LandingStore, obj: LandedObject, *, load_id: str, loaded_at: datetime
+    ) -> LoadOutcome:
+        """Append one stream file to raw_streams.streams exactly once."""
+        header = read_header(landing, obj.key)
+        positions = column_positions(header, STREAM_COLUMNS)
+        try:
+            with self.transaction() as cur:
+                self._lock_ledger(cur)
+                if self._in_ledger(cur, obj.key, obj.etag):
+                    return LoadOutcome(obj.key, "skipped")
+                line_number = self._copy_to_temp(cur, landing, [obj.key], len(header))
+                picked = ", ".join(f"c{positions[name]}" for name in STREAM_COLUMNS)
+                cur.execute(
+                    self._sql(
+                        f"insert into {STREAMS_TABLE} select {picked}, %s, {line_number}, %s, %s "
+                        "from _landing"
+                    ),
+                    (obj.key, loaded_at, load_id),
+                )
+                rows = self._count(cur, "_landing")
+                self._write_ledger(cur, obj, STREAMS_TABLE, rows, load_id, loaded_at)
+                self._drop_temp(cur)
+        except FileRejected:
+            raise
+        except Exception as exc:
+            if not self._is_data_error(exc):
+                raise
+            raise FileRejected(f"not loadable as CSV: {_one_line(exc)}") from None
+        return LoadOutcome(obj.key, "loaded", rows)
+
+    def load_snapshot(
+        self,
+        landing: LandingStore,
+        extract: TableExtract,
+        *,
+        load_id: str,
+        loaded_at: datetime,
+    ) -> LoadOutcome:
+        """Replace raw_rds.<table> with an extracted snapshot, unless the ledger has it."""
+        table = f"raw_rds.{check_identifier(extract.table, 'RDS table')}"
+        columns = [check_identifier(c, f"column of {extract.table}") for c in extract.columns]
+        obj = LandedObject(key=extract.prefix, size=extract.size_bytes, etag=extract.sha256)
+        t = self.text_type
+        with self.transaction() as cur:
+            self._lock_ledger(cur)
+            if self._in_ledger(cur, obj.key, obj.etag) or self._snapshot_unchanged(cur, extract):
+                return LoadOutcome(obj.key, "skipped")
+            cur.execute(f"drop table if exists {table}")
+            column_defs = ", ".join(f'"{c}" {t}' for c in columns)
+            cur.execute(
+                f"create table {table} ({column_defs}, _source_file {t}, "
+                f"_loaded_at timestamp, _load_id {t})"
+            )
+            if extract.parts:
+                self._copy_to_temp(cur, landing, list(extract.parts), len(columns))
+                picked = ", ".join(f"c{i}" for i in range(1, len(columns) + 1))
+                cur.execute(
+                    self._sql(f"insert into {table} select {picked}, %s, %s, %s from _landing"),
+                    (extract.prefix, loaded_at, load_id),
+                )
+                self._drop_temp(cur)
+            self._write_ledger(cur, obj, table, extract.row_count, load_id, loaded_at)
+        return LoadOutcome(obj.key, "loaded", extract.row_count)
+
+    def _snapshot_unchanged(self, cur: Any, extract: TableExtract) -> bool:
+        """True when the last snapshot loaded for this table has the same content."""
+        cur.execute(
+            self._sql(
+                f"select etag from {LEDGER_TABLE} where target_table = %s and status = 'loaded' "
+                "order by loaded_at desc limit 1"
+            ),
+            (f"raw_rds.{extract.table}",),
+        )
+        row = cur.fetchone()
+        return row is not None and row[0] == extract.sha256
+
+    def _count(self, cur: Any, table: str) -> int:
+        cur.execute(f"select count(*) from {table}")
+        return int(cur.fetchone()[0])
+
+    def _drop_temp(self, cur: Any) -> None:
+        cur.execute("drop table _landing")
+
+    @abstractmethod
+    def _copy_to_temp(
+        self, cur: Any, landing: LandingStore, keys: list[str], n_columns: int
+    ) -> str:
+        """COPY the objects (same header, which is skipped) into a temporary table
+        ``_landing(c1 .. cn)``. Returns the SQL expression for a row's line number."""
+
+    @abstractmethod
+    def _is_data_error(self, exc: Exception) -> bool:
+        """Whether ``exc`` means the file's content could not be loaded (not an outage)."""
+
+
+class DuckDBWarehouse(Warehouse):
+    """The embedded default: a DuckDB file, one writer at a time."""
+
+    placeholder = "?"
+
+    def _connect(self) -> Any:
+        import duckdb
+
+        path = self.settings.duckdb_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            raise ConnectionError(
+                f"cannot open the DuckDB warehouse {path}: {_one_line(exc)} "
+                "(another process, such as a dbt run, may be writing it)"
+            ) from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        # A DuckDB cursor is a second connection with its own transactions: use the connection.
+        self.conn.execute("begin transaction")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("rollback")
+            raise
+        else:
+            self.conn.execute("commit")
+
+    def _lock_ledger(self, cur: Any) -> None:
+        """DuckDB allows one writing process, which is this one."""
+
+    def _copy_to_temp(
+        self, cur: Any, landing: LandingStore, keys: list[str], n_columns: int
+    ) -> str:
+        columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(1, n_columns + 1)) + "}"
+        with _local_copies(landing, keys) as paths:
+            cur.execute(
+                "create temp table _landing as select * from read_csv(?, header = true, "
+                f"auto_detect = false, columns = {columns}, delim = ',', quote = '\"', "
+                "escape = '\"', strict_mode = true, null_padding = false, "
+                "compression = 'auto')",
+                ([str(p) for p in paths],),
+            )
+        # The temporary table keeps the file's row order (rowids are consecutive but start at
+        # an offset for transaction-local data); +2 skips the header line.
+        return "rowid - (select min(rowid) from _landing) + 2"
+
+    def _is_data_error(self, exc: Exception) -> bool:
+        import duckdb
+
+        return isinstance(exc, duckdb.InvalidInputException | duckdb.ConversionException)
+
+
+class PostgresWarehouse(Warehouse):
+    """A PostgreSQL warehouse: object bytes stream into COPY ... FROM STDIN."""
+
+    def _connect(self) -> Any:
+        import psycopg2
+
+        s = self.settings
+        try:
+            return psycopg2.connect(
+                host=s.host,
+                port=s.port,
+                user=s.user,
+                password=s.password,
+                dbname=s.dbname,
+                connect_timeout=15,
+            )
+        except psycopg2.OperationalError as exc:
+            raise ConnectionError(
+                f"cannot reach the {s.kind} warehouse {s.user}@{s.host}:{s.port}/{s.dbname}: "
+                f"{_one_line(exc)}"
+            ) from None
+
+    def _copy_to_temp(
+        self, cur: Any, landing: LandingStore, keys: list[str], n_columns: int
+    ) -> str:
+        columns = ", ".join(f"c{i}" for i in range(1, n_columns + 1))
+        cur.execute(
+            "create temp table _landing (_n bigint generated always as identity, "
+            + ", ".join(f"c{i} text" for i in range(1, n_columns + 1))
+            + ")"
+        )
+        for key in keys:
+            with landing.open(key) as raw:
+                stream: Any = gzip.GzipFile(fileobj=raw) if key.endswith(".gz") else raw
+                cur.copy_expert(
+                    f"copy _landing ({columns}) from stdin with (format csv, header true)",
+                    stream,
+                    size=1 << 20,
+                )
+        # The identity follows the input order; +1 skips the header line.
+        return "_n + 1"
+
+    def _is_data_error(self, exc: Exception) -> bool:
+        import psycopg2
+
+        return isinstance(exc, psycopg2.DataError | OSError | EOFError)
+
+
+class RedshiftWarehouse(PostgresWarehouse):
+    """Amazon Redshift: ``COPY ... FROM 's3://...'`` with IAM_ROLE; objects must be on S3.
+
+    No cluster is reachable where this project is developed: the statements are covered by
+    tests on the SQL this class generates, not by runs against Redshift.
+    """
+
+    text_type = "varchar(65535)"
+
+    def _lock_ledger(self, cur: Any) -> None:
+        cur.execute(f"lock {LEDGER_TABLE}")
+
+    def _drop_temp(self, cur: Any) -> None:
+        cur.execute("drop table _landing")
+
+    def copy_statement(self, source: str, *, gzip_compressed: bool, manifest: bool) -> str:
+        """The COPY that loads ``source`` (an object, or a manifest) into ``_landing``."""
+        options = [
+            "format as csv",
+            "ignoreheader 1",
+            f"iam_role '{_quote(self.settings.iam_role)}'",
+        ]
+        if gzip_compressed:
+            options.append("gzip")
+        if manifest:
+            options.append("manifest")
+        if self.settings.region:
+            options.append(f"region '{_quote(self.settings.region)}'")
+        return f"copy _landing from '{_quote(source)}' " + " ".join(options)
+
+    def _copy_to_temp(
+        self, cur: Any, landing: LandingStore, keys: list[str], n_columns: int
+    ) -> str:
+        uris = [landing.uri(key) for key in keys]
+        if not all(uri.startswith("s3://") for uri in uris):
+            raise ValueError("the redshift warehouse loads from S3: set MUSIC_ELT_LANDING=s3://...")
+        cur.execute(
+            "create temp table _landing ("
+            + ", ".join(f"c{i} {self.text_type}" for i in range(1, n_columns + 1))
+            + ")"
+        )
+        compressed = keys[0].endswith(".gz")
+        if len(keys) == 1:
+            cur.execute(self.copy_statement(uris[0], gzip_compressed=compressed, manifest=False))
+        else:
+            manifest_key = keys[0].rsplit("/", 1)[0] + "/_redshift.manifest"
+            landing.write_text(manifest_key, redshift_manifest(uris))
+            cur.execute(
+                self.copy_statement(
+                    landing.uri(manifest_key), gzip_compressed=compressed, manifest=True
+                )
+            )
+        return "null"
+
+    def _is_data_error(self, exc: Exception) -> bool:
+        import psycopg2
+
+        # Redshift reports rows it cannot parse as an internal error pointing to stl_load_errors.
+        return isinstance(exc, psycopg2.DataError | psycopg2.InternalError)
+
+
+def redshift_manifest(uris: Sequence[str]) -> str:
+    """A COPY manifest listing every object as mandatory."""
+    return json.dumps({"entries": [{"url": uri, "mandatory": True} for uri in uris]}, indent=2)
+
+
+def open_warehouse(settings: Settings) -> Warehouse:
+    """The warehouse implementation for ``settings.warehouse.kind`` (not yet connected)."""
+    kinds: dict[str, type[Warehouse]] = {
+        "duckdb": DuckDBWarehouse,
+        "postgres": PostgresWarehouse,
+        "redshift": RedshiftWarehouse,
+    }
+    return kinds[settings.warehouse.kind](settings.warehouse)
+
+
+@contextmanager
+def _local_copies(landing: LandingStore, keys: list[str]) -> Iterator[list[Path]]:
+    """Local paths for the objects: their own path on a local zone, else a streamed copy."""
+    local = [landing.local_path(key) for key in keys]
+    if all(path is not None for path in local):
+        yield [path for path in local if path is not None]
+        return
+    with tempfile.TemporaryDirectory(prefix="music-elt-") as tmp:
+        paths = []
+        for i, key in enumerate(keys):
+            path = Path(tmp, f"{i:05d}-{Path(key).name}")
+            with landing.open(key) as src, path.open("wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            paths.append(path)
+        yield paths
+
+
+def _quote(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return " ".join(lines[:2])[:500] if lines else type(exc).__name__
