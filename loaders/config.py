@@ -116,10 +116,6 @@ class Settings:
             raise ConfigError(
                 f"MUSIC_ELT_LANDING={self.landing_url!r}: use s3://bucket/prefix or a local path"
             )
-        if not (self.dbt_project_dir / "dbt_project.yml").is_file():
-            raise ConfigError(
-                f"no dbt project at {self.dbt_project_dir}; set MUSIC_ELT_DBT_PROJECT_DIR"
-            )
 
     @property
     def embedded_rds(self) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from loaders.config import Settings
+from loaders.config import ConfigError, Settings
 
 
 class DbtFailed(RuntimeError):
@@ -83,6 +83,10 @@ def run_dbt(settings: Settings, command: Sequence[str]) -> DbtReport:
     """
     from dbt.cli.main import dbtRunner
 
+    if not (settings.dbt_project_dir / "dbt_project.yml").is_file():
+        raise ConfigError(
+            f"no dbt project at {settings.dbt_project_dir}; set MUSIC_ELT_DBT_PROJECT_DIR"
+        )
     settings.dbt_log_path.mkdir(parents=True, exist_ok=True)
     with dbt_environment(settings):
         result = dbtRunner().invoke(dbt_args(settings, command))

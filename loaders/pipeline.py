@@ -128,9 +128,10 @@ def find_work(settings: Settings, landing: LandingStore, extracts: list[TableExt
         last_snapshot = dict(
             wh.query(
                 f"select target_table, etag from {LEDGER_TABLE} l where status = 'loaded' "
-                "and target_table like 'raw_rds.%' and loaded_at = (select max(loaded_at) from "
+                "and target_table like %s and loaded_at = (select max(loaded_at) from "
                 f"{LEDGER_TABLE} l2 where l2.target_table = l.target_table "
-                "and l2.status = 'loaded')"
+                "and l2.status = 'loaded')",
+                ("raw_rds.%",),
             )
         )
         (unbuilt,) = wh.query(

@@ -1,0 +1,97 @@
+"""Shared fixtures: a real PostgreSQL (pgserver) and an S3 protocol server (moto) on loopback.
+
+Both are started by the tests themselves, once per test process, and stopped at its end.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+
+from loaders.config import Settings, WarehouseSettings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A PostgreSQL 16 server from the pgserver wheel, on a Unix socket in a temporary folder."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def pg_database(pg_server: Any) -> Iterator[dict[str, Any]]:
+    """A fresh, empty database on the test server; connection fields as a dict."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(pg_server.get_uri())
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"create database {name}")
+    info = admin.get_dsn_parameters()
+    admin.close()
+    yield {"host": info["host"], "port": int(info["port"]), "user": info["user"], "dbname": name}
+
+
+def pg_dsn(db: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in db.items())
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server in server mode on 127.0.0.1 (a real HTTP endpoint, S3 protocol)."""
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new empty bucket on the moto server; returns its name. Test-only fake credentials."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    name = f"bucket-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Embedded-stack settings in a temporary work directory (DuckDB warehouse)."""
+    return Settings.from_env({}, workdir=tmp_path / "work")
+
+
+def postgres_settings(base: Settings, db: dict[str, Any]) -> Settings:
+    """``base`` with its warehouse switched to the PostgreSQL database ``db``."""
+    return replace(
+        base,
+        warehouse=WarehouseSettings(
+            kind="postgres",
+            host=db["host"],
+            port=db["port"],
+            user=db["user"],
+            dbname=db["dbname"],
+        ),
+    )

@@ -1,0 +1,256 @@
+"""Extraction, landing, loading, ledger, quarantine and archive against real services:
+PostgreSQL from pgserver (as the RDS and as a warehouse) and moto's S3 server on loopback."""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg2
+import pytest
+
+from loaders import pipeline, rds
+from loaders.config import Settings
+from loaders.landing import LocalLanding, S3Landing
+from loaders.warehouse import open_warehouse
+from tests.conftest import pg_dsn, postgres_settings
+
+USERS = "user_id,user_name,user_age,user_country,created_at\n" + "".join(
+    f"{i},User {i},{20 + i % 50},DE,2025-01-{1 + i % 28:02d}\n" for i in range(1, 26)
+)
+SONGS = (
+    "id,track_id,artists,album_name,track_name,popularity,duration_ms,explicit,track_genre\n"
+    '0,t1,"A;B",Album,"Song, ""one""",50,200000,False,pop\n'
+    "1,t2,Café Ø,Albüm,Zwei,60,180000,True,rock\n"
+)
+GOOD = "user_id,track_id,listen_time\n1,t1,2026-01-05 10:00:00\n2,t2,2026-01-05T10:30:00Z\n,t1,x\n"
+
+
+def write_source(root: Path) -> Path:
+    (root / "streams").mkdir(parents=True)
+    (root / "users.csv").write_text(USERS)
+    (root / "songs.csv").write_text(SONGS, encoding="utf-8")
+    return root
+
+
+def put(landing: Any, key: str, data: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "upload.bin"
+    path.write_bytes(data)
+    landing.put(key, path)
+
+
+# -- RDS extraction ---------------------------------------------------------------------------
+def test_extract_in_batches_is_deterministic_and_detects_change(
+    pg_database: dict[str, Any], tmp_path: Path
+) -> None:
+    src = write_source(tmp_path / "src")
+    settings = replace(
+        Settings.from_env({}, workdir=tmp_path / "w"), rds_dsn=pg_dsn(pg_database), batch_size=10
+    )
+    landing = LocalLanding(tmp_path / "landing")
+    with rds.connect(settings) as conn:
+        assert rds.seed_table(conn, "users", src / "users.csv") == 25
+        with conn.cursor() as cur:
+            cur.execute("alter table users add primary key (user_id)")
+        conn.commit()
+        first = rds.extract_table(
+            conn, "users", landing, run_id="r1", batch_size=10, progress=print
+        )
+        second = rds.extract_table(
+            conn, "users", landing, run_id="r2", batch_size=10, progress=print
+        )
+        with conn.cursor() as cur:
+            cur.execute("update users set user_age = 99 where user_id = 7")
+        conn.commit()
+        third = rds.extract_table(
+            conn, "users", landing, run_id="r3", batch_size=10, progress=print
+        )
+    assert first.row_count == 25
+    assert len(first.parts) == 3  # 10 + 10 + 5
+    assert first.sha256 == second.sha256  # same content, same fingerprint
+    assert third.sha256 != first.sha256
+    with gzip.open(landing.local_path(first.parts[0]), "rt") as handle:  # type: ignore[arg-type]
+        lines = handle.read().splitlines()
+    assert lines[0] == "user_id,user_name,user_age,user_country,created_at"
+    assert lines[1].startswith("1,User 1,21,DE,")
+    assert len(lines) == 11
+    assert rds.latest_extract(landing, "users") == third
+
+
+def test_extract_reports_missing_table_and_unreachable_server(
+    pg_database: dict[str, Any], tmp_path: Path
+) -> None:
+    settings = replace(Settings.from_env({}, workdir=tmp_path / "w"), rds_dsn=pg_dsn(pg_database))
+    with rds.connect(settings) as conn, pytest.raises(ValueError, match="no table 'songs'"):
+        rds.extract_table(conn, "songs", LocalLanding(tmp_path), run_id="r", batch_size=5)
+    bad = replace(settings, rds_dsn="host=127.0.0.1 port=1 user=x password=secret dbname=x")
+    with pytest.raises(ConnectionError) as info, rds.connect(bad, wait_seconds=0.5):
+        pass
+    assert "secret" not in str(info.value)
+    assert "password=***" in str(info.value)
+
+
+# -- landing on S3 ----------------------------------------------------------------------------
+def test_s3_landing_lists_reads_and_moves_idempotently(s3_endpoint: str, s3_bucket: str) -> None:
+    landing = S3Landing(f"s3://{s3_bucket}/landing", endpoint_url=s3_endpoint)
+    landing.write_text("streams/a.csv", GOOD)
+    [obj] = landing.list("streams/")
+    assert obj.key == "streams/a.csv" and obj.size == len(GOOD)
+    with landing.open("streams/a.csv") as handle:
+        assert handle.read().decode() == GOOD
+    # A move interrupted after its copy: both objects exist. Finishing it deletes the source.
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.copy_object(
+        Bucket=s3_bucket,
+        CopySource={"Bucket": s3_bucket, "Key": "landing/streams/a.csv"},
+        Key="landing/archive/streams/2026-01-05/a.csv",
+    )
+    landing.move("streams/a.csv", "archive/streams/2026-01-05/a.csv")
+    landing.move("streams/a.csv", "archive/streams/2026-01-05/a.csv")  # again: nothing to do
+    assert landing.list("streams/") == []
+    assert [o.key for o in landing.list("archive/")] == ["archive/streams/2026-01-05/a.csv"]
+    with pytest.raises(FileNotFoundError):
+        landing.move("streams/never.csv", "archive/streams/x/never.csv")
+
+
+# -- loading, ledger, rejects -----------------------------------------------------------------
+def _load_cases(settings: Settings, landing: Any, tmp_path: Path) -> dict[str, Any]:
+    put(landing, "streams/a.csv", GOOD.encode(), tmp_path)
+    put(landing, "streams/b.csv.gz", gzip.compress(GOOD.replace("t1", "t3").encode()), tmp_path)
+    # columns in another order plus an extra column: picked by name
+    put(
+        landing,
+        "streams/c.csv",
+        b"listen_time,extra,track_id,user_id\n2026-01-06 01:00:00,x,t2,5\n",
+        tmp_path,
+    )
+    put(landing, "streams/no_track.csv", b"user_id,listen_time\n1,2026-01-05 10:00:00\n", tmp_path)
+    put(landing, "streams/empty.csv", b"", tmp_path)
+    put(landing, "streams/ragged.csv", b"user_id,track_id,listen_time\n1,t1\n", tmp_path)
+    put(landing, "streams/binary.csv.gz", b"\x1f\x8b\x08garbage", tmp_path)
+    put(landing, "streams/header_only.csv", b"user_id,track_id,listen_time\n", tmp_path)
+    work = pipeline.find_work(settings, landing, [])
+    report = pipeline.load(settings, landing, work, load_id="load-1", progress=print)
+    again = pipeline.find_work(settings, landing, [])
+    with open_warehouse(settings) as wh:
+        rows = wh.query(
+            "select _source_file, _line_number, user_id, track_id, listen_time "
+            "from raw_streams.streams order by _source_file, _line_number"
+        )
+        ledger = wh.query(
+            "select object_key, status, row_count, reason from raw_meta.load_ledger "
+            "order by object_key"
+        )
+    return {"report": report, "again": again, "rows": rows, "ledger": ledger}
+
+
+@pytest.mark.parametrize("warehouse_kind", ["duckdb", "postgres"])
+@pytest.mark.parametrize("landing_kind", ["local", "s3"])
+def test_load_exactly_once_with_rejects(
+    warehouse_kind: str,
+    landing_kind: str,
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    if warehouse_kind == "postgres":
+        settings = postgres_settings(settings, request.getfixturevalue("pg_database"))
+    if landing_kind == "s3":
+        bucket = request.getfixturevalue("s3_bucket")
+        endpoint = request.getfixturevalue("s3_endpoint")
+        settings = replace(settings, landing_url=f"s3://{bucket}/land", s3_endpoint_url=endpoint)
+    landing = pipeline.landing_store(settings)
+    out = _load_cases(settings, landing, tmp_path)
+    report = out["report"]
+
+    assert sorted(o.key for o in report.files_loaded) == [
+        "streams/a.csv",
+        "streams/b.csv.gz",
+        "streams/c.csv",
+        "streams/header_only.csv",
+    ]
+    assert report.stream_rows == 7
+    rejected = dict((o.key, reason) for o, reason in report.files_rejected)
+    assert set(rejected) == {
+        "streams/no_track.csv",
+        "streams/empty.csv",
+        "streams/ragged.csv",
+        "streams/binary.csv.gz",
+    }
+    assert "track_id" in rejected["streams/no_track.csv"]
+    assert "empty" in rejected["streams/empty.csv"]
+    # raw rows are a faithful copy, with the physical line of each record
+    assert out["rows"][:3] == [
+        ("streams/a.csv", 2, "1", "t1", "2026-01-05 10:00:00"),
+        ("streams/a.csv", 3, "2", "t2", "2026-01-05T10:30:00Z"),
+        ("streams/a.csv", 4, None, "t1", "x"),
+    ]
+    assert ("streams/c.csv", 2, "5", "t2", "2026-01-06 01:00:00") in out["rows"]
+    # refused files are in quarantine with their reason, and in the ledger
+    quarantined = {o.key for o in landing.list("quarantine/")}
+    assert "quarantine/streams/ragged.csv" in quarantined
+    assert "quarantine/streams/ragged.csv.reason.txt" in quarantined
+    statuses = {key: (status, n) for key, status, n, _ in out["ledger"]}
+    assert statuses["streams/a.csv"] == ("loaded", 3)
+    assert statuses["streams/ragged.csv"] == ("rejected", 0)
+    # counts in equal counts out: every landed file is loaded or rejected, every row is in raw
+    assert len(out["ledger"]) == 8
+    assert sum(n for _, status, n, _ in out["ledger"] if status == "loaded") == len(out["rows"])
+    # a second look finds nothing new; the loaded files wait for archiving
+    again = out["again"]
+    assert again.stream_files == ()
+    assert len(again.archive_ready) == 4
+    # loading the same object again (a retried task) is a no-op
+    obj = next(o for o in again.archive_ready if o.key == "streams/a.csv")
+    with pipeline.warehouse(settings) as wh:
+        outcome = wh.load_stream_file(landing, obj, load_id="load-2", loaded_at=pipeline.utcnow())
+        assert outcome.status == "skipped"
+        assert wh.query("select count(*) from raw_streams.streams")[0][0] == 7
+
+
+def test_snapshot_load_replaces_table_and_skips_unchanged(
+    pg_database: dict[str, Any], settings: Settings, tmp_path: Path
+) -> None:
+    src = write_source(tmp_path / "src")
+    settings = replace(settings, rds_dsn=pg_dsn(pg_database), batch_size=1)
+    landing = pipeline.landing_store(settings)
+    with rds.connect(settings) as conn:
+        rds.seed_table(conn, "users", src / "users.csv")
+        rds.seed_table(conn, "songs", src / "songs.csv")
+    extracts = pipeline.extract_rds(settings, landing, "run1")
+    work = pipeline.find_work(settings, landing, extracts)
+    assert {e.table for e in work.snapshots} == {"users", "songs"}
+    pipeline.load(settings, landing, work, load_id="run1")
+    with open_warehouse(settings) as wh:
+        songs = wh.query(
+            "select id, track_id, artists, track_name, explicit from raw_rds.songs order by id"
+        )
+    assert songs == [
+        ("0", "t1", "A;B", 'Song, "one"', "False"),
+        ("1", "t2", "Café Ø", "Zwei", "True"),
+    ]
+    # unchanged source: the next extract has the same fingerprint and nothing is reloaded
+    extracts = pipeline.extract_rds(settings, landing, "run2")
+    assert pipeline.find_work(settings, landing, extracts).snapshots == ()
+    with psycopg2.connect(pg_dsn(pg_database)) as conn, conn.cursor() as cur:
+        cur.execute("delete from songs where id = '1'")
+    extracts = pipeline.extract_rds(settings, landing, "run3")
+    work = pipeline.find_work(settings, landing, extracts)
+    assert [e.table for e in work.snapshots] == ["songs"]
+    pipeline.load(settings, landing, work, load_id="run3")
+    with open_warehouse(settings) as wh:
+        assert wh.query("select count(*), max(_load_id) from raw_rds.songs") == [(1, "run3")]
+
+
+def test_archive_moves_loaded_files_once(settings: Settings, tmp_path: Path) -> None:
+    landing = pipeline.landing_store(settings)
+    put(landing, "streams/day1/a.csv", GOOD.encode(), tmp_path)
+    work = pipeline.find_work(settings, landing, [])
+    report = pipeline.load(settings, landing, work, load_id="l1")
+    moved = pipeline.archive(landing, report.files_loaded, day="2026-01-07")
+    assert moved == ["archive/streams/2026-01-07/day1/a.csv"]
+    assert pipeline.archive(landing, report.files_loaded, day="2026-01-07") == moved
+    assert landing.list("streams/") == []

@@ -1,0 +1,200 @@
+"""Settings validation, secret redaction, header checks and the Redshift statements (no I/O).
+
+No Redshift cluster is reachable here: these tests pin the exact SQL the Redshift loader sends.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loaders.config import ConfigError, Settings, WarehouseSettings, check_identifier, redact
+from loaders.landing import LandedObject
+from loaders.warehouse import (
+    FileRejected,
+    RedshiftWarehouse,
+    column_positions,
+    read_header,
+    redshift_manifest,
+)
+
+
+def test_settings_defaults_to_the_embedded_stack() -> None:
+    settings = Settings.from_env({}, workdir=Path("/tmp/w"))
+    assert settings.embedded_rds
+    assert settings.warehouse.kind == "duckdb"
+    assert settings.warehouse.duckdb_path == Path("/tmp/w/warehouse.duckdb")
+    assert settings.local_landing == Path("/tmp/w/landing")
+    assert settings.rds_tables == ("users", "songs")
+
+
+def test_settings_reject_bad_values_with_a_clear_message() -> None:
+    with pytest.raises(ConfigError, match="choose one of duckdb, postgres, redshift"):
+        Settings.from_env({"MUSIC_ELT_TARGET": "oracle"})
+    with pytest.raises(ConfigError, match="WAREHOUSE_USER"):
+        Settings.from_env({"MUSIC_ELT_TARGET": "postgres"})
+    with pytest.raises(ConfigError, match="IAM_ROLE"):
+        Settings.from_env(
+            {"MUSIC_ELT_TARGET": "redshift", "WAREHOUSE_USER": "u", "WAREHOUSE_DBNAME": "d"}
+        )
+    with pytest.raises(ConfigError, match="not a number"):
+        Settings.from_env({"MUSIC_ELT_BATCH_SIZE": "many"})
+    with pytest.raises(ConfigError, match="not a plain identifier"):
+        Settings.from_env({"MUSIC_ELT_RDS_TABLES": "users,songs;drop table x"})
+    with pytest.raises(ConfigError, match="s3://"):
+        Settings.from_env({"MUSIC_ELT_LANDING": "gs://bucket/x"})
+
+
+def test_secrets_never_appear_in_reprs_or_redacted_dsns() -> None:
+    settings = Settings.from_env(
+        {
+            "MUSIC_ELT_RDS_DSN": "postgresql://app:hunter2@rds.example:5432/music",
+            "MUSIC_ELT_TARGET": "postgres",
+            "WAREHOUSE_USER": "u",
+            "WAREHOUSE_DBNAME": "d",
+            "WAREHOUSE_PASSWORD": "s3cret",
+        }
+    )
+    assert "hunter2" not in repr(settings) and "s3cret" not in repr(settings)
+    assert redact("postgresql://app:hunter2@rds.example:5432/music") == (
+        "postgresql://app:***@rds.example:5432/music"
+    )
+    assert redact("host=x password=hunter2 user=y") == "host=x password=*** user=y"
+    assert settings.warehouse.dbt_env()["WAREHOUSE_PASSWORD"] == "s3cret"
+
+
+def test_identifiers_are_checked() -> None:
+    assert check_identifier("track_genre", "column") == "track_genre"
+    for bad in ("Track", "a-b", 'x"; drop', "", "1a"):
+        with pytest.raises(ConfigError):
+            check_identifier(bad, "column")
+
+
+class _Bytes:
+    """A landing store holding one object in memory (read_header only opens)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def open(self, key: str) -> io.BytesIO:
+        return io.BytesIO(self.data)
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "expected"),
+    [
+        (b"user_id,track_id,listen_time\n1,a,b\n", "a.csv", ["user_id", "track_id", "listen_time"]),
+        (
+            b"\xef\xbb\xbfUser_ID , Track_ID,listen_time\r\n",
+            "a.csv",
+            ["user_id", "track_id", "listen_time"],
+        ),
+    ],
+)
+def test_read_header_normalises(data: bytes, key: str, expected: list[str]) -> None:
+    assert read_header(_Bytes(data), key) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "reason"),
+    [
+        (b"", "a.csv", "empty file"),
+        (b"\x1f\x8bnot really gzip", "a.csv.gz", "gzip"),
+        (b"\xff\xfe\x00u\x00s", "a.csv", "UTF-8"),
+    ],
+)
+def test_read_header_refuses_files_that_are_not_csv(data: bytes, key: str, reason: str) -> None:
+    with pytest.raises(FileRejected, match=reason):
+        read_header(_Bytes(data), key)  # type: ignore[arg-type]
+
+
+def test_column_positions_are_by_name() -> None:
+    header = ["listen_time", "extra", "track_id", "user_id"]
+    assert column_positions(header, ("user_id", "track_id", "listen_time")) == {
+        "user_id": 4,
+        "track_id": 3,
+        "listen_time": 1,
+    }
+    with pytest.raises(FileRejected, match="lacks required column"):
+        column_positions(["user_id"], ("user_id", "track_id"))
+
+
+class _Recorder:
+    """Records the SQL a warehouse sends (stands in for a Redshift cursor)."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        self.sql.append(" ".join(sql.split()))
+
+
+class _S3Store:
+    def __init__(self) -> None:
+        self.written: dict[str, str] = {}
+
+    def uri(self, key: str) -> str:
+        return f"s3://bucket/landing/{key}"
+
+    def write_text(self, key: str, text: str) -> None:
+        self.written[key] = text
+
+
+def _redshift(region: str = "") -> RedshiftWarehouse:
+    return RedshiftWarehouse(
+        WarehouseSettings(
+            kind="redshift",
+            user="loader",
+            dbname="music",
+            iam_role="arn:aws:iam::123456789012:role/redshift-copy",
+            region=region,
+        )
+    )
+
+
+def test_redshift_copies_one_stream_file_with_iam_role_and_gzip() -> None:
+    cur, store = _Recorder(), _S3Store()
+    line = _redshift()._copy_to_temp(cur, store, ["streams/a.csv.gz"], 3)  # type: ignore[arg-type]
+    assert line == "null"  # Redshift cannot tell line numbers
+    assert cur.sql == [
+        "create temp table _landing (c1 varchar(65535), c2 varchar(65535), c3 varchar(65535))",
+        "copy _landing from 's3://bucket/landing/streams/a.csv.gz' format as csv ignoreheader 1 "
+        "iam_role 'arn:aws:iam::123456789012:role/redshift-copy' gzip",
+    ]
+
+
+def test_redshift_loads_rds_parts_through_a_manifest() -> None:
+    cur, store = _Recorder(), _S3Store()
+    keys = ["rds/songs/r1/part-00001.csv.gz", "rds/songs/r1/part-00002.csv.gz"]
+    _redshift(region="eu-west-1")._copy_to_temp(cur, store, keys, 2)  # type: ignore[arg-type]
+    assert cur.sql[-1] == (
+        "copy _landing from 's3://bucket/landing/rds/songs/r1/_redshift.manifest' format as csv "
+        "ignoreheader 1 iam_role 'arn:aws:iam::123456789012:role/redshift-copy' gzip manifest "
+        "region 'eu-west-1'"
+    )
+    manifest = json.loads(store.written["rds/songs/r1/_redshift.manifest"])
+    assert manifest == json.loads(redshift_manifest([store.uri(k) for k in keys]))
+    assert [e["url"] for e in manifest["entries"]] == [store.uri(k) for k in keys]
+    assert all(e["mandatory"] for e in manifest["entries"])
+
+
+def test_redshift_refuses_a_local_landing_zone() -> None:
+    class Local(_S3Store):
+        def uri(self, key: str) -> str:
+            return f"/tmp/landing/{key}"
+
+    with pytest.raises(ValueError, match="MUSIC_ELT_LANDING=s3://"):
+        _redshift()._copy_to_temp(_Recorder(), Local(), ["streams/a.csv"], 3)  # type: ignore[arg-type]
+
+
+def test_redshift_uses_its_own_lock_and_wide_text() -> None:
+    cur = _Recorder()
+    wh = _redshift()
+    wh._lock_ledger(cur)
+    assert cur.sql == ["lock raw_meta.load_ledger"]
+    assert wh.text_type == "varchar(65535)"
+    assert LandedObject("k", 1, "e").key == "k"
