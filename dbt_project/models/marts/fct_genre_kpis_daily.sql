@@ -1,0 +1,197 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='listen_date',
+        on_schema_change='fail',
+        dist='even',
+        sort=['listen_date', 'track_genre'],
+    )
+}}
+
+/*
+    One row per (listen_date, track_genre). Incremental without state: a date is recomputed
+    whole when its play count in fct_listens differs from the sum of listen_count stored here
+    (or it is missing). Plays are only ever added, so any change to a date changes its count.
+*/
+
+with
+
+listens as (
+
+    select
+        listen_date,
+        user_id,
+        track_id
+    from {{ ref('fct_listens') }}
+
+),
+
+tracks as (
+
+    select
+        track_id,
+        track_name,
+        track_genre,
+        popularity,
+        duration_ms
+    from {{ ref('dim_tracks') }}
+
+),
+
+{% if is_incremental() %}
+
+    current_daily_counts as (
+
+        select
+            listen_date,
+            count(*) as listen_count
+        from listens
+        group by listen_date
+
+    ),
+
+    stored_daily_counts as (
+
+        select
+            listen_date,
+            sum(listen_count) as listen_count
+        from {{ this }}
+        group by listen_date
+
+    ),
+
+    stale_dates as (
+
+        select current_daily_counts.listen_date
+        from current_daily_counts
+        left join stored_daily_counts
+            on current_daily_counts.listen_date = stored_daily_counts.listen_date
+        where
+            stored_daily_counts.listen_date is null
+            or stored_daily_counts.listen_count <> current_daily_counts.listen_count
+
+    ),
+
+{% endif %}
+
+listens_with_tracks as (
+
+    select
+        listens.listen_date,
+        listens.user_id,
+        listens.track_id,
+        coalesce(tracks.track_genre, 'unknown') as track_genre,
+        tracks.track_name,
+        tracks.popularity,
+        tracks.duration_ms
+    from listens
+    left join tracks
+        on listens.track_id = tracks.track_id
+    {% if is_incremental() %}
+        where listens.listen_date in (select stale_dates.listen_date from stale_dates)
+    {% endif %}
+
+),
+
+genre_totals as (
+
+    select
+        listen_date,
+        track_genre,
+        count(*) as listen_count,
+        count(distinct user_id) as unique_listeners,
+        -- play-weighted means from exact integer sums: identical on every warehouse and run
+        cast(sum(duration_ms) as float8)
+        / cast(nullif(count(duration_ms), 0) * 1000 as float8) as avg_track_duration_sec,
+        cast(sum(popularity) as float8)
+        / cast(nullif(count(popularity), 0) as float8) as avg_popularity
+    from listens_with_tracks
+    group by
+        listen_date,
+        track_genre
+
+),
+
+daily_totals as (
+
+    select
+        listen_date,
+        sum(listen_count) as listen_count
+    from genre_totals
+    group by listen_date
+
+),
+
+track_plays as (
+
+    select
+        listen_date,
+        track_genre,
+        track_id,
+        track_name,
+        popularity,
+        count(*) as listen_count
+    from listens_with_tracks
+    group by
+        listen_date,
+        track_genre,
+        track_id,
+        track_name,
+        popularity
+
+),
+
+ranked_tracks as (
+
+    select
+        *,
+        row_number() over (
+            partition by listen_date, track_genre
+            order by
+                listen_count desc,
+                popularity desc nulls last,
+                {{ binary_text_order('track_id') }} asc
+        ) as track_rank
+    from track_plays
+
+),
+
+most_popular_tracks as (
+
+    select
+        listen_date,
+        track_genre,
+        track_id,
+        track_name,
+        listen_count
+    from ranked_tracks
+    where track_rank = 1
+
+),
+
+final as (
+
+    select
+        genre_totals.listen_date,
+        genre_totals.track_genre,
+        cast(genre_totals.listen_count as bigint) as listen_count,
+        cast(genre_totals.unique_listeners as bigint) as unique_listeners,
+        genre_totals.avg_track_duration_sec,
+        genre_totals.avg_popularity,
+        cast(genre_totals.listen_count as float8)
+        / cast(daily_totals.listen_count as float8) as popularity_index,
+        most_popular_tracks.track_id as most_popular_track_id,
+        most_popular_tracks.track_name as most_popular_track_name,
+        cast(most_popular_tracks.listen_count as bigint) as most_popular_track_plays
+    from genre_totals
+    inner join daily_totals
+        on genre_totals.listen_date = daily_totals.listen_date
+    inner join most_popular_tracks
+        on
+            genre_totals.listen_date = most_popular_tracks.listen_date
+            and genre_totals.track_genre = most_popular_tracks.track_genre
+
+)
+
+select * from final

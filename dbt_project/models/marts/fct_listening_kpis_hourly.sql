@@ -1,0 +1,110 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='listen_hour',
+        on_schema_change='fail',
+        dist='even',
+        sort='listen_hour',
+    )
+}}
+
+/*
+    One row per listen_hour (UTC timestamp truncated to the hour). Incremental without state:
+    an hour is recomputed when its play count in fct_listens differs from the listen_count
+    stored here (or it is missing). top_artist is rank 1 of fct_top_artists_hourly.
+*/
+
+with
+
+listens as (
+
+    select
+        listen_hour,
+        user_id,
+        track_id
+    from {{ ref('fct_listens') }}
+
+),
+
+top_artists as (
+
+    select
+        listen_hour,
+        artist_name,
+        listen_count
+    from {{ ref('fct_top_artists_hourly') }}
+    where artist_rank = 1
+
+),
+
+{% if is_incremental() %}
+
+    current_hourly_counts as (
+
+        select
+            listen_hour,
+            count(*) as listen_count
+        from listens
+        group by listen_hour
+
+    ),
+
+    stored_hourly_counts as (
+
+        select
+            listen_hour,
+            listen_count
+        from {{ this }}
+
+    ),
+
+    stale_hours as (
+
+        select current_hourly_counts.listen_hour
+        from current_hourly_counts
+        left join stored_hourly_counts
+            on current_hourly_counts.listen_hour = stored_hourly_counts.listen_hour
+        where
+            stored_hourly_counts.listen_hour is null
+            or stored_hourly_counts.listen_count <> current_hourly_counts.listen_count
+
+    ),
+
+{% endif %}
+
+hourly_totals as (
+
+    select
+        listen_hour,
+        count(*) as listen_count,
+        count(distinct user_id) as unique_listeners,
+        count(distinct track_id) as distinct_tracks
+    from listens
+    {% if is_incremental() %}
+        where listen_hour in (select stale_hours.listen_hour from stale_hours)
+    {% endif %}
+    group by listen_hour
+
+),
+
+final as (
+
+    select
+        hourly_totals.listen_hour,
+        cast(hourly_totals.listen_hour as date) as listen_date,
+        cast(extract(hour from hourly_totals.listen_hour) as integer) as hour_of_day,
+        cast(hourly_totals.listen_count as bigint) as listen_count,
+        cast(hourly_totals.unique_listeners as bigint) as unique_listeners,
+        cast(hourly_totals.distinct_tracks as bigint) as distinct_tracks,
+        cast(hourly_totals.distinct_tracks as float8)
+        / cast(hourly_totals.listen_count as float8) as track_diversity_index,
+        top_artists.artist_name as top_artist,
+        cast(top_artists.listen_count as bigint) as top_artist_plays
+    from hourly_totals
+    left join top_artists
+        on hourly_totals.listen_hour = top_artists.listen_hour
+
+)
+
+select * from final

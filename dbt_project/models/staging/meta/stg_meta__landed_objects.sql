@@ -1,0 +1,35 @@
+with
+
+source as (
+
+    select
+        object_key,
+        etag,
+        size_bytes,
+        target_table,
+        row_count,
+        status,
+        reason,
+        load_id,
+        loaded_at
+    from {{ source('meta', 'load_ledger') }}
+
+),
+
+final as (
+
+    select
+        object_key,
+        etag,
+        size_bytes,
+        target_table,
+        row_count,
+        status as load_status,
+        reason as reject_reason,
+        load_id,
+        loaded_at
+    from source
+
+)
+
+select * from final
