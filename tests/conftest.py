@@ -6,6 +6,7 @@ Both are started by the tests themselves, once per test process, and stopped at 
 from __future__ import annotations
 
 import socket
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -19,6 +20,14 @@ import pytest
 from loaders.config import Settings, WarehouseSettings
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep temporary folders out of /tmp/pytest-of-<user>: pytest makes that folder private
+    again whenever a worker starts, which locks pgserver's unprivileged server user out of the
+    data directories of servers already running. A --basetemp of our own is left alone."""
+    if not config.option.basetemp and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="music-elt-tests-")
 
 
 @pytest.fixture(scope="session")

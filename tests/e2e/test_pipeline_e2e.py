@@ -1,0 +1,179 @@
+"""The README's path end to end: generated data -> `music-elt seed` -> `music-elt run`, with the
+marts checked against the independent computation of KPIS.md in tests/kpi_reference.py.
+
+These run dbt for real (DuckDB, and PostgreSQL from pgserver for portability)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loaders import pipeline
+from loaders.cli import main as cli
+from loaders.config import Settings
+from loaders.generate import generate
+from loaders.warehouse import open_warehouse
+from tests.conftest import postgres_settings
+from tests.kpi_reference import MARTS, KpiResult, assert_rows_match, compute_kpis
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated data set in the source schema: 3 days, anomalies of every kind."""
+    out = tmp_path_factory.mktemp("source")
+    generate(out, streams=20_000, days=3, seed=11, users=800, songs=600)
+    return out
+
+
+@pytest.fixture(scope="module")
+def expected(source: Path) -> KpiResult:
+    return reference(source)
+
+
+def reference(source: Path) -> KpiResult:
+    files = sorted(
+        p for p in (source / "streams").rglob("*") if p.name.endswith((".csv", ".csv.gz"))
+    )
+    return compute_kpis(source / "users.csv", source / "songs.csv", files, datetime.now())
+
+
+def fetch(settings: Settings, mart: str) -> list[dict[str, Any]]:
+    columns = MARTS[mart].columns
+    with open_warehouse(settings) as wh:
+        rows = wh.query(f"select {', '.join(columns)} from marts.{mart}")
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+def assert_marts_match(expected: KpiResult, settings: Settings) -> None:
+    for mart, spec in MARTS.items():
+        assert_rows_match(
+            expected.rows(mart),
+            fetch(settings, mart),
+            key=spec.key,
+            columns=spec.columns,
+            label=f"marts.{mart}",
+        )
+
+
+def marts_snapshot(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    return {mart: fetch(settings, mart) for mart in MARTS}
+
+
+def assert_same_marts(a: Settings, b: Settings) -> None:
+    for mart, spec in MARTS.items():
+        assert_rows_match(
+            fetch(a, mart),
+            fetch(b, mart),
+            key=spec.key,
+            columns=spec.columns,
+            rel_tol=1e-12,
+            label=f"marts.{mart}",
+        )
+
+
+def run_cli(*args: str) -> None:
+    assert cli(list(args)) == 0, f"music-elt {' '.join(args)} failed"
+
+
+def test_seed_and_run_produce_the_contract_kpis(
+    source: Path, expected: KpiResult, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    run_cli("seed", "--from-dir", str(source), "--workdir", str(work))
+    run_cli("run", "--workdir", str(work))
+    settings = Settings.from_env({}, workdir=work)
+    assert_marts_match(expected, settings)
+
+    # counts in equal counts out: raw = kept + rejected + duplicates
+    with open_warehouse(settings) as wh:
+        (raw,) = wh.query("select count(*) from raw_streams.streams")[0]
+        (kept,) = wh.query("select count(*) from marts.fct_listens")[0]
+        rejected = dict(
+            wh.query("select reject_reason, count(*) from marts.fct_rejected_listens group by 1")
+        )
+    assert raw == expected.raw_rows
+    assert kept == expected.kept
+    assert sum(rejected.values()) == sum(expected.rejected.values())
+    assert raw == kept + sum(rejected.values()) + expected.duplicates
+
+    # processed files are archived; the input prefix is empty
+    landing = pipeline.landing_store(settings)
+    assert landing.list("streams/") == []
+    archived = landing.list("archive/streams/")
+    assert len(archived) == len(list((source / "streams").iterdir()))
+
+    # a rerun with nothing new does nothing and changes nothing
+    before = marts_snapshot(settings)
+    summary = pipeline.run(settings, progress=print)
+    assert summary.work is not None and not summary.work.needs_build
+    assert summary.load is None and summary.dbt is None
+    assert marts_snapshot(settings) == before
+
+
+def test_incremental_runs_equal_one_run(source: Path, expected: KpiResult, tmp_path: Path) -> None:
+    """The same plays over three runs, the last bringing a late file for hours already
+    computed and a re-delivered file, give the marts of one run over everything."""
+    files = sorted((source / "streams").iterdir())
+    late = files[0]  # the earliest hours: computed in run 1 from the other files of that day
+    rest = files[1:]
+    batches = [rest[: len(rest) // 2], rest[len(rest) // 2 :], [late]]
+    staged = tmp_path / "staged"
+    shutil.copytree(source, staged, ignore=shutil.ignore_patterns("streams"))
+    (staged / "streams").mkdir()
+    work = tmp_path / "work"
+    for batch in batches:
+        for path in batch:
+            shutil.copy(path, staged / "streams" / path.name)
+        run_cli("seed", "--from-dir", str(staged), "--workdir", str(work))
+        run_cli("run", "--workdir", str(work))
+    # a producer re-delivers a file under a new name: its plays are duplicates
+    shutil.copy(late, staged / "streams" / f"redelivered-{late.name}")
+    run_cli("seed", "--from-dir", str(staged), "--workdir", str(work))
+    run_cli("run", "--workdir", str(work))
+    incremental = Settings.from_env({}, workdir=work)
+    assert_marts_match(expected, incremental)
+
+    # and a full refresh of the same warehouse gives the same marts again
+    before = marts_snapshot(incremental)
+    pipeline.build(incremental, load_id="full-refresh", full_refresh=True)
+    for mart, spec in MARTS.items():
+        assert_rows_match(
+            before[mart],
+            fetch(incremental, mart),
+            key=spec.key,
+            columns=spec.columns,
+            rel_tol=1e-12,
+            label=f"full refresh of marts.{mart}",
+        )
+
+
+def test_postgres_warehouse_gives_the_same_marts(
+    source: Path, expected: KpiResult, pg_database: dict[str, Any], tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    settings = postgres_settings(Settings.from_env({}, workdir=work), pg_database)
+    from loaders.cli import seed
+
+    seed(settings, source)
+    pipeline.run(settings, progress=print)
+    assert_marts_match(expected, settings)
+
+
+def test_demo_from_dir_prints_kpis(
+    source: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "work"
+    run_cli("demo", "--from-dir", str(source), "--workdir", str(work))
+    out = capsys.readouterr().out
+    for mart in MARTS:
+        assert f"marts.{mart}" in out
+    assert "dbt docs serve" in out
+    assert (work / "dbt" / "target" / "catalog.json").is_file()
+    assert replace(Settings.from_env({}, workdir=work)).warehouse.duckdb_path.is_file()
