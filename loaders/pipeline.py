@@ -101,6 +101,9 @@ class Work:
     stream_files: tuple[LandedObject, ...] = ()  # stream files not in the ledger
     archive_ready: tuple[LandedObject, ...] = ()  # loaded earlier, still in the input prefix
     unbuilt_loads: bool = False  # loads since the last successful dbt build
+    # songs changed after marts were built from an earlier snapshot: the incremental marts
+    # only recompute periods with new plays, so the build must be a full refresh
+    tracks_changed: bool = False
 
     @property
     def needs_build(self) -> bool:
@@ -146,6 +149,9 @@ def find_work(settings: Settings, landing: LandingStore, extracts: list[TableExt
             continue  # producer markers and temporary files
         (ready if obj.etag in ledger.get(obj.key, ()) else new).append(obj)
     return Work(
+        tracks_changed=any(
+            e.table == "songs" and "raw_rds.songs" in last_snapshot for e in changed
+        ),
         snapshots=changed,
         stream_files=tuple(new),
         archive_ready=tuple(ready),
@@ -215,12 +221,18 @@ def build(settings: Settings, *, load_id: str, full_refresh: bool = False) -> Db
     started = utcnow()
     command = ["build", "--full-refresh"] if full_refresh else ["build"]
     report = run_dbt(settings, command)
+    record_build(settings, load_id=load_id, started=started)
+    return report
+
+
+def record_build(settings: Settings, *, load_id: str, started: datetime) -> None:
+    """Record a successful dbt build that started at ``started`` (naive UTC) in the build log:
+    loads before that time are built. The DAG calls this after its dbt tasks all succeeded."""
     with warehouse(settings) as wh, wh.transaction() as cur:
         cur.execute(
             wh._sql(f"insert into {BUILDS_TABLE} values (%s, %s, %s)"),
             (load_id, started, utcnow()),
         )
-    return report
 
 
 # -- step 5: archive -----------------------------------------------------------------------------
@@ -298,7 +310,9 @@ def run(settings: Settings, *, progress: Progress = print, force_build: bool = F
         summary.load = load(settings, landing, work, load_id=run_id, progress=progress)
     if work.needs_build or force_build:
         with step("dbt build"):
-            summary.dbt = build(settings, load_id=run_id)
+            if work.tracks_changed:
+                progress("  songs changed since the last build: full refresh of the models")
+            summary.dbt = build(settings, load_id=run_id, full_refresh=work.tracks_changed)
     with step("archive"):
         loaded = [*work.archive_ready, *summary.load.files_loaded, *summary.load.files_skipped]
         day = f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}"
