@@ -47,9 +47,8 @@ def seed(settings: Settings, from_dir: Path) -> None:
         if found is None:
             raise ConfigError(f"{from_dir} has no {table}.csv (or {table}.csv.gz)")
         tables[table] = found
-    _say(
-        f"==> seed RDS ({'embedded, ' + str(settings.pgdata) if settings.embedded_rds else 'MUSIC_ELT_RDS_DSN'})"
-    )
+    where = f"embedded, {settings.pgdata}" if settings.embedded_rds else "MUSIC_ELT_RDS_DSN"
+    _say(f"==> seed RDS ({where})")
     with rds.connect(settings) as conn:
         for table, path in tables.items():
             rows = rds.seed_table(conn, table, path)

@@ -143,7 +143,8 @@ def find_work(settings: Settings, landing: LandingStore, extracts: list[TableExt
             "timestamp))"
         )[0]
     changed = tuple(e for e in extracts if last_snapshot.get(f"raw_rds.{e.table}") != e.sha256)
-    new, ready = [], []
+    new: list[LandedObject] = []
+    ready: list[LandedObject] = []
     for obj in landing.list(STREAMS_PREFIX):
         if PurePosixPath(obj.key).name.startswith((".", "_")):
             continue  # producer markers and temporary files

@@ -1,4 +1,4 @@
-"""The RDS source: connect (real RDS or the embedded PostgreSQL), seed it, extract tables in batches.
+"""The RDS source: connect (RDS or the embedded PostgreSQL), seed it, extract tables in batches.
 
 Extraction reads a table through a server-side cursor, ``batch_size`` rows at a time, ordered by
 its primary key (or by every column when it has none) so that the same table content always
@@ -107,7 +107,7 @@ def connect(settings: Settings, *, wait_seconds: float = 0.0) -> Iterator[Any]:
 
 
 def embedded_server(pgdata: Path) -> Any:
-    """Start (or attach to) the pgserver PostgreSQL in ``pgdata``; it stops when the process ends."""
+    """Start (or attach to) the pgserver PostgreSQL in ``pgdata``; it stops with the process."""
     import warnings
 
     with warnings.catch_warnings():

@@ -18,7 +18,10 @@ from tests.kpi_reference import MARTS, assert_rows_match, compute_kpis
 
 pytestmark = pytest.mark.slow
 
-USERS = "user_id,user_name,user_age,user_country,created_at\n1,Ann,30,DE,2026-01-01\n2,Bo,41,SE,2026-01-01\n"
+USERS = (
+    "user_id,user_name,user_age,user_country,created_at\n"
+    "1,Ann,30,DE,2026-01-01\n2,Bo,41,SE,2026-01-01\n"
+)
 SONGS = (
     "track_id,artists,album_name,track_name,popularity,duration_ms,track_genre\n"
     "t1,Zed;alpha,A,One,50,200000,pop\n"
