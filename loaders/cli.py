@@ -33,7 +33,11 @@ def cmd_generate(args: argparse.Namespace) -> None:
     summary = generate(
         Path(args.out), streams=args.streams, days=args.days, seed=args.seed, progress=_say
     )
-    _say(f"generated {summary} in {time.perf_counter() - started:.1f}s")
+    _say(
+        f"wrote {summary.out_dir}: {summary.users:,} users, {summary.song_rows:,} song rows "
+        f"({summary.songs:,} tracks), {summary.stream_rows:,} stream rows in "
+        f"{summary.stream_files} files, in {time.perf_counter() - started:.1f}s"
+    )
 
 
 def seed(settings: Settings, from_dir: Path) -> None:
@@ -108,7 +112,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
         f"  make docs WORKDIR={settings.workdir}\n"
         "or by hand:\n"
         f"  cd {project} && MUSIC_ELT_DUCKDB_PATH={settings.warehouse.duckdb_path.resolve()} "
-        f"dbt docs serve --target-path {settings.dbt_target_path.resolve()} --port 8080"
+        f"{Path(sys.executable).parent / 'dbt'} docs serve "
+        f"--target-path {settings.dbt_target_path.resolve()} --port 8081"
     )
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 
 from loaders import rds
-from loaders.config import Settings
+from loaders.config import ConfigError, Settings
 from loaders.dbt import DbtReport, run_dbt
 from loaders.landing import (
     ARCHIVE_PREFIX,
@@ -79,6 +79,11 @@ def extract_rds(
     extracts = []
     with rds.connect(settings, wait_seconds=30) as conn:
         for table in settings.rds_tables:
+            if settings.embedded_rds and not rds.table_exists(conn, table):
+                raise ConfigError(
+                    f"the embedded RDS in {settings.workdir} has no table {table!r}: "
+                    f"seed it first (music-elt seed --from-dir DIR --workdir {settings.workdir})"
+                )
             extracts.append(
                 rds.extract_table(
                     conn,

@@ -225,6 +225,17 @@ def latest_extract(landing: LandingStore, table: str) -> TableExtract | None:
         return TableExtract.from_json(handle.read().decode())
 
 
+def table_exists(conn: Any, table: str) -> bool:
+    """Whether ``table`` exists in the connection's current schema."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%s))", (table,)
+        )
+        (found,) = cur.fetchone()
+    conn.rollback()
+    return found is not None
+
+
 def _table_columns(conn: Any, table: str) -> list[str]:
     with conn.cursor() as cur:
         cur.execute(
