@@ -15,6 +15,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -130,9 +131,7 @@ def seed_table(conn: Any, table: str, csv_path: Path) -> int:
         header = next(csv.reader(handle), None)
     if not header:
         raise ConfigError(f"{csv_path} is empty: expected a CSV header")
-    columns = [name.strip().lower() or ("id" if i == 0 else "") for i, name in enumerate(header)]
-    for name in columns:
-        check_identifier(name, f"column of {csv_path.name}")
+    columns = source_column_names(header)
     missing = [c for c in REQUIRED_COLUMNS.get(table, ()) if c not in columns]
     if missing:
         raise ConfigError(f"{csv_path} lacks required column(s) {', '.join(missing)}")
@@ -154,6 +153,27 @@ def seed_table(conn: Any, table: str, csv_path: Path) -> int:
         (count,) = cur.fetchone()
     conn.commit()
     return int(count)
+
+
+def source_column_names(header: list[str]) -> list[str]:
+    """Column names for a CSV header: lower-case, anything but ``[a-z0-9_]`` becomes ``_``.
+
+    A nameless first column (an index, as pandas writes it, or ``Unnamed: 0``) becomes ``id``;
+    other nameless columns ``column_<n>``; repeated names get ``_2``, ``_3`` ...
+    """
+    names: list[str] = []
+    for i, raw in enumerate(header):
+        name = re.sub(r"[^a-z0-9_]+", "_", raw.strip().lower()).strip("_")
+        if i == 0 and (not name or re.fullmatch(r"unnamed_0", name)):
+            name = "id"
+        name = name or f"column_{i + 1}"
+        if name[0].isdigit():
+            name = f"c_{name}"
+        base, n = name[:60], 2
+        while name in names:
+            name, n = f"{base}_{n}", n + 1
+        names.append(check_identifier(name, "column"))
+    return names
 
 
 def extract_table(

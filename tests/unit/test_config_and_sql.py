@@ -198,3 +198,19 @@ def test_redshift_uses_its_own_lock_and_wide_text() -> None:
     assert cur.sql == ["lock raw_meta.load_ledger"]
     assert wh.text_type == "varchar(65535)"
     assert LandedObject("k", 1, "e").key == "k"
+
+
+def test_seeded_column_names_are_made_plain_identifiers() -> None:
+    from loaders.rds import source_column_names
+
+    assert source_column_names(
+        ["Unnamed: 0", "Track ID", "popularity", "Popularity", "9x", ""]
+    ) == [
+        "id",
+        "track_id",
+        "popularity",
+        "popularity_2",
+        "c_9x",
+        "column_6",
+    ]
+    assert source_column_names(["\ufeff", "track_id"]) == ["id", "track_id"]
