@@ -8,7 +8,6 @@ The same commands drive real services through the environment variables in the R
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -157,11 +156,10 @@ def _table(names: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
         return text if len(text) <= 28 else text[:27] + "…"
 
     cells = [[fmt(v) for v in row] for row in rows]
-    width = shutil.get_terminal_size((160, 20)).columns
     widths = [max([len(n), *(len(r[i]) for r in cells)]) for i, n in enumerate(names)]
     lines = ["  ".join(n.ljust(w) for n, w in zip(names, widths, strict=True))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line[:width] for line in lines)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

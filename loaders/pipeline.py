@@ -267,6 +267,7 @@ class RunSummary:
     dbt: DbtReport | None = None
     archived: list[str] = field(default_factory=list)
     mart_rows: dict[str, int] = field(default_factory=dict)
+    rejected_rows: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -284,6 +285,11 @@ class RunSummary:
                 out.append(f"  rejected {obj.key}: {reason}")
         if self.dbt:
             out.append(f"  dbt: {self.dbt.line()}")
+            rejected = sum(self.rejected_rows.values())
+            reasons = ", ".join(f"{n:,} {reason}" for reason, n in self.rejected_rows.items())
+            out.append(f"  stream rows rejected by the cleaning rules: {rejected:,}")
+            if reasons:
+                out.append(f"    ({reasons}; see marts.fct_rejected_listens)")
         for name, rows in self.mart_rows.items():
             out.append(f"  marts.{name}: {rows:,} rows")
         out.append(f"  archived: {len(self.archived)} file(s)")
@@ -324,6 +330,7 @@ def run(settings: Settings, *, progress: Progress = print, force_build: bool = F
         day = f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}"
         summary.archived = archive(landing, loaded, day=day, progress=progress)
     summary.mart_rows = mart_row_counts(settings)
+    summary.rejected_rows = rejected_row_counts(settings, load_id=run_id)
     return summary
 
 
@@ -337,6 +344,17 @@ def mart_row_counts(settings: Settings) -> dict[str, int]:
             except Exception:  # not built yet
                 counts[mart] = 0
     return counts
+
+
+def rejected_row_counts(settings: Settings, *, load_id: str) -> dict[str, int]:
+    """Rows of one load that dbt rejected, by reason."""
+    with open_warehouse(settings) as wh:
+        rows = wh.query(
+            "select reject_reason, count(*) from marts.fct_rejected_listens "
+            "where load_id = %s group by reject_reason order by reject_reason",
+            (load_id,),
+        )
+    return {reason: int(n) for reason, n in rows}
 
 
 class _Timer:
