@@ -1,0 +1,203 @@
+"""Airflow connections -> pipeline settings (loaders.connections) and -> the dbt profile."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+import yaml
+
+from loaders.config import ConfigError, redact
+from loaders.connections import (
+    rds_dsn,
+    redshift_warehouse,
+    s3_endpoint_url,
+    settings_from_connections,
+)
+from tests.dags.helpers import import_dag_module, load_dag
+
+REDSHIFT = {
+    "conn_type": "redshift",
+    "host": "analytics.abc123.eu-west-1.redshift.amazonaws.com",
+    "port": 5440,
+    "login": "loader",
+    "password": "s3cret/with:chars@",
+    "schema": "music",
+    "extra": {"iam_role": "arn:aws:iam::123456789012:role/copy", "region": "eu-west-1"},
+}
+
+
+def test_no_connections_means_the_embedded_stack(tmp_path: Path) -> None:
+    settings = settings_from_connections({"MUSIC_ELT_WORKDIR": str(tmp_path)})
+    assert settings.embedded_rds
+    assert settings.workdir == tmp_path
+    assert settings.warehouse.kind == "duckdb"
+    assert settings.warehouse.duckdb_path == tmp_path / "warehouse.duckdb"
+    assert settings.local_landing == tmp_path / "landing"
+
+
+def test_rds_connection_becomes_a_dsn_that_connects(pg_database: dict[str, Any]) -> None:
+    conn_fields = {
+        "conn_type": "postgres",
+        "host": pg_database["host"],  # a Unix socket directory: percent-encoded in the URI
+        "port": pg_database["port"],
+        "login": pg_database["user"],
+        "schema": pg_database["dbname"],
+        "extra": json.dumps({"connect_timeout": 5}),
+    }
+    settings = settings_from_connections({}, rds=conn_fields)
+    assert not settings.embedded_rds
+    with psycopg2.connect(settings.rds_dsn) as conn, conn.cursor() as cur:
+        cur.execute("select current_database()")
+        assert cur.fetchone() == (pg_database["dbname"],)
+
+
+def test_rds_dsn_keeps_every_field_and_redacts_the_password() -> None:
+    dsn = rds_dsn(
+        {
+            "host": "db.example.com",
+            "port": 5433,
+            "login": "reader",
+            "password": "p@ss word/:",
+            "schema": "music",
+            "extra": {"sslmode": "require"},
+        }
+    )
+    parsed = psycopg2.extensions.parse_dsn(dsn)
+    assert parsed == {
+        "host": "db.example.com",
+        "port": "5433",
+        "user": "reader",
+        "password": "p@ss word/:",
+        "dbname": "music",
+        "sslmode": "require",
+    }
+    assert "p@ss" not in redact(dsn) and "***" in redact(dsn)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"host": "h", "login": "u"}, "database"),
+        ({"host": "h", "login": "u", "schema": "d", "extra": {"iam": True}}, "IAM"),
+        ({"host": "h", "login": "u", "schema": "d", "extra": "{not json"}, "JSON"),
+    ],
+)
+def test_bad_rds_connections_say_what_to_fix(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        rds_dsn(fields)
+
+
+def test_s3_endpoint_from_the_aws_connection() -> None:
+    assert s3_endpoint_url({"extra": {"endpoint_url": "http://minio:9000"}}) == "http://minio:9000"
+    nested = {"extra": {"service_config": {"s3": {"endpoint_url": "http://s3.local"}}}}
+    assert s3_endpoint_url(nested) == "http://s3.local"
+    settings = settings_from_connections(
+        {"MUSIC_ELT_LANDING": "s3://bucket/prefix"}, s3={"extra": {"endpoint_url": "http://x"}}
+    )
+    assert settings.s3_endpoint_url == "http://x"
+    assert settings.landing_url == "s3://bucket/prefix"
+
+
+def test_redshift_connection_becomes_the_warehouse() -> None:
+    settings = settings_from_connections({"MUSIC_ELT_TARGET": "redshift"}, redshift=REDSHIFT)
+    warehouse = settings.warehouse
+    assert (warehouse.kind, warehouse.host, warehouse.port) == ("redshift", REDSHIFT["host"], 5440)
+    assert (warehouse.user, warehouse.password, warehouse.dbname) == (
+        "loader",
+        REDSHIFT["password"],
+        "music",
+    )
+    assert warehouse.iam_role == REDSHIFT["extra"]["iam_role"]
+    assert warehouse.region == "eu-west-1"
+    assert REDSHIFT["password"] not in repr(settings)
+    # the default port is Redshift's
+    assert redshift_warehouse({**REDSHIFT, "port": None}, {}).port == 5439
+
+
+def test_redshift_target_needs_its_connection_and_a_copy_role() -> None:
+    with pytest.raises(ConfigError, match="redshift_conn"):
+        settings_from_connections({"MUSIC_ELT_TARGET": "redshift"})
+    with pytest.raises(ConfigError, match="IAM role"):
+        redshift_warehouse({**REDSHIFT, "extra": {}}, {})
+    env_role = redshift_warehouse({**REDSHIFT, "extra": {}}, {"MUSIC_ELT_REDSHIFT_IAM_ROLE": "r"})
+    assert env_role.iam_role == "r"
+
+
+@pytest.mark.xdist_group("airflow")
+def test_dbt_profile_from_redshift_conn(
+    dag_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The DAG's dbt tasks on the redshift target get a profile built from redshift_conn."""
+    airflow_conn = {
+        "conn_type": "redshift",
+        "host": REDSHIFT["host"],
+        "port": REDSHIFT["port"],
+        "login": REDSHIFT["login"],
+        "password": REDSHIFT["password"],
+        "schema": REDSHIFT["schema"],
+        "extra": REDSHIFT["extra"],
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_REDSHIFT_CONN", json.dumps(airflow_conn))
+    monkeypatch.setenv("MUSIC_ELT_TARGET", "redshift")
+    monkeypatch.setenv("WAREHOUSE_SCHEMA", "analytics")
+
+    dag = load_dag()
+    run_task = next(t for t in dag.tasks if t.task_id.endswith("fct_listens.run"))
+    profile_config = run_task.profile_config
+    assert profile_config.target_name == "redshift"
+    assert profile_config.profile_mapping.conn_id == "redshift_conn"
+    assert run_task.pool == "default_pool"  # only DuckDB needs its writers serialized
+    assert "MUSIC_ELT_DUCKDB_PATH" not in (run_task.env or {})
+
+    with profile_config.ensure_profile() as (profile_path, env_vars):
+        text = Path(profile_path).read_text()
+    profiles = yaml.safe_load(text)
+    target = profiles["music_elt"]["outputs"]["redshift"]
+    assert profiles["music_elt"]["target"] == "redshift"
+    assert target["type"] == "redshift"
+    assert target["host"] == REDSHIFT["host"]
+    assert target["port"] == 5440
+    assert target["user"] == "loader"
+    assert target["dbname"] == "music"  # the connection's schema field is the database
+    assert target["schema"] == "analytics"  # dbt's schema comes from WAREHOUSE_SCHEMA
+    assert "iam_role" not in target
+    # the password is not written to the file: dbt reads it from an environment variable
+    assert REDSHIFT["password"] not in text
+    assert target["password"].startswith("{{ env_var(")
+    assert REDSHIFT["password"] in env_vars.values()
+
+
+@pytest.mark.xdist_group("airflow")
+def test_dbt_profile_for_duckdb_is_the_projects_profiles_yml(dag_env: Path) -> None:
+    module = import_dag_module()
+    config = module.dbt_profile_config("duckdb")
+    assert Path(config.profiles_yml_filepath) == module.DBT_PROJECT_DIR / "profiles.yml"
+    assert (config.profile_name, config.target_name) == ("music_elt", "duckdb")
+    assert dag_env / "warehouse.duckdb" == module.DUCKDB_PATH
+
+
+@pytest.mark.xdist_group("airflow")
+def test_unreachable_rds_fails_the_check_clearly_after_a_bounded_wait(
+    dag_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_RDS_CONNECTION", f"postgres://reader:hunter2@127.0.0.1:{port}/music"
+    )
+    monkeypatch.setenv("MUSIC_ELT_RDS_WAIT_SECONDS", "2")
+    check = load_dag().task_dict["check_rds_available"]
+    started = time.monotonic()
+    with pytest.raises(ConnectionError, match="cannot reach the RDS database") as failure:
+        check.python_callable()
+    assert 2 <= time.monotonic() - started < 30
+    assert "hunter2" not in str(failure.value) and "***" in str(failure.value)
+    assert check.execution_timeout.total_seconds() > 2

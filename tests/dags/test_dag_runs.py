@@ -1,0 +1,198 @@
+"""Whole DAG runs with ``dag.test()`` on generated data, against the embedded stack.
+
+One work directory goes through four runs, in order, in one test (each run depends on the state
+the previous one left; pytest-xdist may send separate tests to separate workers):
+
+1. a first run loads everything, builds the marts (equal to tests/kpi_reference.py) and
+   archives the stream files;
+2. a run with nothing new skips everything after ``has_new_work`` and succeeds;
+3. new stream files arrive with a duplicate user in RDS: a dbt data test fails, the run fails,
+   nothing is archived, and the alert names the failing test;
+4. after the RDS table is fixed the next run succeeds, archives the held files, and the marts
+   equal the reference over every file.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loaders import rds
+from loaders.cli import seed
+from loaders.config import Settings
+from loaders.generate import generate
+from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX, open_landing
+from tests.dags.helpers import (
+    assert_marts_match_reference,
+    load_dag,
+    read_marts,
+    task_states,
+    webhook_server,
+)
+
+pytestmark = [pytest.mark.xdist_group("airflow"), pytest.mark.slow]
+
+HELD_BACK = 2  # stream files that arrive only before the third run
+FAILING_TEST = "unique_stg_rds__users_user_id"
+
+
+@dataclass
+class Scenario:
+    data: Path  # users.csv, songs.csv, streams/ as generated
+    workdir: Path
+    settings: Settings
+    first_files: list[Path]
+    held_files: list[Path]
+    monkeypatch: pytest.MonkeyPatch
+    marts_after_first_run: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def landed(self, prefix: str) -> list[str]:
+        landing = open_landing(str(self.settings.local_landing))
+        return sorted(obj.key.rsplit("/", 1)[-1] for obj in landing.list(prefix))
+
+
+def _run() -> Any:
+    return load_dag().test()
+
+
+def asset_events(run_id: str) -> dict[str, int]:
+    """The asset events a DAG run emitted: asset name -> the row count in the event's extra."""
+    from airflow.models.asset import AssetEvent
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        events = session.query(AssetEvent).filter(AssetEvent.source_run_id == run_id).all()
+        return {event.asset.name: event.extra["rows"] for event in events}
+
+
+@pytest.fixture
+def scenario(airflow_home: Path, dbt_manifest: Path, tmp_path: Path) -> Iterator[Scenario]:
+    root = tmp_path
+    data, workdir = root / "data", root / "work"
+    generate(data, streams=3000, days=2, seed=11)
+    files = sorted((data / "streams").iterdir())
+    first, held = files[:-HELD_BACK], files[-HELD_BACK:]
+    seed_dir = root / "seed"
+    (seed_dir / "streams").mkdir(parents=True)
+    for name in ("users.csv", "songs.csv"):
+        shutil.copy(data / name, seed_dir / name)
+    for path in first:
+        shutil.copy(path, seed_dir / "streams" / path.name)
+    settings = Settings.from_env({}, workdir=workdir)
+    seed(settings, seed_dir)
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ("MUSIC_ELT_TARGET", "MUSIC_ELT_DUCKDB_PATH", "MUSIC_ELT_LANDING"):
+            mp.delenv(name, raising=False)
+        mp.setenv("MUSIC_ELT_WORKDIR", str(workdir))
+        mp.setenv("MUSIC_ELT_DBT_MANIFEST", str(dbt_manifest))
+        mp.setenv("MUSIC_ELT_TASK_RETRIES", "0")
+        mp.setenv("MUSIC_ELT_SLACK_WEBHOOK_URL", "")
+        yield Scenario(data, workdir, settings, first, held, mp)
+    # Stop the embedded RDS now rather than at interpreter exit, when the logging streams that
+    # Airflow configured during the runs are already closed.
+    server = rds.embedded_server(settings.pgdata)
+    server.cleanup()
+    atexit.unregister(server._cleanup)
+
+
+def test_four_runs_first_nothing_new_failing_test_then_fixed(scenario: Scenario) -> None:
+    _first_run_builds_the_marts_and_archives(scenario)
+    _run_with_nothing_new_skips_and_succeeds(scenario)
+    _failing_data_test_fails_the_run_and_archives_nothing(scenario)
+    _after_fixing_the_data_the_next_run_succeeds_and_archives(scenario)
+
+
+def _first_run_builds_the_marts_and_archives(scenario: Scenario) -> None:
+    dag_run = _run()
+    states = task_states(dag_run)
+    assert dag_run.state == "success", states
+    assert all(state == "success" for task in states.values() for state in task), states
+    assert len(states["extract_rds_table"]) == 2
+    assert len(states["load_raw"]) == 3  # users, songs, one group of stream files
+
+    marts = read_marts(scenario.settings.warehouse.duckdb_path)
+    assert_marts_match_reference(marts, scenario.data, scenario.first_files)
+    assert asset_events(dag_run.run_id) == {
+        f"music_elt.marts.{mart}": len(rows) for mart, rows in marts.items()
+    }
+    assert scenario.landed(STREAMS_PREFIX) == []
+    archived = scenario.landed(ARCHIVE_PREFIX + STREAMS_PREFIX)
+    assert archived == sorted(p.name for p in scenario.first_files)
+    scenario.marts_after_first_run = marts
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _run_with_nothing_new_skips_and_succeeds(scenario: Scenario) -> None:
+    records = _Records()
+    dag_log = logging.getLogger("music_elt.dag")
+    dag_log.addHandler(records)
+    try:
+        dag_run = _run()
+    finally:
+        dag_log.removeHandler(records)
+    states = task_states(dag_run)
+    assert dag_run.state == "success", states
+    before_skip = ("check_rds_available", "extract_rds_table", "detect_new_work", "has_new_work")
+    for task_id, task_states_ in states.items():
+        expected = "success" if task_id in before_skip else "skipped"
+        assert set(task_states_) == {expected}, (task_id, task_states_)
+    why = "no new stream file arrived and the RDS tables did not change"
+    assert any(why in message for message in records.messages), records.messages
+    assert read_marts(scenario.settings.warehouse.duckdb_path) == scenario.marts_after_first_run
+    assert asset_events(dag_run.run_id) == {}
+
+
+def _failing_data_test_fails_the_run_and_archives_nothing(scenario: Scenario) -> None:
+    landing = open_landing(str(scenario.settings.local_landing))
+    for path in scenario.held_files:
+        landing.put(STREAMS_PREFIX + path.name, path)
+    with rds.connect(scenario.settings) as conn, conn.cursor() as cur:
+        cur.execute("insert into users select * from users order by user_id limit 1")
+        conn.commit()
+
+    with webhook_server() as (url, alerts):
+        scenario.monkeypatch.setenv("MUSIC_ELT_SLACK_WEBHOOK_URL", url)
+        dag_run = _run()
+        scenario.monkeypatch.setenv("MUSIC_ELT_SLACK_WEBHOOK_URL", "")
+
+    states = task_states(dag_run)
+    assert dag_run.state == "failed", states
+    assert states["dbt.stg_rds__users.test"] == ["failed"]
+    assert states["archive_stream_files"] == ["upstream_failed"]
+    assert states["record_build"] == ["upstream_failed"]
+    assert scenario.landed(STREAMS_PREFIX) == sorted(p.name for p in scenario.held_files)
+
+    assert len(alerts) == 1, alerts
+    text = alerts[0]["text"]
+    assert "dbt.stg_rds__users.test" in text
+    assert "failing dbt tests" in text and FAILING_TEST in text
+
+
+def _after_fixing_the_data_the_next_run_succeeds_and_archives(scenario: Scenario) -> None:
+    with rds.connect(scenario.settings) as conn:
+        rds.seed_table(conn, "users", scenario.data / "users.csv")
+
+    dag_run = _run()
+    states = task_states(dag_run)
+    assert dag_run.state == "success", states
+    assert scenario.landed(STREAMS_PREFIX) == []
+    all_files = scenario.first_files + scenario.held_files
+    assert scenario.landed(ARCHIVE_PREFIX + STREAMS_PREFIX) == sorted(p.name for p in all_files)
+    marts = read_marts(scenario.settings.warehouse.duckdb_path)
+    assert_marts_match_reference(marts, scenario.data, all_files)
