@@ -26,7 +26,7 @@ demo: $(STAMP)  ## generate data, seed the embedded stack, run the pipeline, pri
 	$(BIN)/music-elt demo --workdir $(WORKDIR)
 
 test: $(STAMP) lint  ## lint, then the whole test suite (starts PostgreSQL and S3 itself)
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2
 
 lint: $(STAMP)  ## ruff, mypy and sqlfluff (redshift dialect)
 	$(BIN)/ruff check loaders dags tests bench

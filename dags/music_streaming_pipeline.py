@@ -256,6 +256,7 @@ def _work_to_xcom(work: Work) -> dict[str, Any]:
         "stream_files": [asdict(obj) for obj in work.stream_files],
         "archive_ready": [asdict(obj) for obj in work.archive_ready],
         "unbuilt_loads": work.unbuilt_loads,
+        "tracks_changed": work.tracks_changed,
         "needs_build": work.needs_build,
         "description": work.describe(),
     }
@@ -271,6 +272,7 @@ def _work_from_xcom(data: dict[str, Any]) -> Work:
         stream_files=tuple(LandedObject(**obj) for obj in data.get("stream_files", ())),
         archive_ready=tuple(LandedObject(**obj) for obj in data.get("archive_ready", ())),
         unbuilt_loads=bool(data.get("unbuilt_loads")),
+        tracks_changed=bool(data.get("tracks_changed")),
     )
 
 
@@ -344,6 +346,11 @@ def _check_manifest() -> None:
             f"--target-path {DBT_MANIFEST.parent}`) or set MUSIC_ELT_DBT_MANIFEST"
         )
 
+
+FULL_REFRESH_IF_TRACKS_CHANGED = (
+    "{{ (ti.xcom_pull(task_ids='detect_new_work', key='work') or {})"
+    ".get('tracks_changed', False) }}"
+)
 
 notifier = PipelineFailureNotifier()
 default_args = {
@@ -479,6 +486,9 @@ def music_streaming_pipeline() -> None:
         ),
         operator_args={
             "pool": WAREHOUSE_POOL,
+            # a new songs snapshot reaches marts already built only through a full refresh
+            # (the incremental marts recompute periods with new plays); test tasks ignore it
+            "full_refresh": FULL_REFRESH_IF_TRACKS_CHANGED,
             "append_env": True,
             "emit_datasets": False,
         },

@@ -1,6 +1,6 @@
 """Whole DAG runs with ``dag.test()`` on generated data, against the embedded stack.
 
-One work directory goes through four runs, in order, in one test (each run depends on the state
+One work directory goes through five runs, in order, in one test (each run depends on the state
 the previous one left; pytest-xdist may send separate tests to separate workers):
 
 1. a first run loads everything, builds the marts (equal to tests/kpi_reference.py) and
@@ -9,7 +9,8 @@ the previous one left; pytest-xdist may send separate tests to separate workers)
 3. new stream files arrive with a duplicate user in RDS: a dbt data test fails, the run fails,
    nothing is archived, and the alert names the failing test;
 4. after the RDS table is fixed the next run succeeds, archives the held files, and the marts
-   equal the reference over every file.
+   equal the reference over every file;
+5. songs change at the source with no new plays: the marts are rebuilt with the new genres.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ def test_four_runs_first_nothing_new_failing_test_then_fixed(scenario: Scenario)
     _run_with_nothing_new_skips_and_succeeds(scenario)
     _failing_data_test_fails_the_run_and_archives_nothing(scenario)
     _after_fixing_the_data_the_next_run_succeeds_and_archives(scenario)
+    _changed_songs_reach_the_built_marts(scenario)
 
 
 def _first_run_builds_the_marts_and_archives(scenario: Scenario) -> None:
@@ -196,3 +198,29 @@ def _after_fixing_the_data_the_next_run_succeeds_and_archives(scenario: Scenario
     assert scenario.landed(ARCHIVE_PREFIX + STREAMS_PREFIX) == sorted(p.name for p in all_files)
     marts = read_marts(scenario.settings.warehouse.duckdb_path)
     assert_marts_match_reference(marts, scenario.data, all_files)
+
+
+def _changed_songs_reach_the_built_marts(scenario: Scenario) -> None:
+    """No new plays, but songs changed at the source: the run rebuilds the marts (a full
+    refresh) so that days already built show the new genres."""
+    songs = scenario.data / "songs.csv"
+    lines = songs.read_text(encoding="utf-8").splitlines(keepends=True)
+    genre = lines[1].rstrip("\r\n").rsplit(",", 1)[1]
+    renamed = [
+        line.rstrip("\r\n").rsplit(",", 1)[0] + ",renamed-genre\n"
+        if line.rstrip("\r\n").endswith("," + genre)
+        else line
+        for line in lines
+    ]
+    songs.write_text("".join(renamed), encoding="utf-8")
+    with rds.connect(scenario.settings) as conn:
+        rds.seed_table(conn, "songs", songs)
+
+    dag_run = _run()
+    states = task_states(dag_run)
+    assert dag_run.state == "success", states
+    assert states["dbt.fct_genre_kpis_daily.run"] == ["success"]
+    marts = read_marts(scenario.settings.warehouse.duckdb_path)
+    genres = {row["track_genre"] for row in marts["fct_genre_kpis_daily"]}
+    assert "renamed-genre" in genres and genre not in genres
+    assert_marts_match_reference(marts, scenario.data, scenario.first_files + scenario.held_files)
