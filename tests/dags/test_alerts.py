@@ -13,8 +13,6 @@ import pytest
 
 from tests.dags.helpers import import_dag_module, load_dag, webhook_server
 
-pytestmark = pytest.mark.xdist_group("airflow")
-
 TEST_FAILURE = (
     "dbt invocation completed with errors: "
     "unique_stg_rds__users_user_id: Got 1 result, configured to fail if != 0\n"

@@ -127,7 +127,6 @@ def test_redshift_target_needs_its_connection_and_a_copy_role() -> None:
     assert env_role.iam_role == "r"
 
 
-@pytest.mark.xdist_group("airflow")
 def test_dbt_profile_from_redshift_conn(
     dag_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -171,7 +170,6 @@ def test_dbt_profile_from_redshift_conn(
     assert REDSHIFT["password"] in env_vars.values()
 
 
-@pytest.mark.xdist_group("airflow")
 def test_dbt_profile_for_duckdb_is_the_projects_profiles_yml(dag_env: Path) -> None:
     module = import_dag_module()
     config = module.dbt_profile_config("duckdb")
@@ -180,7 +178,6 @@ def test_dbt_profile_for_duckdb_is_the_projects_profiles_yml(dag_env: Path) -> N
     assert dag_env / "warehouse.duckdb" == module.DUCKDB_PATH
 
 
-@pytest.mark.xdist_group("airflow")
 def test_unreachable_rds_fails_the_check_clearly_after_a_bounded_wait(
     dag_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -38,7 +38,7 @@ from tests.dags.helpers import (
     webhook_server,
 )
 
-pytestmark = [pytest.mark.xdist_group("airflow"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 HELD_BACK = 2  # stream files that arrive only before the third run
 FAILING_TEST = "unique_stg_rds__users_user_id"

@@ -10,8 +10,6 @@ import pytest
 
 from tests.dags.helpers import DAG_ID, DAGS, POOL, load_dag
 
-pytestmark = pytest.mark.xdist_group("airflow")
-
 PLAIN_TASKS = {
     "check_rds_available",
     "extract_rds_table",
