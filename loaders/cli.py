@@ -98,7 +98,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
             _say(f"==> generate {args.streams:,} plays into {source}")
             generate(source, streams=args.streams, days=args.days, seed=args.seed, progress=_say)
     seed(settings, source)
-    summary = pipeline.run(settings, progress=_say, force_build=True)
+    summary = pipeline.run(settings, progress=_say)
     _say("==> dbt docs generate")
     run_dbt(settings, ["docs", "generate"])
     _say("")
