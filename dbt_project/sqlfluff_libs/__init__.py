@@ -24,3 +24,7 @@ def binary_text_order(expression: str) -> str:
 
 def split_part_at(text_expression: str, delimiter: str, part_number_expression: str) -> str:
     return f"split_part({text_expression}, '{delimiter}', {part_number_expression})"
+
+
+def stale_periods(period: str, plays: str, stored: object = None) -> str:
+    return f"select {period} from {plays}"

@@ -41,35 +41,9 @@ tracks as (
 
 {% if is_incremental() %}
 
-    current_daily_counts as (
-
-        select
-            listen_date,
-            count(*) as listen_count
-        from listens
-        group by listen_date
-
-    ),
-
-    stored_daily_counts as (
-
-        select
-            listen_date,
-            sum(listen_count) as listen_count
-        from {{ this }}
-        group by listen_date
-
-    ),
-
     stale_dates as (
 
-        select current_daily_counts.listen_date
-        from current_daily_counts
-        left join stored_daily_counts
-            on current_daily_counts.listen_date = stored_daily_counts.listen_date
-        where
-            stored_daily_counts.listen_date is null
-            or stored_daily_counts.listen_count <> current_daily_counts.listen_count
+        {{ stale_periods('listen_date', 'listens', this) }}
 
     ),
 

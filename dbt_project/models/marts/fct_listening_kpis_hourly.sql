@@ -40,34 +40,9 @@ top_artists as (
 
 {% if is_incremental() %}
 
-    current_hourly_counts as (
-
-        select
-            listen_hour,
-            count(*) as listen_count
-        from listens
-        group by listen_hour
-
-    ),
-
-    stored_hourly_counts as (
-
-        select
-            listen_hour,
-            listen_count
-        from {{ this }}
-
-    ),
-
     stale_hours as (
 
-        select current_hourly_counts.listen_hour
-        from current_hourly_counts
-        left join stored_hourly_counts
-            on current_hourly_counts.listen_hour = stored_hourly_counts.listen_hour
-        where
-            stored_hourly_counts.listen_hour is null
-            or stored_hourly_counts.listen_count <> current_hourly_counts.listen_count
+        {{ stale_periods('listen_hour', 'listens', this) }}
 
     ),
 

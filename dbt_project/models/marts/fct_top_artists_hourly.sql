@@ -51,40 +51,9 @@ artist_credits as (
 
 {% if is_incremental() %}
 
-    current_hourly_counts as (
-
-        select
-            listen_hour,
-            count(*) as listen_count
-        from listens
-        group by listen_hour
-
-    ),
-
-    {% if hourly_kpis_relation is not none %}
-
-        stored_hourly_counts as (
-
-            select
-                listen_hour,
-                listen_count
-            from {{ hourly_kpis_relation }}
-
-        ),
-
-    {% endif %}
-
     stale_hours as (
 
-        select current_hourly_counts.listen_hour
-        from current_hourly_counts
-        {% if hourly_kpis_relation is not none %}
-            left join stored_hourly_counts
-                on current_hourly_counts.listen_hour = stored_hourly_counts.listen_hour
-            where
-                stored_hourly_counts.listen_hour is null
-                or stored_hourly_counts.listen_count <> current_hourly_counts.listen_count
-        {% endif %}
+        {{ stale_periods('listen_hour', 'listens', hourly_kpis_relation) }}
 
     ),
 
