@@ -39,10 +39,19 @@ def cmd_generate(args: argparse.Namespace) -> None:
     )
 
 
-def seed(settings: Settings, from_dir: Path) -> None:
-    """Load users/songs into the RDS and copy stream files that are new by name into landing."""
+def seed(settings: Settings, from_dir: Path, *, replace_source_tables: bool = False) -> None:
+    """Load users/songs into the RDS and copy stream files that are new by name into landing.
+
+    Seeding replaces the source tables, so a real database (MUSIC_ELT_RDS_DSN) is only seeded
+    when ``replace_source_tables`` says so.
+    """
     if not from_dir.is_dir():
         raise ConfigError(f"--from-dir {from_dir}: no such directory")
+    if not settings.embedded_rds and not replace_source_tables:
+        raise ConfigError(
+            "seed drops and reloads the source tables, and MUSIC_ELT_RDS_DSN names a real "
+            "database: pass --replace-source-tables if that is what you want"
+        )
     tables = {}
     for table in settings.rds_tables:
         candidates = [from_dir / f"{table}.csv", from_dir / f"{table}.csv.gz"]
@@ -76,7 +85,7 @@ def seed(settings: Settings, from_dir: Path) -> None:
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
-    seed(_settings(args), Path(args.from_dir))
+    seed(_settings(args), Path(args.from_dir), replace_source_tables=args.replace_source_tables)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -193,6 +202,11 @@ def parser() -> argparse.ArgumentParser:
     s = with_workdir(sub.add_parser("seed", help="load a data directory into the RDS and landing"))
     s.add_argument(
         "--from-dir", required=True, help="directory with users.csv, songs.csv, streams/"
+    )
+    s.add_argument(
+        "--replace-source-tables",
+        action="store_true",
+        help="allow seeding the database MUSIC_ELT_RDS_DSN names (its tables are replaced)",
     )
     s.set_defaults(func=cmd_seed)
 

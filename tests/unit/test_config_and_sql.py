@@ -214,3 +214,14 @@ def test_seeded_column_names_are_made_plain_identifiers() -> None:
         "column_6",
     ]
     assert source_column_names(["\ufeff", "track_id"]) == ["id", "track_id"]
+
+
+def test_seed_refuses_to_replace_tables_of_a_real_database(tmp_path: Path) -> None:
+    from loaders.cli import main, seed
+
+    settings = Settings.from_env(
+        {"MUSIC_ELT_RDS_DSN": "host=rds.example user=etl dbname=music"}, workdir=tmp_path
+    )
+    with pytest.raises(ConfigError, match="--replace-source-tables"):
+        seed(settings, tmp_path)
+    assert main(["seed", "--from-dir", str(tmp_path / "missing")]) == 2
