@@ -502,7 +502,7 @@ def music_streaming_pipeline() -> None:
         started = datetime.fromisoformat(loads["build_started_at"])
         pipeline.record_build(_settings(), load_id=_load_id(), started=started)
 
-    @task
+    @task(pool=WAREHOUSE_POOL)
     def archive_stream_files(work: dict[str, Any], loads: dict[str, Any]) -> list[str]:
         """Move the stream files this and earlier runs loaded to archive/streams/<date>/."""
         from loaders import pipeline
@@ -511,9 +511,7 @@ def music_streaming_pipeline() -> None:
         settings = _settings()
         done = [*work["archive_ready"], *loads["loaded_files"]]
         objects = {obj["key"]: LandedObject(**obj) for obj in done}
-        load_id = _load_id()
-        day = f"{load_id[:4]}-{load_id[4:6]}-{load_id[6:8]}"
-        return pipeline.archive(_landing(settings), list(objects.values()), day=day, progress=_say)
+        return pipeline.archive(settings, _landing(settings), list(objects.values()), progress=_say)
 
     @task(pool=WAREHOUSE_POOL, outlets=list(KPI_ASSETS.values()))
     def publish_kpi_assets() -> dict[str, int]:

@@ -243,16 +243,32 @@ def record_build(settings: Settings, *, load_id: str, started: datetime) -> None
 
 # -- step 5: archive -----------------------------------------------------------------------------
 def archive(
-    landing: LandingStore, objects: list[LandedObject], *, day: str, progress: Progress = print
+    settings: Settings,
+    landing: LandingStore,
+    objects: list[LandedObject],
+    *,
+    progress: Progress = print,
 ) -> list[str]:
-    """Move loaded stream files to archive/streams/<day>/...; safe to repeat."""
+    """Move loaded stream files to archive/streams/<date>/..., <date> being the UTC day the
+    ledger first recorded the object as loaded, so that a rerun (even days later) finishes an
+    interrupted move at the same destination."""
+    with warehouse(settings) as wh:
+        first_loaded = {
+            (key, etag): loaded_at
+            for key, etag, loaded_at in wh.query(
+                f"select object_key, etag, min(loaded_at) from {LEDGER_TABLE} "
+                "where status = 'loaded' group by object_key, etag"
+            )
+        }
     moved = []
     for obj in objects:
+        loaded_at = first_loaded.get((obj.key, obj.etag)) or utcnow()
+        day = loaded_at.date().isoformat()
         dst = f"{ARCHIVE_PREFIX}{STREAMS_PREFIX}{day}/{obj.key[len(STREAMS_PREFIX) :]}"
         landing.move(obj.key, dst)
         moved.append(dst)
     if moved:
-        progress(f"  archived {len(moved)} file(s) under {ARCHIVE_PREFIX}{STREAMS_PREFIX}{day}/")
+        progress(f"  archived {len(moved)} file(s) under {ARCHIVE_PREFIX}{STREAMS_PREFIX}")
     return moved
 
 
@@ -327,8 +343,7 @@ def run(settings: Settings, *, progress: Progress = print, force_build: bool = F
             summary.dbt = build(settings, load_id=run_id, full_refresh=work.tracks_changed)
     with step("archive"):
         loaded = [*work.archive_ready, *summary.load.files_loaded, *summary.load.files_skipped]
-        day = f"{run_id[:4]}-{run_id[4:6]}-{run_id[6:8]}"
-        summary.archived = archive(landing, loaded, day=day, progress=progress)
+        summary.archived = archive(settings, landing, loaded, progress=progress)
     summary.mart_rows = mart_row_counts(settings)
     summary.rejected_rows = rejected_row_counts(settings, load_id=run_id)
     return summary

@@ -250,7 +250,10 @@ def test_archive_moves_loaded_files_once(settings: Settings, tmp_path: Path) -> 
     put(landing, "streams/day1/a.csv", GOOD.encode(), tmp_path)
     work = pipeline.find_work(settings, landing, [])
     report = pipeline.load(settings, landing, work, load_id="l1")
-    moved = pipeline.archive(landing, report.files_loaded, day="2026-01-07")
+    with pipeline.warehouse(settings) as wh, wh.transaction() as cur:  # loaded days ago
+        cur.execute("update raw_meta.load_ledger set loaded_at = timestamp '2026-01-07 23:59:00'")
+    moved = pipeline.archive(settings, landing, report.files_loaded)
     assert moved == ["archive/streams/2026-01-07/day1/a.csv"]
-    assert pipeline.archive(landing, report.files_loaded, day="2026-01-07") == moved
+    # a rerun (today) of a finished or interrupted move uses the same destination
+    assert pipeline.archive(settings, landing, report.files_loaded) == moved
     assert landing.list("streams/") == []
