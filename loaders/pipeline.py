@@ -28,6 +28,7 @@ from loaders.landing import (
 )
 from loaders.rds import TableExtract
 from loaders.warehouse import (
+    BUILDS_TABLE,
     LEDGER_TABLE,
     STREAMS_TABLE,
     FileRejected,
@@ -38,7 +39,6 @@ from loaders.warehouse import (
 Progress = Callable[[str], None]
 STREAM_SUFFIXES = (".csv", ".csv.gz")
 MARTS = ("fct_genre_kpis_daily", "fct_listening_kpis_hourly", "fct_top_artists_hourly")
-BUILDS_TABLE = "raw_meta.dbt_builds"
 
 
 def new_run_id() -> str:
@@ -63,11 +63,6 @@ def warehouse(settings: Settings) -> Iterator[Warehouse]:
     """A connected warehouse with its raw schemas, ledger and build log in place."""
     with open_warehouse(settings) as wh:
         wh.setup()
-        with wh.transaction() as cur:
-            cur.execute(
-                f"create table if not exists {BUILDS_TABLE} "
-                f"(load_id {wh.text_type}, started_at timestamp, finished_at timestamp)"
-            )
         yield wh
 
 
@@ -234,11 +229,8 @@ def build(settings: Settings, *, load_id: str, full_refresh: bool = False) -> Db
 def record_build(settings: Settings, *, load_id: str, started: datetime) -> None:
     """Record a successful dbt build that started at ``started`` (naive UTC) in the build log:
     loads before that time are built. The DAG calls this after its dbt tasks all succeeded."""
-    with warehouse(settings) as wh, wh.transaction() as cur:
-        cur.execute(
-            wh._sql(f"insert into {BUILDS_TABLE} values (%s, %s, %s)"),
-            (load_id, started, utcnow()),
-        )
+    with warehouse(settings) as wh:
+        wh.record_build(load_id, started, utcnow())
 
 
 # -- step 5: archive -----------------------------------------------------------------------------

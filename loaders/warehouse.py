@@ -20,6 +20,7 @@ Raw tables (all data columns text, as received)::
                           (the latest snapshot; replaced when the table changed)
     raw_meta.load_ledger  object_key, etag, size_bytes, target_table, row_count, status,
                           reason, load_id, loaded_at
+    raw_meta.dbt_builds   load_id, started_at, finished_at   (one row per green dbt build)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from loaders.rds import TableExtract
 STREAM_COLUMNS = ("user_id", "track_id", "listen_time")
 STREAMS_TABLE = "raw_streams.streams"
 LEDGER_TABLE = "raw_meta.load_ledger"
+BUILDS_TABLE = "raw_meta.dbt_builds"
 _HEADER_BYTES = 64 * 1024
 
 
@@ -151,7 +153,8 @@ class Warehouse(ABC):
 
     # -- setup and ledger -------------------------------------------------------------------
     def setup(self) -> None:
-        """Create the raw schemas, the streams table and the ledger if they do not exist."""
+        """Create the raw schemas, the streams table, the ledger and the dbt build log if they
+        do not exist."""
         t = self.text_type
         with self.transaction() as cur:
             for schema in ("raw_streams", "raw_rds", "raw_meta"):
@@ -166,6 +169,10 @@ class Warehouse(ABC):
                     object_key {t} not null, etag {t} not null, size_bytes bigint,
                     target_table {t}, row_count bigint, status {t} not null, reason {t},
                     load_id {t}, loaded_at timestamp)"""
+            )
+            cur.execute(
+                f"create table if not exists {BUILDS_TABLE} "
+                f"(load_id {t}, started_at timestamp, finished_at timestamp)"
             )
 
     def ledger(self) -> dict[str, set[str]]:
@@ -214,6 +221,14 @@ class Warehouse(ABC):
                 loaded_at,
             ),
         )
+
+    def record_build(self, load_id: str, started: datetime, finished: datetime) -> None:
+        """Record a green dbt build: loads before ``started`` are in the marts."""
+        with self.transaction() as cur:
+            cur.execute(
+                self._sql(f"insert into {BUILDS_TABLE} values (%s, %s, %s)"),
+                (load_id, started, finished),
+            )
 
     def record_rejected(
         self, obj: LandedObject, target: str, reason: str, load_id: str, loaded_at: datetime
@@ -433,9 +448,6 @@ class RedshiftWarehouse(PostgresWarehouse):
 
     def _lock_ledger(self, cur: Any) -> None:
         cur.execute(f"lock {LEDGER_TABLE}")
-
-    def _drop_temp(self, cur: Any) -> None:
-        cur.execute("drop table _landing")
 
     def copy_statement(self, source: str, *, gzip_compressed: bool, manifest: bool) -> str:
         """The COPY that loads ``source`` (an object, or a manifest) into ``_landing``."""
