@@ -125,35 +125,20 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
 
 
-_PREVIEWS = {
-    "fct_genre_kpis_daily": (
-        "select * from marts.fct_genre_kpis_daily where listen_date = "
-        "(select max(listen_date) from marts.fct_genre_kpis_daily) "
-        "order by listen_count desc, track_genre limit 8"
-    ),
-    "fct_listening_kpis_hourly": (
-        "select * from marts.fct_listening_kpis_hourly order by listen_count desc, "
-        "listen_hour limit 8"
-    ),
-    "fct_top_artists_hourly": (
-        "select * from marts.fct_top_artists_hourly where listen_hour = "
-        "(select max(listen_hour) from marts.fct_top_artists_hourly) order by artist_rank"
-    ),
-}
-
-
 def show_marts(settings: Settings) -> None:
-    """Print the top rows of each KPI mart."""
+    """Print the top rows of each KPI mart (the models tagged ``kpi``, previewed as their dbt
+    ``meta.preview`` says)."""
     from loaders.warehouse import open_warehouse
 
     with open_warehouse(settings) as wh:
-        for mart, query in _PREVIEWS.items():
-            cur = wh.conn.cursor()
-            cur.execute(query)
-            names = [d[0] for d in cur.description]
-            rows = cur.fetchall()
-            cur.close()
-            _say(f"\nmarts.{mart}")
+        for mart in pipeline.kpi_marts(settings):
+            preview = mart.meta.get("preview") or {}
+            names, rows = wh.preview(
+                mart.relation,
+                order_by=preview.get("order_by", ""),
+                latest=preview.get("latest", ""),
+            )
+            _say(f"\n{mart.relation}")
             _say(_table(names, rows))
 
 

@@ -104,6 +104,7 @@ class Settings:
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     dbt_project_dir: Path = DEFAULT_DBT_PROJECT_DIR
     dbt_threads: int = 1
+    dbt_manifest: Path | None = None  # the DAG's pre-built manifest; default: the last build's
 
     def __post_init__(self) -> None:
         for table in self.rds_tables:
@@ -133,6 +134,11 @@ class Settings:
     @property
     def dbt_target_path(self) -> Path:
         return self.workdir / "dbt" / "target"
+
+    @property
+    def dbt_manifest_path(self) -> Path:
+        """The dbt manifest naming the marts: MUSIC_ELT_DBT_MANIFEST, else the last build's."""
+        return self.dbt_manifest or self.dbt_target_path / "manifest.json"
 
     @property
     def dbt_log_path(self) -> Path:
@@ -186,4 +192,7 @@ class Settings:
             warehouse=warehouse,
             dbt_project_dir=Path(env.get("MUSIC_ELT_DBT_PROJECT_DIR") or DEFAULT_DBT_PROJECT_DIR),
             dbt_threads=threads,
+            dbt_manifest=Path(env["MUSIC_ELT_DBT_MANIFEST"])
+            if env.get("MUSIC_ELT_DBT_MANIFEST")
+            else None,
         )

@@ -1,21 +1,28 @@
-"""One pipeline run, step by step: extract RDS, find new stream files, load, dbt build, archive.
+"""One pipeline run as a plan and its steps: extract, plan, load, build, finish.
 
-The CLI runs the steps in sequence (:func:`run`); the Airflow DAG calls the same functions as
-separate tasks. Every step is safe to repeat: extraction writes a new snapshot folder, loading
-skips what the ledger holds, dbt recomputes only what changed, archiving finishes half-done moves.
+Every decision of a run is taken once, here: :func:`plan_run` compares the landing zone and the
+fresh RDS extracts with the warehouse's ledger and returns a :class:`Plan` (what is new, whether
+to run at all, whether dbt must full-refresh, how loads are grouped). The steps execute it:
+:func:`load` (one :class:`LoadGroup`), dbt (:func:`build` here, Cosmos under Airflow), then
+:func:`record_build`, :func:`archive` and :func:`publish`. The CLI (:func:`run`) and the Airflow
+DAG call the same functions and decide nothing themselves. Every step is safe to repeat:
+extraction writes a new snapshot folder, loading skips what the ledger holds, dbt recomputes only
+what changed, archiving finishes half-done moves.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
+from typing import Any
 
-from loaders import rds
+from loaders import manifest, rds
 from loaders.config import ConfigError, Settings
 from loaders.dbt import DbtReport, run_dbt
 from loaders.landing import (
@@ -27,18 +34,11 @@ from loaders.landing import (
     open_landing,
 )
 from loaders.rds import TableExtract
-from loaders.warehouse import (
-    BUILDS_TABLE,
-    LEDGER_TABLE,
-    STREAMS_TABLE,
-    FileRejected,
-    Warehouse,
-    open_warehouse,
-)
+from loaders.warehouse import STREAMS_TABLE, FileRejected, Warehouse, open_warehouse
 
 Progress = Callable[[str], None]
 STREAM_SUFFIXES = (".csv", ".csv.gz")
-MARTS = ("fct_genre_kpis_daily", "fct_listening_kpis_hourly", "fct_top_artists_hourly")
+FILES_PER_LOAD_GROUP = 25
 
 
 def new_run_id() -> str:
@@ -67,13 +67,19 @@ def warehouse(settings: Settings) -> Iterator[Warehouse]:
 
 
 # -- step 1: extract -----------------------------------------------------------------------------
-def extract_rds(
-    settings: Settings, landing: LandingStore, run_id: str, progress: Progress = print
+def extract(
+    settings: Settings,
+    landing: LandingStore,
+    run_id: str,
+    *,
+    tables: Sequence[str] | None = None,
+    wait_seconds: float = 30,
+    progress: Progress = print,
 ) -> list[TableExtract]:
-    """Extract every configured RDS table in batches into landing."""
+    """Extract the configured RDS tables (or ``tables``) in batches into landing."""
     extracts = []
-    with rds.connect(settings, wait_seconds=30) as conn:
-        for table in settings.rds_tables:
+    with rds.connect(settings, wait_seconds=wait_seconds) as conn:
+        for table in tables or settings.rds_tables:
             if settings.embedded_rds and not rds.table_exists(conn, table):
                 raise ConfigError(
                     f"the embedded RDS in {settings.workdir} has no table {table!r}: "
@@ -92,78 +98,152 @@ def extract_rds(
     return extracts
 
 
-# -- step 2: find the work -----------------------------------------------------------------------
+# -- step 2: plan --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Work:
-    """What a run has to do, found by comparing landing with the ledger."""
+class LoadGroup:
+    """One unit of loading: changed RDS tables or a group of new stream files."""
 
-    snapshots: tuple[TableExtract, ...] = ()  # RDS tables whose content changed
-    stream_files: tuple[LandedObject, ...] = ()  # stream files not in the ledger
-    archive_ready: tuple[LandedObject, ...] = ()  # loaded earlier, still in the input prefix
-    unbuilt_loads: bool = False  # loads since the last successful dbt build
-    # songs changed after marts were built from an earlier snapshot: the incremental marts
-    # only recompute periods with new plays, so the build must be a full refresh
-    tracks_changed: bool = False
+    label: str
+    snapshots: tuple[TableExtract, ...] = ()
+    stream_files: tuple[LandedObject, ...] = ()
 
-    @property
-    def needs_build(self) -> bool:
-        return bool(self.snapshots or self.stream_files or self.unbuilt_loads)
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "snapshots": [json.loads(e.to_json()) for e in self.snapshots],
+            "stream_files": [asdict(obj) for obj in self.stream_files],
+        }
 
-    def describe(self) -> str:
-        if not self.needs_build and not self.archive_ready:
-            return "nothing new: no new stream file, RDS tables unchanged, marts up to date"
-        return (
-            f"{len(self.stream_files)} new stream file(s), "
-            f"{len(self.snapshots)} changed RDS table(s)"
-            + (
-                f", {len(self.archive_ready)} file(s) loaded earlier await archiving"
-                if self.archive_ready
-                else ""
-            )
-            + (", loads since the last dbt build" if self.unbuilt_loads else "")
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoadGroup:
+        return cls(
+            label=data.get("label", ""),
+            snapshots=tuple(TableExtract.from_json(json.dumps(e)) for e in data["snapshots"]),
+            stream_files=tuple(LandedObject(**obj) for obj in data["stream_files"]),
         )
 
 
-def find_work(settings: Settings, landing: LandingStore, extracts: list[TableExtract]) -> Work:
+@dataclass(frozen=True)
+class Plan:
+    """What one run does, decided once from landing, the fresh extracts and the ledger."""
+
+    run_id: str
+    snapshots: tuple[TableExtract, ...] = ()  # RDS tables whose content changed
+    stream_files: tuple[LandedObject, ...] = ()  # stream file versions not in the ledger
+    archive_ready: tuple[LandedObject, ...] = ()  # loaded earlier, still in the input prefix
+    unbuilt_loads: bool = False  # loads since the last green dbt build
+    songs_changed: bool = False  # songs changed after marts were built from an older snapshot
+    forced: bool = False  # the user asked for a build
+
+    @property
+    def should_run(self) -> bool:
+        """Whether to load, build and finish at all. Files loaded by an earlier run that did
+        not finish are rebuilt and archived too, so a run either does everything or nothing."""
+        return bool(
+            self.snapshots
+            or self.stream_files
+            or self.archive_ready
+            or self.unbuilt_loads
+            or self.forced
+        )
+
+    @property
+    def full_refresh(self) -> bool:
+        """The incremental marts recompute the periods that have new plays; new song
+        attributes reach periods already built only through a full refresh."""
+        return self.songs_changed
+
+    def load_groups(self, files_per_group: int = FILES_PER_LOAD_GROUP) -> list[LoadGroup]:
+        """One group per changed RDS table, then the new stream files ``files_per_group`` at
+        a time (the DAG maps a task over them; the CLI loads them in order)."""
+        groups = [LoadGroup(f"raw_rds.{e.table}", snapshots=(e,)) for e in self.snapshots]
+        size = max(1, files_per_group)
+        files = self.stream_files
+        for start in range(0, len(files), size):
+            chunk = files[start : start + size]
+            label = f"streams {start + 1}-{start + len(chunk)} of {len(files)}"
+            groups.append(LoadGroup(label, stream_files=chunk))
+        return groups
+
+    def describe(self) -> str:
+        if not self.should_run:
+            return "nothing new: no new stream file, RDS tables unchanged, marts up to date"
+        parts = [
+            f"{len(self.stream_files)} new stream file(s)",
+            f"{len(self.snapshots)} changed RDS table(s)",
+        ]
+        if self.archive_ready:
+            parts.append(f"{len(self.archive_ready)} file(s) loaded earlier await archiving")
+        if self.unbuilt_loads:
+            parts.append("loads since the last dbt build")
+        if self.full_refresh:
+            parts.append("songs changed: full refresh")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form (Airflow XCom); derived decisions included for templates."""
+        return {
+            "run_id": self.run_id,
+            "snapshots": [json.loads(e.to_json()) for e in self.snapshots],
+            "stream_files": [asdict(obj) for obj in self.stream_files],
+            "archive_ready": [asdict(obj) for obj in self.archive_ready],
+            "unbuilt_loads": self.unbuilt_loads,
+            "songs_changed": self.songs_changed,
+            "forced": self.forced,
+            "should_run": self.should_run,
+            "full_refresh": self.full_refresh,
+            "description": self.describe(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        return cls(
+            run_id=data["run_id"],
+            snapshots=tuple(TableExtract.from_json(json.dumps(e)) for e in data["snapshots"]),
+            stream_files=tuple(LandedObject(**obj) for obj in data["stream_files"]),
+            archive_ready=tuple(LandedObject(**obj) for obj in data["archive_ready"]),
+            unbuilt_loads=bool(data["unbuilt_loads"]),
+            songs_changed=bool(data["songs_changed"]),
+            forced=bool(data.get("forced")),
+        )
+
+
+def plan_run(
+    settings: Settings,
+    landing: LandingStore,
+    extracts: Sequence[TableExtract],
+    *,
+    run_id: str,
+    force_build: bool = False,
+) -> Plan:
     """Compare the landing zone and the fresh extracts with the warehouse's ledger."""
     with warehouse(settings) as wh:
         ledger = wh.ledger()
-        last_snapshot = dict(
-            wh.query(
-                f"select target_table, etag from {LEDGER_TABLE} l where status = 'loaded' "
-                "and target_table like %s and loaded_at = (select max(loaded_at) from "
-                f"{LEDGER_TABLE} l2 where l2.target_table = l.target_table "
-                "and l2.status = 'loaded')",
-                ("raw_rds.%",),
-            )
-        )
-        (unbuilt,) = wh.query(
-            f"select count(*) from {LEDGER_TABLE} where status = 'loaded' and loaded_at > "
-            f"coalesce((select max(started_at) from {BUILDS_TABLE}), cast('1900-01-01' as "
-            "timestamp))"
-        )[0]
+        last_snapshot = wh.latest_snapshots()
+        unbuilt = wh.has_unbuilt_loads()
     changed = tuple(e for e in extracts if last_snapshot.get(f"raw_rds.{e.table}") != e.sha256)
     new: list[LandedObject] = []
     ready: list[LandedObject] = []
     for obj in landing.list(STREAMS_PREFIX):
-        if PurePosixPath(obj.key).name.startswith((".", "_")):
-            continue  # producer markers and temporary files
+        name = PurePosixPath(obj.key).name
+        if name.startswith((".", "_")) or not name.endswith(STREAM_SUFFIXES):
+            continue  # producer markers, temporary files, COPY manifests
         (ready if obj.etag in ledger.get(obj.key, ()) else new).append(obj)
-    return Work(
-        tracks_changed=any(
-            e.table == "songs" and "raw_rds.songs" in last_snapshot for e in changed
-        ),
+    return Plan(
+        run_id=run_id,
         snapshots=changed,
         stream_files=tuple(new),
         archive_ready=tuple(ready),
-        unbuilt_loads=int(unbuilt) > 0,
+        unbuilt_loads=unbuilt,
+        songs_changed=any(e.table == "songs" and "raw_rds.songs" in last_snapshot for e in changed),
+        forced=force_build,
     )
 
 
 # -- step 3: load --------------------------------------------------------------------------------
 @dataclass
 class LoadReport:
-    """Counts of one load step."""
+    """What loading did; reports of several groups add up with :meth:`merge`."""
 
     files_loaded: list[LandedObject] = field(default_factory=list)
     files_skipped: list[LandedObject] = field(default_factory=list)
@@ -171,25 +251,68 @@ class LoadReport:
     stream_rows: int = 0
     snapshot_rows: dict[str, int] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files_loaded": [asdict(obj) for obj in self.files_loaded],
+            "files_skipped": [asdict(obj) for obj in self.files_skipped],
+            "files_rejected": [[asdict(obj), reason] for obj, reason in self.files_rejected],
+            "stream_rows": self.stream_rows,
+            "snapshot_rows": self.snapshot_rows,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoadReport:
+        return cls(
+            files_loaded=[LandedObject(**obj) for obj in data["files_loaded"]],
+            files_skipped=[LandedObject(**obj) for obj in data["files_skipped"]],
+            files_rejected=[
+                (LandedObject(**obj), reason) for obj, reason in data["files_rejected"]
+            ],
+            stream_rows=int(data["stream_rows"]),
+            snapshot_rows=dict(data["snapshot_rows"]),
+        )
+
+    @classmethod
+    def merge(cls, reports: Sequence[LoadReport]) -> LoadReport:
+        total = cls()
+        for report in reports:
+            total.files_loaded += report.files_loaded
+            total.files_skipped += report.files_skipped
+            total.files_rejected += report.files_rejected
+            total.stream_rows += report.stream_rows
+            total.snapshot_rows.update(report.snapshot_rows)
+        return total
+
+    def lines(self) -> list[str]:
+        out = [
+            f"files: {len(self.files_loaded)} loaded, {len(self.files_skipped)} already "
+            f"loaded, {len(self.files_rejected)} rejected",
+            f"stream rows loaded: {self.stream_rows:,}",
+        ]
+        out += [f"raw_rds.{t}: new snapshot, {n:,} rows" for t, n in self.snapshot_rows.items()]
+        out += [f"rejected {obj.key}: {reason}" for obj, reason in self.files_rejected]
+        return out
+
 
 def load(
     settings: Settings,
     landing: LandingStore,
-    work: Work,
+    group: LoadGroup,
     *,
     load_id: str,
     progress: Progress = print,
 ) -> LoadReport:
-    """Load changed snapshots and new stream files exactly once; quarantine refused files."""
+    """Load changed snapshots and new stream files exactly once; quarantine refused files.
+    A service failure raises :class:`loaders.errors.ServiceOutage` and quarantines nothing."""
     report = LoadReport()
     with warehouse(settings) as wh:
-        for extract in work.snapshots:
-            outcome = wh.load_snapshot(landing, extract, load_id=load_id, loaded_at=utcnow())
+        for extract_ in group.snapshots:
+            outcome = wh.load_snapshot(landing, extract_, load_id=load_id, loaded_at=utcnow())
             if outcome.status == "loaded":
-                report.snapshot_rows[extract.table] = outcome.rows
-            progress(f"  raw_rds.{extract.table}: {outcome.status} ({outcome.rows:,} rows)")
-        total = len(work.stream_files)
-        for i, obj in enumerate(work.stream_files, 1):
+                report.snapshot_rows[extract_.table] = outcome.rows
+            progress(f"  raw_rds.{extract_.table}: {outcome.status} ({outcome.rows:,} rows)")
+        total = len(group.stream_files)
+        for i, obj in enumerate(group.stream_files, 1):
             loaded_at = utcnow()
             try:
                 outcome = wh.load_stream_file(landing, obj, load_id=load_id, loaded_at=loaded_at)
@@ -208,6 +331,22 @@ def load(
     return report
 
 
+def load_all(
+    settings: Settings,
+    landing: LandingStore,
+    plan: Plan,
+    *,
+    progress: Progress = print,
+) -> LoadReport:
+    """Every load group of the plan in order (the DAG maps one task per group instead)."""
+    return LoadReport.merge(
+        [
+            load(settings, landing, group, load_id=plan.run_id, progress=progress)
+            for group in plan.load_groups()
+        ]
+    )
+
+
 def quarantine(landing: LandingStore, obj: LandedObject, reason: str) -> str:
     """Move a refused file to quarantine/ with a ``.reason.txt`` beside it."""
     dst = QUARANTINE_PREFIX + obj.key
@@ -217,43 +356,42 @@ def quarantine(landing: LandingStore, obj: LandedObject, reason: str) -> str:
 
 
 # -- step 4: dbt ---------------------------------------------------------------------------------
-def build(settings: Settings, *, load_id: str, full_refresh: bool = False) -> DbtReport:
-    """``dbt build`` the project; on success, record it in the build log."""
-    started = utcnow()
-    command = ["build", "--full-refresh"] if full_refresh else ["build"]
-    report = run_dbt(settings, command)
-    record_build(settings, load_id=load_id, started=started)
-    return report
+def dbt_build_command(plan: Plan) -> list[str]:
+    """The dbt command that builds this plan (the DAG's Cosmos group runs the same)."""
+    return ["build", "--full-refresh"] if plan.full_refresh else ["build"]
 
 
-def record_build(settings: Settings, *, load_id: str, started: datetime) -> None:
-    """Record a successful dbt build that started at ``started`` (naive UTC) in the build log:
-    loads before that time are built. The DAG calls this after its dbt tasks all succeeded."""
+def build(settings: Settings, plan: Plan) -> DbtReport:
+    """``dbt build`` the project in this process; raises DbtFailed when a node fails."""
+    return run_dbt(settings, dbt_build_command(plan))
+
+
+# -- step 5: finish ------------------------------------------------------------------------------
+def record_build(settings: Settings, plan: Plan, *, started: datetime) -> None:
+    """Record a green dbt build that started at ``started`` (naive UTC): loads before that time
+    are in the marts, so the next run does not rebuild them."""
     with warehouse(settings) as wh:
-        wh.record_build(load_id, started, utcnow())
+        wh.record_build(plan.run_id, started, utcnow())
 
 
-# -- step 5: archive -----------------------------------------------------------------------------
 def archive(
     settings: Settings,
     landing: LandingStore,
-    objects: list[LandedObject],
+    plan: Plan,
+    loads: LoadReport,
     *,
     progress: Progress = print,
 ) -> list[str]:
-    """Move loaded stream files to archive/streams/<date>/..., <date> being the UTC day the
-    ledger first recorded the object as loaded, so that a rerun (even days later) finishes an
-    interrupted move at the same destination."""
+    """Move the stream files this and earlier runs loaded to archive/streams/<date>/...,
+    <date> being the UTC day the ledger first recorded the object as loaded, so that a rerun
+    (even days later) finishes an interrupted move at the same destination. Call it only
+    after a green dbt build."""
+    done = {obj.key: obj for obj in (*plan.archive_ready, *loads.files_loaded)}
+    done.update({obj.key: obj for obj in loads.files_skipped})
     with warehouse(settings) as wh:
-        first_loaded = {
-            (key, etag): loaded_at
-            for key, etag, loaded_at in wh.query(
-                f"select object_key, etag, min(loaded_at) from {LEDGER_TABLE} "
-                "where status = 'loaded' group by object_key, etag"
-            )
-        }
+        first_loaded = wh.first_loaded_at()
     moved = []
-    for obj in objects:
+    for obj in done.values():
         loaded_at = first_loaded.get((obj.key, obj.etag)) or utcnow()
         day = loaded_at.date().isoformat()
         dst = f"{ARCHIVE_PREFIX}{STREAMS_PREFIX}{day}/{obj.key[len(STREAMS_PREFIX) :]}"
@@ -264,13 +402,38 @@ def archive(
     return moved
 
 
-# -- the whole run -------------------------------------------------------------------------------
+def kpi_marts(settings: Settings) -> tuple[manifest.Mart, ...]:
+    """The KPI marts, from the dbt manifest (models tagged ``kpi``)."""
+    return manifest.kpi_marts(manifest.load_manifest(settings.dbt_manifest_path))
+
+
+def publish(settings: Settings) -> dict[str, int]:
+    """After a green build: rows in each KPI mart, by mart name (what the DAG attaches to its
+    Airflow Assets and the CLI prints)."""
+    marts = kpi_marts(settings)
+    with open_warehouse(settings) as wh:
+        counts = wh.row_counts([mart.relation for mart in marts])
+    return {mart.name: counts[mart.relation] for mart in marts}
+
+
+def rejected_rows(settings: Settings, *, load_id: str) -> dict[str, int]:
+    """Rows of one load that the cleaning rules rejected, by reason."""
+    rejects = manifest.model(
+        manifest.load_manifest(settings.dbt_manifest_path), manifest.REJECTS_MODEL
+    )
+    if rejects is None:
+        return {}
+    with open_warehouse(settings) as wh:
+        return wh.rejected_rows_by_reason(rejects.relation, load_id)
+
+
+# -- the whole run (the CLI) ---------------------------------------------------------------------
 @dataclass
 class RunSummary:
     """What one run did, for the closing summary."""
 
     run_id: str
-    work: Work | None = None
+    plan: Plan | None = None
     load: LoadReport | None = None
     dbt: DbtReport | None = None
     archived: list[str] = field(default_factory=list)
@@ -281,16 +444,7 @@ class RunSummary:
     def lines(self) -> list[str]:
         out = [f"run {self.run_id}"]
         if self.load:
-            out.append(
-                f"  files: {len(self.load.files_loaded)} loaded, "
-                f"{len(self.load.files_skipped)} already loaded, "
-                f"{len(self.load.files_rejected)} rejected"
-            )
-            out.append(f"  stream rows loaded: {self.load.stream_rows:,}")
-            for table, rows in self.load.snapshot_rows.items():
-                out.append(f"  raw_rds.{table}: new snapshot, {rows:,} rows")
-            for obj, reason in self.load.files_rejected:
-                out.append(f"  rejected {obj.key}: {reason}")
+            out += [f"  {line}" for line in self.load.lines()]
         if self.dbt:
             out.append(f"  dbt: {self.dbt.line()}")
             rejected = sum(self.rejected_rows.values())
@@ -308,7 +462,7 @@ class RunSummary:
 
 
 def run(settings: Settings, *, progress: Progress = print, force_build: bool = False) -> RunSummary:
-    """One pipeline run exactly as production does it. Raises on failure; archives nothing
+    """One pipeline run, the steps of the plan in order. Raises on failure; archives nothing
     unless dbt build succeeded."""
     run_id = new_run_id()
     summary = RunSummary(run_id=run_id)
@@ -319,49 +473,28 @@ def run(settings: Settings, *, progress: Progress = print, force_build: bool = F
         return _Timer(summary.timings, name)
 
     with step("extract"):
-        extracts = extract_rds(settings, landing, run_id, progress)
-    with step("detect"):
-        work = summary.work = find_work(settings, landing, extracts)
-        progress(f"  {work.describe()}")
-    if not (work.needs_build or work.archive_ready or force_build):
+        extracts = extract(settings, landing, run_id, progress=progress)
+    with step("plan"):
+        plan = summary.plan = plan_run(
+            settings, landing, extracts, run_id=run_id, force_build=force_build
+        )
+        progress(f"  {plan.describe()}")
+    if not plan.should_run:
         progress("nothing to do: skipping load, dbt build and archive")
         return summary
     with step("load"):
-        summary.load = load(settings, landing, work, load_id=run_id, progress=progress)
-    if work.needs_build or force_build:
-        with step("dbt build"):
-            if work.tracks_changed:
-                progress("  songs changed since the last build: full refresh of the models")
-            summary.dbt = build(settings, load_id=run_id, full_refresh=work.tracks_changed)
-    with step("archive"):
-        loaded = [*work.archive_ready, *summary.load.files_loaded, *summary.load.files_skipped]
-        summary.archived = archive(settings, landing, loaded, progress=progress)
-    summary.mart_rows = mart_row_counts(settings)
-    summary.rejected_rows = rejected_row_counts(settings, load_id=run_id)
+        summary.load = load_all(settings, landing, plan, progress=progress)
+    with step("dbt build"):
+        if plan.full_refresh:
+            progress("  songs changed since the last build: full refresh of the models")
+        started = utcnow()
+        summary.dbt = build(settings, plan)
+    with step("finish"):
+        record_build(settings, plan, started=started)
+        summary.archived = archive(settings, landing, plan, summary.load, progress=progress)
+        summary.mart_rows = publish(settings)
+        summary.rejected_rows = rejected_rows(settings, load_id=run_id)
     return summary
-
-
-def mart_row_counts(settings: Settings) -> dict[str, int]:
-    """Rows in each KPI mart (0 for a mart not built yet)."""
-    counts = {}
-    with open_warehouse(settings) as wh:
-        for mart in MARTS:
-            try:
-                counts[mart] = int(wh.query(f"select count(*) from marts.{mart}")[0][0])
-            except Exception:  # not built yet
-                counts[mart] = 0
-    return counts
-
-
-def rejected_row_counts(settings: Settings, *, load_id: str) -> dict[str, int]:
-    """Rows of one load that dbt rejected, by reason."""
-    with open_warehouse(settings) as wh:
-        rows = wh.query(
-            "select reject_reason, count(*) from marts.fct_rejected_listens "
-            "where load_id = %s group by reject_reason order by reject_reason",
-            (load_id,),
-        )
-    return {reason: int(n) for reason, n in rows}
 
 
 class _Timer:

@@ -39,7 +39,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from loaders.config import Settings, WarehouseSettings, check_identifier
+from loaders.config import ConfigError, Settings, WarehouseSettings, check_identifier
+from loaders.errors import is_bad_data, outage
 from loaders.landing import LandedObject, LandingStore
 from loaders.rds import TableExtract
 
@@ -184,6 +185,97 @@ class Warehouse(ABC):
             loaded.setdefault(key, set()).add(etag)
         return loaded
 
+    def latest_snapshots(self) -> dict[str, str]:
+        """The fingerprint (etag) of the snapshot last loaded into each raw_rds table."""
+        return dict(
+            self.query(
+                f"select target_table, etag from {LEDGER_TABLE} l where status = 'loaded' "
+                "and target_table like %s and loaded_at = (select max(loaded_at) from "
+                f"{LEDGER_TABLE} l2 where l2.target_table = l.target_table "
+                "and l2.status = 'loaded')",
+                ("raw_rds.%",),
+            )
+        )
+
+    def has_unbuilt_loads(self) -> bool:
+        """Whether anything was loaded after the last green dbt build started."""
+        (count,) = self.query(
+            f"select count(*) from {LEDGER_TABLE} where status = 'loaded' and loaded_at > "
+            f"coalesce((select max(started_at) from {BUILDS_TABLE}), cast('1900-01-01' as "
+            "timestamp))"
+        )[0]
+        return int(count) > 0
+
+    def first_loaded_at(self) -> dict[tuple[str, str], datetime]:
+        """When the ledger first recorded each (key, etag) as loaded."""
+        return {
+            (key, etag): loaded_at
+            for key, etag, loaded_at in self.query(
+                f"select object_key, etag, min(loaded_at) from {LEDGER_TABLE} "
+                "where status = 'loaded' group by object_key, etag"
+            )
+        }
+
+    def row_counts(self, relations: Sequence[str]) -> dict[str, int]:
+        """Rows in each relation (``schema.name``, as named by the dbt manifest); 0 for one
+        that does not exist yet."""
+        counts = {}
+        for relation in relations:
+            schema, name = _split_relation(relation)
+            exists = self.exists(schema, name)
+            counts[relation] = (
+                int(self.query(f"select count(*) from {schema}.{name}")[0][0]) if exists else 0
+            )
+        return counts
+
+    def preview(
+        self, relation: str, *, order_by: str = "", latest: str = "", limit: int = 8
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Column names and the first ``limit`` rows of ``relation`` in ``order_by`` order
+        (``"col [desc], ..."``), only those of its latest ``latest`` value when given."""
+        schema, name = _split_relation(relation)
+        terms = []
+        for term in filter(None, (t.strip() for t in order_by.split(","))):
+            column, _, direction = term.partition(" ")
+            if direction.strip().lower() not in ("", "asc", "desc"):
+                raise ConfigError(f"preview order {term!r} of {relation} is not 'column [desc]'")
+            terms.append(f"{check_identifier(column, 'column')} {direction.strip().lower()}")
+        sql = f"select * from {schema}.{name}"
+        if latest:
+            column = check_identifier(latest, "column")
+            sql += f" where {column} = (select max({column}) from {schema}.{name})"
+        if terms:
+            sql += " order by " + ", ".join(terms)
+        sql += f" limit {int(limit)}"
+        with self.transaction() as cur:
+            cur.execute(sql)
+            names = [d[0] for d in cur.description]
+            return names, list(cur.fetchall())
+
+    def exists(self, schema: str, name: str) -> bool:
+        """Whether the table or view ``schema.name`` exists."""
+        with self.transaction() as cur:
+            cur.execute(
+                self._sql(
+                    "select count(*) from information_schema.tables "
+                    "where table_schema = %s and table_name = %s"
+                ),
+                (schema, name),
+            )
+            return int(cur.fetchone()[0]) > 0
+
+    def rejected_rows_by_reason(self, relation: str, load_id: str) -> dict[str, int]:
+        """Rows of one load that the cleaning rules rejected (dbt's rejects mart), by reason."""
+        schema, name = _split_relation(relation)
+        if not self.exists(schema, name):
+            return {}
+        rows = self.query(
+            f"select reject_reason, count(*) from {schema}.{name} "
+            "where load_id = %s group by reject_reason order by reject_reason",
+            (load_id,),
+        )
+        return {str(reason): int(n) for reason, n in rows}
+
     def _lock_ledger(self, cur: Any) -> None:
         cur.execute(f"lock table {LEDGER_TABLE} in exclusive mode")
 
@@ -264,8 +356,8 @@ class Warehouse(ABC):
         except FileRejected:
             raise
         except Exception as exc:
-            if not self._is_data_error(exc):
-                raise
+            if not is_bad_data(exc):
+                raise outage(exc, obj.key) from exc
             raise FileRejected(f"not loadable as CSV: {_one_line(exc)}") from None
         return LoadOutcome(obj.key, "loaded", rows)
 
@@ -277,7 +369,13 @@ class Warehouse(ABC):
         load_id: str,
         loaded_at: datetime,
     ) -> LoadOutcome:
-        """Replace raw_rds.<table> with an extracted snapshot, unless the ledger has it."""
+        """Replace the rows of raw_rds.<table> with an extracted snapshot, unless the ledger has it.
+
+        The table is kept, never dropped: the staging views that read it stay valid on
+        warehouses that track view dependencies (PostgreSQL, Redshift). A column the source
+        gained is added (as text); one it lost stays, empty. Delete, insert and ledger row
+        commit in one transaction (DELETE, not TRUNCATE, which commits on Redshift).
+        """
         table = f"raw_rds.{check_identifier(extract.table, 'RDS table')}"
         columns = [check_identifier(c, f"column of {extract.table}") for c in extract.columns]
         obj = LandedObject(key=extract.prefix, size=extract.size_bytes, etag=extract.sha256)
@@ -286,22 +384,42 @@ class Warehouse(ABC):
             self._lock_ledger(cur)
             if self._in_ledger(cur, obj.key, obj.etag) or self._snapshot_unchanged(cur, extract):
                 return LoadOutcome(obj.key, "skipped")
-            cur.execute(f"drop table if exists {table}")
-            column_defs = ", ".join(f'"{c}" {t}' for c in columns)
-            cur.execute(
-                f"create table {table} ({column_defs}, _source_file {t}, "
-                f"_loaded_at timestamp, _load_id {t})"
-            )
+            existing = self._columns(cur, "raw_rds", extract.table)
+            if not existing:
+                column_defs = ", ".join(f'"{c}" {t}' for c in columns)
+                cur.execute(
+                    f"create table {table} ({column_defs}, _source_file {t}, "
+                    f"_loaded_at timestamp, _load_id {t})"
+                )
+            for column in columns:
+                if existing and column not in existing:
+                    cur.execute(f'alter table {table} add column "{column}" {t}')
+            cur.execute(f"delete from {table}")
             if extract.parts:
                 self._copy_to_temp(cur, landing, list(extract.parts), len(columns))
+                names = ", ".join(f'"{c}"' for c in columns)
                 picked = ", ".join(f"c{i}" for i in range(1, len(columns) + 1))
                 cur.execute(
-                    self._sql(f"insert into {table} select {picked}, %s, %s, %s from _landing"),
+                    self._sql(
+                        f"insert into {table} ({names}, _source_file, _loaded_at, _load_id) "
+                        f"select {picked}, %s, %s, %s from _landing"
+                    ),
                     (extract.prefix, loaded_at, load_id),
                 )
                 self._drop_temp(cur)
             self._write_ledger(cur, obj, table, extract.row_count, load_id, loaded_at)
         return LoadOutcome(obj.key, "loaded", extract.row_count)
+
+    def _columns(self, cur: Any, schema: str, table: str) -> set[str]:
+        """The column names of ``schema.table`` (empty when it does not exist)."""
+        cur.execute(
+            self._sql(
+                "select column_name from information_schema.columns "
+                "where table_schema = %s and table_name = %s"
+            ),
+            (schema, table),
+        )
+        return {str(name) for (name,) in cur.fetchall()}
 
     def _snapshot_unchanged(self, cur: Any, extract: TableExtract) -> bool:
         """True when the last snapshot loaded for this table has the same content."""
@@ -328,10 +446,6 @@ class Warehouse(ABC):
     ) -> str:
         """COPY the objects (same header, which is skipped) into a temporary table
         ``_landing(c1 .. cn)``. Returns the SQL expression for a row's line number."""
-
-    @abstractmethod
-    def _is_data_error(self, exc: Exception) -> bool:
-        """Whether ``exc`` means the file's content could not be loaded (not an outage)."""
 
 
 class DuckDBWarehouse(Warehouse):
@@ -383,11 +497,6 @@ class DuckDBWarehouse(Warehouse):
         # an offset for transaction-local data); +2 skips the header line.
         return "rowid - (select min(rowid) from _landing) + 2"
 
-    def _is_data_error(self, exc: Exception) -> bool:
-        import duckdb
-
-        return isinstance(exc, duckdb.InvalidInputException | duckdb.ConversionException)
-
 
 class PostgresWarehouse(Warehouse):
     """A PostgreSQL warehouse: object bytes stream into COPY ... FROM STDIN."""
@@ -430,11 +539,6 @@ class PostgresWarehouse(Warehouse):
                 )
         # The identity follows the input order; +1 skips the header line.
         return "_n + 1"
-
-    def _is_data_error(self, exc: Exception) -> bool:
-        import psycopg2
-
-        return isinstance(exc, psycopg2.DataError | OSError | EOFError)
 
 
 class RedshiftWarehouse(PostgresWarehouse):
@@ -488,12 +592,6 @@ class RedshiftWarehouse(PostgresWarehouse):
             )
         return "null"
 
-    def _is_data_error(self, exc: Exception) -> bool:
-        import psycopg2
-
-        # Redshift reports rows it cannot parse as an internal error pointing to stl_load_errors.
-        return isinstance(exc, psycopg2.DataError | psycopg2.InternalError)
-
 
 def redshift_manifest(uris: Sequence[str]) -> str:
     """A COPY manifest listing every object as mandatory."""
@@ -525,6 +623,11 @@ def _local_copies(landing: LandingStore, keys: list[str]) -> Iterator[list[Path]
                 shutil.copyfileobj(src, dst, 1 << 20)
             paths.append(path)
         yield paths
+
+
+def _split_relation(relation: str) -> tuple[str, str]:
+    schema, _, name = relation.partition(".")
+    return check_identifier(schema, "schema"), check_identifier(name, "relation")
 
 
 def _quote(text: str) -> str:

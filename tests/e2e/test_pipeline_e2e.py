@@ -5,6 +5,7 @@ These run dbt for real (DuckDB, and PostgreSQL from pgserver for portability).""
 
 from __future__ import annotations
 
+import csv
 import shutil
 from dataclasses import replace
 from datetime import datetime
@@ -16,6 +17,7 @@ import pytest
 from loaders import pipeline
 from loaders.cli import main as cli
 from loaders.config import Settings
+from loaders.dbt import run_dbt
 from loaders.generate import generate
 from loaders.warehouse import open_warehouse
 from tests.conftest import postgres_settings
@@ -112,7 +114,7 @@ def test_seed_and_run_produce_the_contract_kpis(
     # a rerun with nothing new does nothing and changes nothing
     before = marts_snapshot(settings)
     summary = pipeline.run(settings, progress=print)
-    assert summary.work is not None and not summary.work.needs_build
+    assert summary.plan is not None and not summary.plan.should_run
     assert summary.load is None and summary.dbt is None
     assert marts_snapshot(settings) == before
 
@@ -142,7 +144,7 @@ def test_incremental_runs_equal_one_run(source: Path, expected: KpiResult, tmp_p
 
     # and a full refresh of the same warehouse gives the same marts again
     before = marts_snapshot(incremental)
-    pipeline.build(incremental, load_id="full-refresh", full_refresh=True)
+    run_dbt(incremental, ["build", "--full-refresh"])
     for mart, spec in MARTS.items():
         assert_rows_match(
             before[mart],
@@ -164,6 +166,60 @@ def test_postgres_warehouse_gives_the_same_marts(
     seed(settings, source)
     pipeline.run(settings, progress=print)
     assert_marts_match(expected, settings)
+
+
+def _change_sources(source: Path, changed: Path) -> None:
+    """A copy of ``source`` whose RDS tables changed after the first build: every 7th song
+    moves to another genre and its popularity changes, the songs table gains a column, and
+    users change country. The stream files stay the same."""
+    shutil.copytree(source, changed)
+    with (source / "songs.csv").open(newline="") as src:
+        rows = list(csv.DictReader(src))
+    names = [*rows[0].keys(), "mood"]
+    for i, row in enumerate(rows):
+        row["mood"] = "calm" if i % 2 else "bright"
+        if i % 7 == 0:
+            row["track_genre"] = "reclassified"
+            row["popularity"] = str((int(row["popularity"] or 0) + 37) % 101)
+    with (changed / "songs.csv").open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
+    with (source / "users.csv").open(newline="") as src:
+        users = list(csv.DictReader(src))
+    for row in users:
+        row["user_country"] = "Atlantis"
+    with (changed / "users.csv").open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(users[0].keys()))
+        writer.writeheader()
+        writer.writerows(users)
+
+
+def test_postgres_changed_snapshots_after_first_build(
+    source: Path, expected: KpiResult, pg_database: dict[str, Any], tmp_path: Path
+) -> None:
+    """On PostgreSQL, new users/songs snapshots after the marts were built replace the raw
+    rows in place (the staging views that read them keep working), and a songs change
+    rebuilds the marts: they equal the reference over the new songs."""
+    work = tmp_path / "work"
+    settings = postgres_settings(Settings.from_env({}, workdir=work), pg_database)
+    from loaders.cli import seed
+
+    seed(settings, source)
+    pipeline.run(settings, progress=print)
+    assert_marts_match(expected, settings)
+
+    changed = tmp_path / "changed"
+    _change_sources(source, changed)
+    seed(settings, changed)
+    summary = pipeline.run(settings, progress=print)
+    assert summary.plan is not None and summary.plan.full_refresh
+    assert summary.load is not None and set(summary.load.snapshot_rows) == {"users", "songs"}
+    assert_marts_match(reference(changed), settings)
+    with open_warehouse(settings) as wh:
+        assert wh.query("select count(*) from raw_rds.songs where mood is not null")[0][0] > 0
+        countries = wh.query("select distinct user_country from marts.dim_users")
+    assert countries == [("Atlantis",)]
 
 
 def test_demo_from_dir_prints_kpis(

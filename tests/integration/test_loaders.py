@@ -132,9 +132,9 @@ def _load_cases(settings: Settings, landing: Any, tmp_path: Path) -> dict[str, A
     put(landing, "streams/ragged.csv", b"user_id,track_id,listen_time\n1,t1\n", tmp_path)
     put(landing, "streams/binary.csv.gz", b"\x1f\x8b\x08garbage", tmp_path)
     put(landing, "streams/header_only.csv", b"user_id,track_id,listen_time\n", tmp_path)
-    work = pipeline.find_work(settings, landing, [])
-    report = pipeline.load(settings, landing, work, load_id="load-1", progress=print)
-    again = pipeline.find_work(settings, landing, [])
+    plan = pipeline.plan_run(settings, landing, [], run_id="load-1")
+    report = pipeline.load_all(settings, landing, plan)
+    again = pipeline.plan_run(settings, landing, [], run_id="load-2")
     with open_warehouse(settings) as wh:
         rows = wh.query(
             "select _source_file, _line_number, user_id, track_id, listen_time "
@@ -220,10 +220,10 @@ def test_snapshot_load_replaces_table_and_skips_unchanged(
     with rds.connect(settings) as conn:
         rds.seed_table(conn, "users", src / "users.csv")
         rds.seed_table(conn, "songs", src / "songs.csv")
-    extracts = pipeline.extract_rds(settings, landing, "run1")
-    work = pipeline.find_work(settings, landing, extracts)
-    assert {e.table for e in work.snapshots} == {"users", "songs"}
-    pipeline.load(settings, landing, work, load_id="run1")
+    extracts = pipeline.extract(settings, landing, "run1")
+    plan = pipeline.plan_run(settings, landing, extracts, run_id="run1")
+    assert {e.table for e in plan.snapshots} == {"users", "songs"}
+    pipeline.load_all(settings, landing, plan)
     with open_warehouse(settings) as wh:
         songs = wh.query(
             "select id, track_id, artists, track_name, explicit from raw_rds.songs order by id"
@@ -233,14 +233,14 @@ def test_snapshot_load_replaces_table_and_skips_unchanged(
         ("1", "t2", "Café Ø", "Zwei", "True"),
     ]
     # unchanged source: the next extract has the same fingerprint and nothing is reloaded
-    extracts = pipeline.extract_rds(settings, landing, "run2")
-    assert pipeline.find_work(settings, landing, extracts).snapshots == ()
+    extracts = pipeline.extract(settings, landing, "run2")
+    assert pipeline.plan_run(settings, landing, extracts, run_id="run2").snapshots == ()
     with psycopg2.connect(pg_dsn(pg_database)) as conn, conn.cursor() as cur:
         cur.execute("delete from songs where id = '1'")
-    extracts = pipeline.extract_rds(settings, landing, "run3")
-    work = pipeline.find_work(settings, landing, extracts)
-    assert [e.table for e in work.snapshots] == ["songs"]
-    pipeline.load(settings, landing, work, load_id="run3")
+    extracts = pipeline.extract(settings, landing, "run3")
+    plan = pipeline.plan_run(settings, landing, extracts, run_id="run3")
+    assert [e.table for e in plan.snapshots] == ["songs"]
+    pipeline.load_all(settings, landing, plan)
     with open_warehouse(settings) as wh:
         assert wh.query("select count(*), max(_load_id) from raw_rds.songs") == [(1, "run3")]
 
@@ -248,12 +248,12 @@ def test_snapshot_load_replaces_table_and_skips_unchanged(
 def test_archive_moves_loaded_files_once(settings: Settings, tmp_path: Path) -> None:
     landing = pipeline.landing_store(settings)
     put(landing, "streams/day1/a.csv", GOOD.encode(), tmp_path)
-    work = pipeline.find_work(settings, landing, [])
-    report = pipeline.load(settings, landing, work, load_id="l1")
+    plan = pipeline.plan_run(settings, landing, [], run_id="l1")
+    report = pipeline.load_all(settings, landing, plan)
     with pipeline.warehouse(settings) as wh, wh.transaction() as cur:  # loaded days ago
         cur.execute("update raw_meta.load_ledger set loaded_at = timestamp '2026-01-07 23:59:00'")
-    moved = pipeline.archive(settings, landing, report.files_loaded)
+    moved = pipeline.archive(settings, landing, plan, report)
     assert moved == ["archive/streams/2026-01-07/day1/a.csv"]
     # a rerun (today) of a finished or interrupted move uses the same destination
-    assert pipeline.archive(settings, landing, report.files_loaded) == moved
+    assert pipeline.archive(settings, landing, plan, report) == moved
     assert landing.list("streams/") == []

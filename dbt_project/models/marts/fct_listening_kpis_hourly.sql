@@ -6,6 +6,8 @@
         on_schema_change='fail',
         dist='even',
         sort='listen_hour',
+        tags=['kpi'],
+        meta={'preview': {'order_by': 'listen_count desc, listen_hour'}},
     )
 }}
 

@@ -1,0 +1,103 @@
+"""Bad data or outage: the one place that decides what a failed load means.
+
+A file is quarantined only when its bytes cannot be loaded (:func:`is_bad_data`). Anything else
+is an outage of a service (S3, IAM, network, the warehouse): the run fails, names it
+(:func:`describe_outage`) and touches nothing, so the next run retries the same files.
+Unknown errors are outages: a wrong "outage" costs a retry, a wrong "bad data" loses plays.
+
+Redshift reports both kinds as ``InternalError`` (XX000), so its messages decide. AWS documents
+the texts matched here:
+
+- a row or format error: "Load into table '...' failed. Check 'stl_load_errors' system table for
+  details." (Redshift Database Developer Guide, "System tables for troubleshooting data loads"
+  and "STL_LOAD_ERRORS"; the load-error reference lists the causes, e.g. "Delimiter not found",
+  "Extra column(s) found", "Missing data for not-null field"); a corrupt gzip object surfaces as
+  "Failed to inflate ... zlib error code" / "invalid or incomplete deflate data".
+- outages: "S3ServiceException:Access Denied,Status 403" (no GET/LIST permission on the bucket,
+  "Permissions to access other AWS resources"); "not authorized to assume IAM Role" / "Not
+  authorized to get credentials of role" (the COPY role's trust policy); "The bucket you are
+  attempting to access must be addressed using the specified endpoint" (bucket in another
+  region: "Load fails", use COPY ... REGION); "Please reduce your request rate" / "SlowDown" /
+  "Status 503" (S3 throttling); "The specified key does not exist" / "does not exist" (an
+  object or manifest entry that vanished); timeouts and connection resets.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+_REDSHIFT_DATA_ERROR = re.compile(
+    r"stl_load_errors|failed to inflate|incomplete deflate data|zlib error|"
+    r"invalid gzip|gzip: (?:stdin: )?(?:not in gzip format|unexpected end)",
+    re.IGNORECASE,
+)
+
+_OUTAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (label, re.compile(pattern, re.IGNORECASE))
+    for label, pattern in (
+        (
+            "IAM: the COPY role cannot be assumed",
+            r"not authorized to (?:assume|get credentials)|assumerole|iam role",
+        ),
+        (
+            "S3 region: the bucket is in another region (set MUSIC_ELT_REDSHIFT_REGION)",
+            r"must be addressed using the specified endpoint|permanentredirect|"
+            r"status 301|wrong region|authorizationheadermalformed",
+        ),
+        ("S3 access denied", r"access ?denied|status 403|forbidden|invalidaccesskeyid"),
+        (
+            "S3 throttling",
+            r"slow ?down|reduce your request rate|status 503|throttl|service unavailable",
+        ),
+        ("S3 object missing", r"nosuchkey|specified key does not exist|no such (?:key|file)"),
+        (
+            "network",
+            r"timed? ?out|connection (?:reset|refused|closed)|could not connect|"
+            r"server closed the connection|network|name or service not known",
+        ),
+    )
+)
+
+
+def is_bad_data(exc: BaseException) -> bool:
+    """Whether ``exc``, raised while loading one file, means the file's own bytes cannot be
+    loaded (quarantine it) rather than an outage (fail the run, touch nothing)."""
+    import duckdb
+    import psycopg2
+
+    if isinstance(exc, duckdb.InvalidInputException | duckdb.ConversionException):
+        return True
+    if isinstance(exc, psycopg2.DataError):
+        return True  # PostgreSQL's COPY: bad CSV, wrong column count, invalid encoding
+    if isinstance(exc, psycopg2.InternalError):
+        return bool(_REDSHIFT_DATA_ERROR.search(str(exc)))
+    return isinstance(exc, EOFError | zlib.error | _gzip_error())
+
+
+class ServiceOutage(ConnectionError):
+    """A service failed while loading: nothing was quarantined or recorded; rerun later."""
+
+
+def outage(exc: BaseException, key: str) -> ServiceOutage:
+    """The run-failing error for ``exc`` raised while loading ``key``, naming the outage."""
+    first = " ".join(str(exc).split())[:300] or type(exc).__name__
+    return ServiceOutage(
+        f"{describe_outage(exc)} while loading {key}: {first} "
+        "(nothing was quarantined; the next run retries it)"
+    )
+
+
+def describe_outage(exc: BaseException) -> str:
+    """A short name for the service failure behind ``exc``, for the run's one-line error."""
+    text = f"{type(exc).__name__}: {exc}"
+    for label, pattern in _OUTAGES:
+        if pattern.search(text):
+            return label
+    return "warehouse or storage error"
+
+
+def _gzip_error() -> type[Exception]:
+    import gzip
+
+    return gzip.BadGzipFile
