@@ -29,14 +29,14 @@ test: $(STAMP) lint  ## lint, then the whole test suite (starts PostgreSQL and S
 	$(BIN)/pytest -n 2
 
 lint: $(STAMP)  ## ruff, mypy and sqlfluff (redshift dialect)
-	$(BIN)/ruff check loaders dags tests bench
-	$(BIN)/ruff format --check loaders dags tests bench
+	$(BIN)/ruff check loaders music_elt_airflow dags tests bench
+	$(BIN)/ruff format --check loaders music_elt_airflow dags tests bench
 	$(BIN)/mypy
 	cd dbt_project && ../$(BIN)/sqlfluff lint models macros --dialect redshift
 
 format: $(STAMP)  ## apply ruff's formatter and fixes
-	$(BIN)/ruff format loaders dags tests bench
-	$(BIN)/ruff check --fix loaders dags tests bench
+	$(BIN)/ruff format loaders music_elt_airflow dags tests bench
+	$(BIN)/ruff check --fix loaders music_elt_airflow dags tests bench
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet 'uv>=0.5'; }
@@ -67,25 +67,33 @@ AIRFLOW_ENV = AIRFLOW_HOME=$(AIRFLOW_HOME_DIR) \
 	MUSIC_ELT_WORKDIR=$(abspath $(WORKDIR)) \
 	MUSIC_ELT_DBT_MANIFEST=$(abspath $(DBT_MANIFEST)) \
 	PATH=$(CURDIR)/$(BIN):$$PATH
-AIRFLOW_SETUP = $(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null && \
-	$(AIRFLOW_ENV) $(BIN)/airflow pools set music_elt_duckdb 1 "one DuckDB writer at a time" >/dev/null
+AIRFLOW_DB_STAMP = $(AIRFLOW_HOME_DIR)/.music-elt-migrated
+DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.md' \) \
+	-not -path '*/target/*' -not -path '*/logs/*')
 
-.PHONY: airflow dag-run
+.PHONY: airflow airflow-setup dag-run
 
-manifest: $(STAMP)  ## dbt parse: the manifest the DAG renders its dbt tasks from
-	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
+# the manifest is rebuilt only when the dbt project changed
+$(DBT_MANIFEST): $(STAMP) $(DBT_SOURCES)
+	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(dir $(DBT_MANIFEST)))/parse.duckdb \
 		../$(BIN)/dbt parse --quiet --profiles-dir . --target $(DBT_TARGET) \
 		--target-path $(abspath $(dir $(DBT_MANIFEST)))
 	@echo "manifest: $(DBT_MANIFEST)"
 
-airflow: manifest  ## airflow standalone with the DAG on the embedded stack in WORKDIR (UI 127.0.0.1:8080)
-	@test -d $(WORKDIR)/landing || echo "note: $(WORKDIR) is not seeded yet: make demo, or music-elt seed --workdir $(WORKDIR) --from-dir DIR"
-	$(AIRFLOW_SETUP)
-	@echo "Airflow UI: http://127.0.0.1:8080  user: admin"
-	@echo "  password: printed below by 'standalone', and kept in $(AIRFLOW_HOME_DIR)/simple_auth_manager_passwords.json.generated"
-	@echo "  the DAG is music_streaming_pipeline (paused: unpause it or press Trigger)"
-	$(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin $(BIN)/airflow standalone
+manifest: $(DBT_MANIFEST)  ## dbt parse: the manifest the DAG renders its dbt tasks from (when the project changed)
 
-dag-run: manifest  ## run the DAG once (airflow dags test) on WORKDIR; fails when the run fails
-	$(AIRFLOW_SETUP)
+# the metadata DB is migrated once per Airflow home and installed Airflow version
+$(AIRFLOW_DB_STAMP): $(STAMP)
+	@mkdir -p $(AIRFLOW_HOME_DIR)
+	$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
+	$(AIRFLOW_ENV) $(BIN)/airflow pools set music_elt_duckdb 1 "one DuckDB writer at a time" >/dev/null
+	@touch $@
+
+airflow-setup: $(DBT_MANIFEST) $(AIRFLOW_DB_STAMP)  ## manifest + Airflow metadata DB and pool, each only when needed
+
+airflow: airflow-setup  ## airflow standalone with the DAG on WORKDIR's embedded stack (UI 127.0.0.1:8080); Ctrl-C stops it
+	@test -d $(WORKDIR)/landing || echo "note: $(WORKDIR) is not seeded yet: make demo, or music-elt seed --workdir $(WORKDIR) --from-dir DIR"
+	@$(AIRFLOW_ENV) AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin $(BIN)/python -m music_elt_airflow.standalone
+
+dag-run: airflow-setup  ## run the DAG once (airflow dags test) on WORKDIR; fails when the run fails
 	$(AIRFLOW_ENV) $(BIN)/airflow dags test music_streaming_pipeline

@@ -56,3 +56,16 @@ def kpi_marts(manifest: dict[str, Any]) -> tuple[Mart, ...]:
 def model(manifest: dict[str, Any], name: str) -> Mart | None:
     """The model called ``name``, if the project has it."""
     return next((_mart(node) for node in _models(manifest) if node["name"] == name), None)
+
+
+def failed_nodes(run_results: dict[str, Any]) -> list[str]:
+    """``name: message`` for each node that errored or failed in dbt's run_results.json, e.g.
+    ``unique_dim_users_user_id: Got 3 results, configured to fail if != 0``."""
+    out = []
+    for result in run_results.get("results", []):
+        if result.get("status") in ("error", "fail", "runtime error"):
+            parts = str(result.get("unique_id", "?")).split(".")  # type.package.name[.hash]
+            name = parts[2] if len(parts) > 2 else parts[-1]
+            message = " ".join(str(result.get("message") or result["status"]).split())
+            out.append(f"{name}: {message}"[:300])
+    return out

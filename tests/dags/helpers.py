@@ -26,19 +26,6 @@ def load_dag() -> Any:
     return bag.dags[DAG_ID]
 
 
-def import_dag_module() -> Any:
-    """Import the DAG file as a plain module (its helpers, notifier and profile builders)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "music_streaming_pipeline_under_test", DAGS / "music_streaming_pipeline.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def task_states(dag_run: Any) -> dict[str, list[str]]:
     """State of each task of a DAG run (one entry per mapped instance)."""
     states: dict[str, list[str]] = {}
@@ -47,19 +34,17 @@ def task_states(dag_run: Any) -> dict[str, list[str]]:
     return states
 
 
-def read_marts(duckdb_path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every row of the three KPI marts, as dicts, sorted."""
-    import duckdb
-
+def read_marts(settings: Any) -> dict[str, list[dict[str, Any]]]:
+    """Every row of the three KPI marts of the warehouse ``settings`` name, as dicts, sorted."""
+    from loaders.warehouse import open_warehouse
     from tests.kpi_reference import MARTS
 
     marts = {}
-    with duckdb.connect(str(duckdb_path)) as conn:  # same config as dbt-duckdb in-process
-        for mart in MARTS:
-            cur = conn.execute(f"select * from marts.{mart}")
-            names = [d[0] for d in cur.description]
-            rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-            marts[mart] = sorted(rows, key=lambda r: tuple(str(v) for v in r.values()))
+    with open_warehouse(settings) as wh:
+        for mart, spec in MARTS.items():
+            rows = wh.query(f"select {', '.join(spec.columns)} from marts.{mart}")
+            dicts = [dict(zip(spec.columns, row, strict=True)) for row in rows]
+            marts[mart] = sorted(dicts, key=lambda r: tuple(str(v) for v in r.values()))
     return marts
 
 
@@ -83,15 +68,43 @@ def assert_marts_match_reference(
         )
 
 
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1 made with openssl (for an HTTPS test server)."""
+    import subprocess
+
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
 @contextmanager
-def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A Slack-like incoming webhook on loopback: yields its URL and the JSON bodies posted."""
-    received: list[dict[str, Any]] = []
+def webhook_server(
+    tls: tuple[Path, Path] | None = None,
+) -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    """An HTTP(S) server on loopback answering like a Slack incoming webhook
+    (``/services/...``) and PagerDuty's events API (``/v2/enqueue``): yields a webhook URL and
+    the (path, JSON body) of each request. ``tls``: (certificate, key) to serve HTTPS."""
+    received: list[tuple[str, dict[str, Any]]] = []
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            received.append(json.loads(body))
+            received.append((self.path, json.loads(body)))
+            if self.path == "/v2/enqueue":
+                answer = json.dumps({"status": "success", "dedup_key": "k", "message": "ok"})
+                self.send_response(202)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(answer.encode())
+                return
             self.send_response(200)
             self.end_headers()
             self.wfile.write(b"ok")
@@ -100,10 +113,19 @@ def webhook_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    scheme = "http"
+    if tls is not None:
+        import ssl
+
+        tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls_context.load_cert_chain(*tls)
+        server.socket = tls_context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/services/T000/B000/XXX", received
+        port = server.server_address[1]
+        yield f"{scheme}://127.0.0.1:{port}/services/T000/B000/XXX", received
     finally:
         server.shutdown()
         server.server_close()

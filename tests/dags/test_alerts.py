@@ -1,4 +1,6 @@
-"""The failure notifier: names the failed task and, for dbt test tasks, the failing tests."""
+"""Failure alerts (music_elt_airflow.alerts): a log record always, Slack and PagerDuty through
+their Airflow providers when their connections exist, naming the task and the failing dbt nodes
+as dbt's run_results recorded them."""
 
 from __future__ import annotations
 
@@ -11,13 +13,24 @@ from typing import Any
 
 import pytest
 
-from tests.dags.helpers import import_dag_module, load_dag, webhook_server
+from tests.dags.helpers import self_signed_certificate, webhook_server
 
-TEST_FAILURE = (
-    "dbt invocation completed with errors: "
-    "unique_stg_rds__users_user_id: Got 1 result, configured to fail if != 0\n"
-    "not_null_stg_rds__users_user_id: Got 2 results, configured to fail if != 0"
-)
+RUN_RESULTS = {
+    "results": [
+        {"unique_id": "model.music_elt.stg_rds__users", "status": "success", "message": "OK"},
+        {
+            "unique_id": "test.music_elt.unique_stg_rds__users_user_id.1a2b",
+            "status": "fail",
+            "message": "Got 1 result, configured to fail if != 0",
+        },
+        {
+            "unique_id": "model.music_elt.dim_users",
+            "status": "error",
+            "message": "Runtime Error in model dim_users\n  Conversion Error: bad",
+        },
+        {"unique_id": "test.music_elt.accepted_range_x", "status": "warn", "message": "Got 3"},
+    ]
+}
 
 
 class _Records(logging.Handler):
@@ -30,7 +43,7 @@ class _Records(logging.Handler):
 
 
 @pytest.fixture
-def alert_log() -> Iterator[_Records]:
+def alert_log(dag_env: Path) -> Iterator[_Records]:
     records = _Records()
     logger = logging.getLogger("music_elt.alerts")
     logger.addHandler(records)
@@ -38,84 +51,96 @@ def alert_log() -> Iterator[_Records]:
     logger.removeHandler(records)
 
 
-@pytest.fixture
-def dag_module(dag_env: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.delenv("MUSIC_ELT_SLACK_WEBHOOK_URL", raising=False)
-    monkeypatch.delenv("AIRFLOW_CONN_SLACK_WEBHOOK", raising=False)
-    return import_dag_module()
+class _TaskInstance(SimpleNamespace):
+    """The parts of a task instance the alert reads, with an in-memory XCom."""
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.xcom[key] = value
+
+    def xcom_pull(self, task_ids: str, key: str) -> Any:
+        assert task_ids == self.task_id
+        return self.xcom.get(key)
 
 
-def _context(task: Any, error: BaseException) -> dict[str, Any]:
-    ti = SimpleNamespace(task_id=task.task_id, map_index=-1, try_number=1)
-    return {
-        "ti": ti,
-        "task": task,
-        "dag_run": SimpleNamespace(run_id="manual__2026-01-05"),
-        "exception": error,
-    }
-
-
-def test_message_names_the_task_and_the_failing_tests(dag_module: Any) -> None:
-    from cosmos.exceptions import CosmosDbtRunError
-
-    dag = load_dag()
-    test_task = dag.task_dict["dbt.stg_rds__users.test"]
-    message = dag_module.failure_message(_context(test_task, CosmosDbtRunError(TEST_FAILURE)))
-    assert "task dbt.stg_rds__users.test failed" in message
-    assert "run manual__2026-01-05" in message
-    assert "failing dbt tests: unique_stg_rds__users_user_id: Got 1 result" in message
-    assert "not_null_stg_rds__users_user_id: Got 2 results" in message
-
-    run_task = dag.task_dict["dbt.stg_rds__users.run"]
-    model_error = CosmosDbtRunError(
-        "dbt invocation completed with errors: stg_rds__users: Runtime Error in model "
-        "stg_rds__users (models/staging/rds/stg_rds__users.sql)\n  Conversion Error: bad\n"
-        "  LINE 10: select ..."
+def _context(task_id: str, error: BaseException | None) -> dict[str, Any]:
+    ti = _TaskInstance(
+        task_id=task_id, dag_id="music_streaming_pipeline", map_index=-1, try_number=1, xcom={}
     )
-    message = dag_module.failure_message(_context(run_task, model_error))
-    assert "dbt errors: stg_rds__users: Runtime Error in model" in message
-    assert "LINE 10" not in message
-
-    load_task = dag.task_dict["load_raw"]
-    outage = ConnectionError("cannot open the DuckDB warehouse /w/warehouse.duckdb\nmore")
-    message = dag_module.failure_message(_context(load_task, outage))
-    assert "task load_raw failed" in message
-    assert "error: ConnectionError: cannot open the DuckDB warehouse /w/warehouse.duckdb" in message
+    return {"ti": ti, "dag_run": SimpleNamespace(run_id="manual__2026-01-05"), "exception": error}
 
 
-def test_without_slack_the_alert_is_a_log_record(dag_module: Any, alert_log: _Records) -> None:
-    task = SimpleNamespace(task_id="load_raw")
-    dag_module.PipelineFailureNotifier().notify(_context(task, ValueError("boom")))
+def test_the_message_names_the_failing_dbt_nodes_from_run_results(
+    alert_log: _Records, tmp_path: Path
+) -> None:
+    from music_elt_airflow.alerts import failure_message, record_dbt_results
+
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "run_results.json").write_text(json.dumps(RUN_RESULTS))
+    context = _context("dbt.dbt_producer_watcher", RuntimeError("dbt build failed"))
+    record_dbt_results(str(tmp_path), context=context)  # Cosmos's callback, after dbt
+    message = failure_message(context)
+    assert message.startswith(
+        "music_streaming_pipeline: task dbt.dbt_producer_watcher failed (run manual__2026-01-05"
+    )
+    assert "unique_stg_rds__users_user_id: Got 1 result, configured to fail if != 0" in message
+    assert "dim_users: Runtime Error in model dim_users Conversion Error: bad" in message
+    assert "accepted_range_x" not in message  # a warning is no failure
+
+    plain = failure_message(_context("load", ConnectionError("S3 access denied\nmore")))
+    assert plain.endswith("error: ConnectionError: S3 access denied")
+
+
+def test_without_connections_the_alert_is_a_log_record(alert_log: _Records) -> None:
+    from music_elt_airflow.alerts import PipelineAlert
+
+    PipelineAlert().notify(_context("load", ValueError("boom")))
     assert len(alert_log.messages) == 1
-    assert "task load_raw failed" in alert_log.messages[0]
     assert alert_log.messages[0].endswith("error: ValueError: boom")
 
 
-def test_slack_webhook_from_env_or_connection(
-    dag_module: Any, alert_log: _Records, monkeypatch: pytest.MonkeyPatch
+def test_slack_and_pagerduty_through_their_providers(
+    alert_log: _Records, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    task = SimpleNamespace(task_id="archive_stream_files")
-    with webhook_server() as (url, received):
-        monkeypatch.setenv("MUSIC_ELT_SLACK_WEBHOOK_URL", url)
-        dag_module.PipelineFailureNotifier().notify(_context(task, OSError("s3 down")))
-        monkeypatch.delenv("MUSIC_ELT_SLACK_WEBHOOK_URL")
-        # an Airflow connection: host + the token in the password field
-        base, token = url.split("/services/")
-        connection = {"conn_type": "http", "host": f"{base}/services", "password": token}
-        monkeypatch.setenv("AIRFLOW_CONN_SLACK_WEBHOOK", json.dumps(connection))
-        dag_module.PipelineFailureNotifier().notify(_context(task, OSError("s3 down again")))
-    assert [body["text"].splitlines()[-1] for body in received] == [
-        "error: OSError: s3 down",
-        "error: OSError: s3 down again",
-    ]
-    assert all("task archive_stream_files failed" in body["text"] for body in received)
-    assert len(alert_log.messages) == 2  # the log record is always written too
+    """Both providers send real HTTPS requests, to a server on loopback with a self-signed
+    certificate (PagerDuty's client is pointed there: its events API cannot be reached here)."""
+    import pagerduty
+
+    from music_elt_airflow.alerts import PipelineAlert
+
+    cert, key = self_signed_certificate(tmp_path)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert))  # PagerDuty's client (requests)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # slack_sdk (urllib)
+    with webhook_server(tls=(cert, key)) as (url, received):
+        base = url.split("/services/")[0]
+        monkeypatch.setattr(pagerduty.EventsApiV2Client, "default_base_url", base)
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_SLACK_WEBHOOK",
+            json.dumps({"conn_type": "slackwebhook", "password": url}),
+        )
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_PAGERDUTY_EVENTS",
+            json.dumps({"conn_type": "pagerduty_events", "password": "routing-key-0123456789"}),
+        )
+        PipelineAlert().notify(_context("archive", OSError("s3 down")))
+    slack = [body for path, body in received if path.startswith("/services/")]
+    pager = [body for path, body in received if path == "/v2/enqueue"]
+    assert len(slack) == 1 and slack[0]["text"].endswith("error: OSError: s3 down")
+    assert len(pager) == 1
+    assert pager[0]["routing_key"] == "routing-key-0123456789"
+    assert pager[0]["payload"]["severity"] == "error"
+    assert "task archive failed" in pager[0]["payload"]["summary"]
+    assert len(alert_log.messages) == 1  # the log record is always written too
 
 
-def test_unreachable_webhook_does_not_raise(
-    dag_module: Any, alert_log: _Records, monkeypatch: pytest.MonkeyPatch
+def test_a_failing_channel_does_not_hide_the_others(
+    alert_log: _Records, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("MUSIC_ELT_SLACK_WEBHOOK_URL", "http://127.0.0.1:9/hook")
-    dag_module.PipelineFailureNotifier().notify(_context(SimpleNamespace(task_id="x"), OSError()))
-    assert alert_log.messages[0].endswith("error: OSError")
-    assert any("Slack webhook failed" in m for m in alert_log.messages)
+    from music_elt_airflow.alerts import PipelineAlert
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SLACK_WEBHOOK",
+        json.dumps({"conn_type": "slackwebhook", "password": "http://127.0.0.1:9/hook"}),
+    )
+    PipelineAlert().notify(_context("x", OSError("disk")))
+    assert alert_log.messages[0].endswith("error: OSError: disk")
+    assert any(m.startswith("Slack alert failed") for m in alert_log.messages)

@@ -17,7 +17,7 @@ from loaders.connections import (
     s3_endpoint_url,
     settings_from_connections,
 )
-from tests.dags.helpers import import_dag_module, load_dag
+from tests.dags.helpers import load_dag
 
 REDSHIFT = {
     "conn_type": "redshift",
@@ -145,7 +145,7 @@ def test_dbt_profile_from_redshift_conn(
     monkeypatch.setenv("WAREHOUSE_SCHEMA", "analytics")
 
     dag = load_dag()
-    run_task = next(t for t in dag.tasks if t.task_id.endswith("fct_listens.run"))
+    run_task = dag.task_dict["dbt.dbt_producer_watcher"]  # the task that runs dbt
     profile_config = run_task.profile_config
     assert profile_config.target_name == "redshift"
     assert profile_config.profile_mapping.conn_id == "redshift_conn"
@@ -171,11 +171,14 @@ def test_dbt_profile_from_redshift_conn(
 
 
 def test_dbt_profile_for_duckdb_is_the_projects_profiles_yml(dag_env: Path) -> None:
-    module = import_dag_module()
-    config = module.dbt_profile_config("duckdb")
-    assert Path(config.profiles_yml_filepath) == module.DBT_PROJECT_DIR / "profiles.yml"
+    from music_elt_airflow import runtime
+
+    dag_config = runtime.DagConfig.from_env()
+    config = runtime.profile_config(dag_config)
+    project = dag_config.settings.dbt_project_dir
+    assert Path(config.profiles_yml_filepath) == project / "profiles.yml"
     assert (config.profile_name, config.target_name) == ("music_elt", "duckdb")
-    assert dag_env / "warehouse.duckdb" == module.DUCKDB_PATH
+    assert dag_config.settings.warehouse.duckdb_path == dag_env / "warehouse.duckdb"
 
 
 def test_unreachable_rds_fails_the_check_clearly_after_a_bounded_wait(

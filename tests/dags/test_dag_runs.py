@@ -1,4 +1,5 @@
-"""Whole DAG runs with ``dag.test()`` on generated data, against the embedded stack.
+"""Whole DAG runs with ``dag.test()`` on generated data: embedded RDS and landing, and the
+warehouse on DuckDB and on a real PostgreSQL (pgserver).
 
 One work directory goes through five runs, in order, in one test (each run depends on the state
 the previous one left; pytest-xdist may send separate tests to separate workers):
@@ -6,8 +7,8 @@ the previous one left; pytest-xdist may send separate tests to separate workers)
 1. a first run loads everything, builds the marts (equal to tests/kpi_reference.py) and
    archives the stream files;
 2. a run with nothing new skips everything after ``has_new_work`` and succeeds;
-3. new stream files arrive with a duplicate user in RDS: a dbt data test fails, the run fails,
-   nothing is archived, and the alert names the failing test;
+3. new stream files arrive with a duplicate user in RDS: a dbt data test fails, the dbt build
+   task and the run fail, nothing is archived, and the Slack alert names the failing test;
 4. after the RDS table is fixed the next run succeeds, archives the held files, and the marts
    equal the reference over every file;
 5. songs change at the source with no new plays: the marts are rebuilt with the new genres.
@@ -16,7 +17,7 @@ the previous one left; pytest-xdist may send separate tests to separate workers)
 from __future__ import annotations
 
 import atexit
-import logging
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from loaders.cli import seed
 from loaders.config import Settings
 from loaders.generate import generate
 from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX, open_landing
+from tests.conftest import postgres_settings
 from tests.dags.helpers import (
     assert_marts_match_reference,
     load_dag,
@@ -63,6 +65,11 @@ def _run() -> Any:
     return load_dag().test()
 
 
+def _xcom(dag_run: Any, task_id: str) -> Any:
+    ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == task_id)
+    return ti.xcom_pull(task_ids=task_id)
+
+
 def asset_events(run_id: str) -> dict[str, int]:
     """The asset events a DAG run emitted: asset name -> the row count in the event's extra."""
     from airflow.models.asset import AssetEvent
@@ -73,8 +80,10 @@ def asset_events(run_id: str) -> dict[str, int]:
         return {event.asset.name: event.extra["rows"] for event in events}
 
 
-@pytest.fixture
-def scenario(airflow_home: Path, dbt_manifest: Path, tmp_path: Path) -> Iterator[Scenario]:
+@pytest.fixture(params=["duckdb", "postgres"])
+def scenario(
+    airflow_home: Path, dbt_manifest: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Scenario]:
     root = tmp_path
     data, workdir = root / "data", root / "work"
     generate(data, streams=3000, days=2, seed=11)
@@ -87,15 +96,28 @@ def scenario(airflow_home: Path, dbt_manifest: Path, tmp_path: Path) -> Iterator
     for path in first:
         shutil.copy(path, seed_dir / "streams" / path.name)
     settings = Settings.from_env({}, workdir=workdir)
+    warehouse_env = {}
+    if request.param == "postgres":
+        db = request.getfixturevalue("pg_database")
+        settings = postgres_settings(settings, db)
+        warehouse_env = {
+            "MUSIC_ELT_TARGET": "postgres",
+            "WAREHOUSE_HOST": db["host"],
+            "WAREHOUSE_PORT": str(db["port"]),
+            "WAREHOUSE_USER": db["user"],
+            "WAREHOUSE_DBNAME": db["dbname"],
+        }
     seed(settings, seed_dir)
 
     with pytest.MonkeyPatch.context() as mp:
         for name in ("MUSIC_ELT_TARGET", "MUSIC_ELT_DUCKDB_PATH", "MUSIC_ELT_LANDING"):
             mp.delenv(name, raising=False)
+        mp.delenv("AIRFLOW_CONN_SLACK_WEBHOOK", raising=False)
+        for name, value in warehouse_env.items():
+            mp.setenv(name, value)
         mp.setenv("MUSIC_ELT_WORKDIR", str(workdir))
         mp.setenv("MUSIC_ELT_DBT_MANIFEST", str(dbt_manifest))
         mp.setenv("MUSIC_ELT_TASK_RETRIES", "0")
-        mp.setenv("MUSIC_ELT_SLACK_WEBHOOK_URL", "")
         yield Scenario(data, workdir, settings, first, held, mp)
     # Stop the embedded RDS now rather than at interpreter exit, when the logging streams that
     # Airflow configured during the runs are already closed.
@@ -104,7 +126,7 @@ def scenario(airflow_home: Path, dbt_manifest: Path, tmp_path: Path) -> Iterator
     atexit.unregister(server._cleanup)
 
 
-def test_four_runs_first_nothing_new_failing_test_then_fixed(scenario: Scenario) -> None:
+def test_five_runs_first_nothing_new_failing_test_fixed_songs_changed(scenario: Scenario) -> None:
     _first_run_builds_the_marts_and_archives(scenario)
     _run_with_nothing_new_skips_and_succeeds(scenario)
     _failing_data_test_fails_the_run_and_archives_nothing(scenario)
@@ -117,10 +139,10 @@ def _first_run_builds_the_marts_and_archives(scenario: Scenario) -> None:
     states = task_states(dag_run)
     assert dag_run.state == "success", states
     assert all(state == "success" for task in states.values() for state in task), states
-    assert len(states["extract_rds_table"]) == 2
-    assert len(states["load_raw"]) == 3  # users, songs, one group of stream files
+    assert len(states["extract"]) == 2
+    assert len(states["load"]) == 3  # users, songs, one group of stream files
 
-    marts = read_marts(scenario.settings.warehouse.duckdb_path)
+    marts = read_marts(scenario.settings)
     assert_marts_match_reference(marts, scenario.data, scenario.first_files)
     assert asset_events(dag_run.run_id) == {
         f"music_elt.marts.{mart}": len(rows) for mart, rows in marts.items()
@@ -131,32 +153,18 @@ def _first_run_builds_the_marts_and_archives(scenario: Scenario) -> None:
     scenario.marts_after_first_run = marts
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 def _run_with_nothing_new_skips_and_succeeds(scenario: Scenario) -> None:
-    records = _Records()
-    dag_log = logging.getLogger("music_elt.dag")
-    dag_log.addHandler(records)
-    try:
-        dag_run = _run()
-    finally:
-        dag_log.removeHandler(records)
+    dag_run = _run()
     states = task_states(dag_run)
     assert dag_run.state == "success", states
-    before_skip = ("check_rds_available", "extract_rds_table", "detect_new_work", "has_new_work")
+    before_skip = ("check_rds_available", "extract", "plan", "should_run")
     for task_id, task_states_ in states.items():
         expected = "success" if task_id in before_skip else "skipped"
         assert set(task_states_) == {expected}, (task_id, task_states_)
-    why = "no new stream file arrived and the RDS tables did not change"
-    assert any(why in message for message in records.messages), records.messages
-    assert read_marts(scenario.settings.warehouse.duckdb_path) == scenario.marts_after_first_run
+    plan = _xcom(dag_run, "plan")
+    assert plan["should_run"] is False
+    assert plan["description"].startswith("nothing new: no new stream file")
+    assert read_marts(scenario.settings) == scenario.marts_after_first_run
     assert asset_events(dag_run.run_id) == {}
 
 
@@ -169,21 +177,23 @@ def _failing_data_test_fails_the_run_and_archives_nothing(scenario: Scenario) ->
         conn.commit()
 
     with webhook_server() as (url, alerts):
-        scenario.monkeypatch.setenv("MUSIC_ELT_SLACK_WEBHOOK_URL", url)
+        slack = json.dumps({"conn_type": "slackwebhook", "password": url})
+        scenario.monkeypatch.setenv("AIRFLOW_CONN_SLACK_WEBHOOK", slack)
         dag_run = _run()
-        scenario.monkeypatch.setenv("MUSIC_ELT_SLACK_WEBHOOK_URL", "")
+        scenario.monkeypatch.delenv("AIRFLOW_CONN_SLACK_WEBHOOK")
 
     states = task_states(dag_run)
     assert dag_run.state == "failed", states
-    assert states["dbt.stg_rds__users.test"] == ["failed"]
-    assert states["archive_stream_files"] == ["upstream_failed"]
+    assert states["dbt.dbt_producer_watcher"] == ["failed"]  # the one dbt build
+    assert states["dbt.stg_rds__users.test"] == ["upstream_failed"]
+    assert states["archive"] == ["upstream_failed"]
     assert states["record_build"] == ["upstream_failed"]
     assert scenario.landed(STREAMS_PREFIX) == sorted(p.name for p in scenario.held_files)
 
     assert len(alerts) == 1, alerts
-    text = alerts[0]["text"]
-    assert "dbt.stg_rds__users.test" in text
-    assert "failing dbt tests" in text and FAILING_TEST in text
+    text = alerts[0][1]["text"]
+    assert "task dbt.dbt_producer_watcher failed" in text
+    assert "failing dbt nodes: " in text and f"{FAILING_TEST}: Got 1 result" in text
 
 
 def _after_fixing_the_data_the_next_run_succeeds_and_archives(scenario: Scenario) -> None:
@@ -196,7 +206,7 @@ def _after_fixing_the_data_the_next_run_succeeds_and_archives(scenario: Scenario
     assert scenario.landed(STREAMS_PREFIX) == []
     all_files = scenario.first_files + scenario.held_files
     assert scenario.landed(ARCHIVE_PREFIX + STREAMS_PREFIX) == sorted(p.name for p in all_files)
-    marts = read_marts(scenario.settings.warehouse.duckdb_path)
+    marts = read_marts(scenario.settings)
     assert_marts_match_reference(marts, scenario.data, all_files)
 
 
@@ -220,7 +230,8 @@ def _changed_songs_reach_the_built_marts(scenario: Scenario) -> None:
     states = task_states(dag_run)
     assert dag_run.state == "success", states
     assert states["dbt.fct_genre_kpis_daily.run"] == ["success"]
-    marts = read_marts(scenario.settings.warehouse.duckdb_path)
+    assert _xcom(dag_run, "plan")["full_refresh"] is True
+    marts = read_marts(scenario.settings)
     genres = {row["track_genre"] for row in marts["fct_genre_kpis_daily"]}
     assert "renamed-genre" in genres and genre not in genres
     assert_marts_match_reference(marts, scenario.data, scenario.first_files + scenario.held_files)

@@ -12,16 +12,17 @@ from tests.dags.helpers import DAG_ID, DAGS, POOL, load_dag
 
 PLAIN_TASKS = {
     "check_rds_available",
-    "extract_rds_table",
-    "detect_new_work",
-    "has_new_work",
-    "load_raw",
-    "collect_loads",
+    "extract",
+    "plan",
+    "should_run",
+    "load_groups",
+    "load",
+    "loaded",
     "record_build",
-    "archive_stream_files",
-    "publish_kpi_assets",
+    "archive",
+    "publish",
 }
-KPI_MARTS = ("fct_genre_kpis_daily", "fct_listening_kpis_hourly", "fct_top_artists_hourly")
+PRODUCER = "dbt.dbt_producer_watcher"
 
 
 def _manifest_nodes(manifest: Path, resource_type: str) -> dict[str, dict[str, Any]]:
@@ -96,102 +97,106 @@ def test_tasks_and_dependencies(pipeline_dag: Any) -> None:
         return set(dag.task_dict[task_id].upstream_task_ids)
 
     assert upstream("check_rds_available") == set()
-    assert upstream("extract_rds_table") == {"check_rds_available"}
-    assert upstream("detect_new_work") == {"extract_rds_table"}
-    assert upstream("has_new_work") == {"detect_new_work"}
-    assert upstream("load_raw") == {"detect_new_work", "has_new_work"}
-    assert upstream("collect_loads") == {"load_raw"}
-    assert upstream("publish_kpi_assets") == {"record_build"}
-    assert "record_build" in upstream("archive_stream_files")
+    assert upstream("extract") == {"check_rds_available"}
+    assert upstream("plan") == {"extract"}
+    assert upstream("should_run") == {"plan"}
+    assert upstream("load_groups") == {"plan", "should_run"}
+    assert upstream("load") == {"load_groups"}
+    assert upstream("loaded") == {"load"}
+    assert upstream("publish") == {"record_build"}
+    assert "record_build" in upstream("archive")
+    assert dag.task_dict["should_run"].ignore_downstream_trigger_rules
 
+    # one dbt build (the watcher producer) starts after the loads; every model's task
+    # reads its result after it, so none can wait on a build that has not started
     dbt_ids = {task_id for task_id in ids if task_id.startswith("dbt.")}
     roots = {task_id for task_id in dbt_ids if not upstream(task_id) & dbt_ids}
-    assert roots and all(upstream(task_id) == {"collect_loads"} for task_id in roots)
+    assert roots == {PRODUCER} and upstream(PRODUCER) == {"loaded"}
+    assert dbt_ids - {PRODUCER} <= _descendants(dag, PRODUCER)
     # archiving waits for every dbt task, and for the loads' summary
-    assert dbt_ids | {"collect_loads", "record_build"} <= _ancestors(dag, "archive_stream_files")
+    assert dbt_ids | {"loaded", "record_build"} <= _ancestors(dag, "archive")
     assert dbt_ids <= _ancestors(dag, "record_build")
 
-    # mapped over the RDS tables and over the work found
-    extract = dag.task_dict["extract_rds_table"]._get_specified_expand_input().value
+    extract = dag.task_dict["extract"]._get_specified_expand_input().value
     assert extract == {"table": ["users", "songs"]}
-    load = dag.task_dict["load_raw"]._get_specified_expand_input().value
-    assert load["group"].operator.task_id == "detect_new_work"
-    assert dag.task_dict["has_new_work"].ignore_downstream_trigger_rules
+    load = dag.task_dict["load"]._get_specified_expand_input().value
+    assert load["group"].operator.task_id == "load_groups"
 
 
-def test_one_cosmos_task_per_dbt_model(pipeline_dag: Any, dbt_manifest: Path) -> None:
-    from cosmos.operators.local import DbtRunLocalOperator, DbtTestLocalOperator
+def _descendants(dag: Any, task_id: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [task_id]
+    while todo:
+        for downstream in dag.task_dict[todo.pop()].downstream_task_ids:
+            if downstream not in seen:
+                seen.add(downstream)
+                todo.append(downstream)
+    return seen
+
+
+def test_one_watcher_task_per_dbt_model(pipeline_dag: Any, dbt_manifest: Path) -> None:
+    from cosmos.operators.watcher import DbtRunWatcherOperator, DbtTestWatcherOperator
 
     models = _manifest_nodes(dbt_manifest, "model")
-    assert set(KPI_MARTS) <= set(models)
-    run_tasks = [t for t in pipeline_dag.tasks if isinstance(t, DbtRunLocalOperator)]
-    assert len(run_tasks) == len(
-        [m for m in models.values() if m["config"]["materialized"] != "ephemeral"]
-    )
-    tests_by_model: dict[str, int] = {}
+    runs = [t for t in pipeline_dag.tasks if isinstance(t, DbtRunWatcherOperator)]
+    built = [m for m in models.values() if m["config"]["materialized"] != "ephemeral"]
+    assert len(runs) == len(built)
+    tested = set()
     for test in _manifest_nodes(dbt_manifest, "test").values():
-        parents = [d for d in test["depends_on"]["nodes"] if d.startswith("model.")]
-        if len(parents) == 1:
-            name = parents[0].split(".")[-1]
-            tests_by_model[name] = tests_by_model.get(name, 0) + 1
-    for name, node in models.items():
-        if node["config"]["materialized"] == "ephemeral":
-            continue
-        run = _dbt_task(pipeline_dag, name, "run")
-        assert isinstance(run, DbtRunLocalOperator)
-        if tests_by_model.get(name):  # its tests run right after it, in their own task
-            test = _dbt_task(pipeline_dag, name, "test")
-            assert isinstance(test, DbtTestLocalOperator)
+        tested |= {d.split(".")[-1] for d in test["depends_on"]["nodes"] if d.startswith("model.")}
+    for node in built:
+        run = _dbt_task(pipeline_dag, node["name"], "run")
+        assert isinstance(run, DbtRunWatcherOperator)
+        if node["name"] in tested:  # its tests' results, right after it, in their own task
+            test = _dbt_task(pipeline_dag, node["name"], "test")
+            assert isinstance(test, DbtTestWatcherOperator)
             assert run.task_id in test.upstream_task_ids
-
-
-def test_tests_with_two_parents_wait_for_both(pipeline_dag: Any, dbt_manifest: Path) -> None:
-    tests = _manifest_nodes(dbt_manifest, "test")
-    multi = {
-        name: [d.split(".")[-1] for d in node["depends_on"]["nodes"] if d.startswith("model.")]
-        for name, node in tests.items()
-    }
-    multi = {name: parents for name, parents in multi.items() if len(parents) > 1}
-    assert multi, "the project has relationship tests between models"
-    for name, parents in multi.items():
-        task = _dbt_task(pipeline_dag, name, "test")
-        ancestors = _ancestors(pipeline_dag, task.task_id)
-        for parent in parents:
-            assert _dbt_task(pipeline_dag, parent, "run").task_id in ancestors, (name, parent)
+        # lineage: a model's task comes after the tasks of the models it reads
+        for parent in node["depends_on"]["nodes"]:
+            if parent.startswith("model.") and parent.split(".")[-1] in models:
+                assert _dbt_task(pipeline_dag, parent.split(".")[-1], "run").task_id in _ancestors(
+                    pipeline_dag, run.task_id
+                )
 
 
 def test_retries_pools_and_run_limits(
     dag_env: Path, monkeypatch: pytest.MonkeyPatch, dbt_manifest: Path
 ) -> None:
-    from cosmos.operators.local import DbtRunLocalOperator, DbtTestLocalOperator
+    from cosmos.operators._watcher.base import BaseConsumerSensor
 
     monkeypatch.delenv("MUSIC_ELT_TASK_RETRIES")  # the production default
     dag = load_dag()
     assert dag.max_active_runs == 1
     assert dag.catchup is False
     tasks = dag.task_dict
-    for task_id in ("extract_rds_table", "load_raw", "detect_new_work"):
+    for task_id in ("extract", "load", "plan", "archive"):
         assert tasks[task_id].retries >= 1 and tasks[task_id].retry_exponential_backoff
-    runs = [t for t in dag.tasks if isinstance(t, DbtRunLocalOperator)]
-    tests = [t for t in dag.tasks if isinstance(t, DbtTestLocalOperator)]
-    assert runs and all(t.retries >= 1 and t.retry_exponential_backoff for t in runs)
-    assert tests and all(t.retries == 0 for t in tests)
-    # every task that writes the DuckDB file shares the pool of one slot
-    writers = [*runs, *tests, *(tasks[t] for t in ("detect_new_work", "load_raw", "record_build"))]
+    producer = tasks[PRODUCER]
+    sensors = [t for t in dag.tasks if isinstance(t, BaseConsumerSensor)]
+    # a retried producer or sensor would run dbt a second time: neither retries
+    assert producer.retries == 0 and sensors and all(t.retries == 0 for t in sensors)
+    assert all(not t.deferrable for t in sensors)
+    # every task that touches the DuckDB file shares the pool of one slot
+    writers = [producer, *sensors, *(tasks[t] for t in ("plan", "load", "record_build"))]
     assert all(t.pool == POOL for t in writers)
     assert tasks["check_rds_available"].retries == 0
     assert tasks["check_rds_available"].execution_timeout is not None
-    # the dbt tasks run dbt in-process, against an absolute DuckDB path, without dbt deps
-    for task in runs:
-        assert Path(task.env["MUSIC_ELT_DUCKDB_PATH"]).is_absolute()
-        assert task.install_deps is False
-        assert task.emit_datasets is False
+    # dbt runs in-process, against an absolute DuckDB path, without dbt deps
+    assert Path(producer.env["MUSIC_ELT_DUCKDB_PATH"]).is_absolute()
+    assert producer.install_deps is False
+    assert producer.emit_datasets is False
 
 
-def test_kpi_assets_are_published(pipeline_dag: Any) -> None:
-    outlets = pipeline_dag.task_dict["publish_kpi_assets"].outlets
-    assert {asset.name for asset in outlets} == {f"music_elt.marts.{m}" for m in KPI_MARTS}
-    assert all(asset.uri.startswith("x-music-elt://") for asset in outlets)
+def test_kpi_assets_come_from_the_manifest(pipeline_dag: Any, dbt_manifest: Path) -> None:
+    tagged = {
+        name
+        for name, node in _manifest_nodes(dbt_manifest, "model").items()
+        if "kpi" in node["tags"]
+    }
+    assert tagged == {"fct_genre_kpis_daily", "fct_listening_kpis_hourly", "fct_top_artists_hourly"}
+    outlets = pipeline_dag.task_dict["publish"].outlets
+    assert {asset.name for asset in outlets} == {f"music_elt.marts.{m}" for m in tagged}
+    assert all(asset.uri.startswith("x-music-elt://warehouse/marts.") for asset in outlets)
 
 
 def test_every_task_alerts_on_failure(pipeline_dag: Any) -> None:
@@ -201,3 +206,10 @@ def test_every_task_alerts_on_failure(pipeline_dag: Any) -> None:
         callbacks = task.on_failure_callback
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         assert any(isinstance(cb, BaseNotifier) for cb in callbacks), task.task_id
+
+
+def test_the_dag_file_is_wiring_only() -> None:
+    source = (DAGS / "music_streaming_pipeline.py").read_text()
+    assert len(source.splitlines()) <= 160
+    for plumbing in ("urllib", "import re", "os.environ", "select ", "insert into"):
+        assert plumbing not in source

@@ -1,0 +1,317 @@
+"""The DAG's configuration and the run-time glue its tasks call.
+
+Read once at parse time (no I/O): :class:`DagConfig`, the pipeline :class:`~loaders.config.Settings`
+from the environment with paths made absolute (Cosmos runs dbt in a copy of the project, so a
+relative DuckDB path would break), plus the few settings only a DAG has. At run time,
+:func:`settings` overlays whichever Airflow connections exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
+from cosmos.constants import (
+    ExecutionMode,
+    InvocationMode,
+    LoadMode,
+    SourceRenderingBehavior,
+    TestBehavior,
+)
+from cosmos.profiles import RedshiftUserPasswordProfileMapping
+
+from loaders import manifest
+from loaders.config import ConfigError, Settings
+from loaders.connections import RDS_CONN_ID, REDSHIFT_CONN_ID, S3_CONN_ID, settings_from_connections
+from loaders.landing import LandingStore
+from loaders.manifest import Mart
+
+REPO = Path(__file__).resolve().parent.parent
+# How Cosmos runs the dbt project (bench/dag_bench.py measures them side by side):
+COSMOS_MODES = {
+    # one `dbt build` (watcher producer), reported by one task per model and its tests
+    "watcher": (ExecutionMode.WATCHER, InvocationMode.DBT_RUNNER, TestBehavior.AFTER_EACH),
+    "watcher-subprocess": (
+        ExecutionMode.WATCHER,
+        InvocationMode.SUBPROCESS,
+        TestBehavior.AFTER_EACH,
+    ),
+    # one `dbt build --select <model>` per model task, its tests included
+    "build": (ExecutionMode.LOCAL, InvocationMode.DBT_RUNNER, TestBehavior.BUILD),
+    # a `dbt run` task per model and a `dbt test` task after it
+    "after-each": (ExecutionMode.LOCAL, InvocationMode.DBT_RUNNER, TestBehavior.AFTER_EACH),
+}
+
+
+@dataclass(frozen=True)
+class DagConfig:
+    """What the DAG file needs at parse time."""
+
+    settings: Settings  # from the environment; connections are applied in each task
+    files_per_load_task: int = 25
+    rds_wait_seconds: float = 120.0
+    retries: int = 2
+    schedule: str | None = "@hourly"
+    duckdb_pool: str = "music_elt_duckdb"
+    cosmos_mode: str = "watcher"  # see COSMOS_MODES
+
+    def __post_init__(self) -> None:
+        if self.cosmos_mode not in COSMOS_MODES:
+            raise ConfigError(
+                f"MUSIC_ELT_COSMOS_MODE={self.cosmos_mode!r}: choose one of "
+                + ", ".join(COSMOS_MODES)
+            )
+
+    @property
+    def target(self) -> str:
+        return self.settings.warehouse.kind
+
+    @property
+    def warehouse_pool(self) -> str:
+        """A DuckDB file has one writer: every task that opens it takes this pool's one slot."""
+        return self.duckdb_pool if self.target == "duckdb" else "default_pool"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> DagConfig:
+        env = dict(os.environ if env is None else env)
+        for name in ("MUSIC_ELT_WORKDIR", "MUSIC_ELT_DUCKDB_PATH", "MUSIC_ELT_DBT_PROJECT_DIR"):
+            if env.get(name):
+                env[name] = str(_absolute(env[name]))
+        env.setdefault("MUSIC_ELT_WORKDIR", str(REPO / ".music-elt"))
+        env.setdefault("MUSIC_ELT_DBT_PROJECT_DIR", str(_default_dbt_project()))
+        project = Path(env["MUSIC_ELT_DBT_PROJECT_DIR"])
+        manifest = (
+            env.get("MUSIC_ELT_DBT_MANIFEST") or project / "target" / "airflow" / "manifest.json"
+        )
+        env["MUSIC_ELT_DBT_MANIFEST"] = str(_absolute(str(manifest)))
+        if env.get("MUSIC_ELT_TARGET") == "redshift":  # its warehouse comes from redshift_conn
+            settings = replace(
+                Settings.from_env({**env, "MUSIC_ELT_TARGET": "duckdb"}),
+                warehouse=_redshift_placeholder(),
+            )
+        else:
+            settings = Settings.from_env(env)
+        settings = settings.with_workdir(Path(env["MUSIC_ELT_WORKDIR"]))
+        try:
+            return cls(
+                settings=settings,
+                files_per_load_task=int(env.get("MUSIC_ELT_FILES_PER_LOAD_TASK", "25")),
+                rds_wait_seconds=float(env.get("MUSIC_ELT_RDS_WAIT_SECONDS", "120")),
+                retries=int(env.get("MUSIC_ELT_TASK_RETRIES", "2")),
+                schedule=env.get("MUSIC_ELT_SCHEDULE", "@hourly") or None,
+                duckdb_pool=env.get("MUSIC_ELT_DUCKDB_POOL", "music_elt_duckdb"),
+                cosmos_mode=env.get("MUSIC_ELT_COSMOS_MODE", "watcher"),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"a numeric DAG setting is not a number: {exc}") from None
+
+    @property
+    def manifest(self) -> Path:
+        assert self.settings.dbt_manifest is not None
+        return self.settings.dbt_manifest
+
+    def check_manifest(self) -> None:
+        if not self.manifest.is_file():
+            raise FileNotFoundError(
+                f"no dbt manifest at {self.manifest}: run `make manifest` (or `dbt parse "
+                f"--target-path {self.manifest.parent}`) or set MUSIC_ELT_DBT_MANIFEST"
+            )
+
+
+def _absolute(value: str) -> Path:
+    """Relative paths are taken from the repository root, so that parsing and every task agree
+    whatever their working directory."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (REPO / path).resolve()
+
+
+def _default_dbt_project() -> Path:
+    """The dbt project shipped beside the DAG (deployments) or at the repository root."""
+    beside = REPO / "dags" / "dbt_project"
+    return beside if (beside / "dbt_project.yml").is_file() else REPO / "dbt_project"
+
+
+def _redshift_placeholder() -> Any:
+    from loaders.config import WarehouseSettings
+
+    # parse time only: host and credentials come from redshift_conn when a task runs
+    return WarehouseSettings(kind="redshift", user="-", dbname="-", iam_role="-")
+
+
+def kpi_marts(config: DagConfig) -> tuple[Mart, ...]:
+    """The KPI marts named by the DAG's dbt manifest (parse time: a local file read)."""
+    return manifest.kpi_marts(manifest.load_manifest(config.manifest))
+
+
+# -- at run time ---------------------------------------------------------------------------------
+def connection(conn_id: str) -> dict[str, Any] | None:
+    """An Airflow connection's fields as a plain dict, or None when it is not defined."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+    return {
+        "conn_type": conn.conn_type,
+        "host": conn.host,
+        "port": conn.port,
+        "login": conn.login,
+        "password": conn.password,
+        "schema": conn.schema,
+        "extra": conn.extra_dejson,
+    }
+
+
+def settings(config: DagConfig) -> Settings:
+    """Pipeline settings: the parse-time environment, overridden by the connections that exist."""
+    base = config.settings
+    env = {
+        **os.environ,
+        "MUSIC_ELT_TARGET": config.target,
+        "MUSIC_ELT_WORKDIR": str(base.workdir),
+        "MUSIC_ELT_DUCKDB_PATH": str(base.warehouse.duckdb_path),
+        "MUSIC_ELT_DBT_PROJECT_DIR": str(base.dbt_project_dir),
+        "MUSIC_ELT_DBT_MANIFEST": str(config.manifest),
+    }
+    return settings_from_connections(
+        env,
+        rds=connection(RDS_CONN_ID),
+        s3=connection(S3_CONN_ID),
+        redshift=connection(REDSHIFT_CONN_ID) if config.target == "redshift" else None,
+    )
+
+
+def landing(current: Settings) -> LandingStore:
+    """The landing zone; on S3 with the ``aws_conn`` connection's credentials when it exists."""
+    from loaders import pipeline
+    from loaders.landing import S3Landing
+
+    if current.landing_url.startswith("s3://") and connection(S3_CONN_ID) is not None:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Landing(current.landing_url, client=S3Hook(aws_conn_id=S3_CONN_ID).get_conn())
+    return pipeline.landing_store(current)
+
+
+def as_list(values: Any) -> list[Any]:
+    """The outputs of a mapped task as a list, indexed up to its length (iterating Airflow's lazy
+    sequence to its end logs a spurious "XCom not found" error)."""
+    return [] if values is None else [values[i] for i in range(len(values))]
+
+
+def run_id(dag_run: Any) -> str:
+    """This DAG run's id for the pipeline: sortable (UTC time first) and the same in every task
+    and retry."""
+    when = dag_run.run_after or dag_run.logical_date or datetime.now()
+    suffix = hashlib.sha256(dag_run.run_id.encode()).hexdigest()[:6]
+    return f"{when:%Y%m%dT%H%M%SZ}-{suffix}"
+
+
+# -- the dbt task group --------------------------------------------------------------------------
+def project_config(config: DagConfig) -> ProjectConfig:
+    env = {"MUSIC_ELT_TARGET": config.target, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
+    if config.target == "duckdb":  # not secret; stored with the serialized DAG
+        env["MUSIC_ELT_DUCKDB_PATH"] = str(config.settings.warehouse.duckdb_path)
+    return ProjectConfig(
+        dbt_project_path=config.settings.dbt_project_dir,
+        manifest_path=config.manifest,
+        install_dbt_deps=False,
+        env_vars=env,
+    )
+
+
+def profile_config(config: DagConfig) -> ProfileConfig:
+    """duckdb/postgres: the project's profiles.yml (it reads MUSIC_ELT_* / WAREHOUSE_*);
+    redshift: a profile built from the ``redshift_conn`` connection when a task runs."""
+    if config.target == "redshift":
+        return ProfileConfig(
+            profile_name="music_elt",
+            target_name="redshift",
+            profile_mapping=RedshiftUserPasswordProfileMapping(
+                conn_id=REDSHIFT_CONN_ID,
+                profile_args={"schema": os.environ.get("WAREHOUSE_SCHEMA", "public"), "threads": 4},
+            ),
+        )
+    return ProfileConfig(
+        profile_name="music_elt",
+        target_name=config.target,
+        profiles_yml_filepath=config.settings.dbt_project_dir / "profiles.yml",
+    )
+
+
+def execution_config(config: DagConfig) -> ExecutionConfig:
+    execution_mode, invocation_mode, _ = COSMOS_MODES[config.cosmos_mode]
+    return ExecutionConfig(execution_mode=execution_mode, invocation_mode=invocation_mode)
+
+
+def render_config(config: DagConfig) -> RenderConfig:
+    execution_mode, _, test_behavior = COSMOS_MODES[config.cosmos_mode]
+    return RenderConfig(
+        load_method=LoadMode.DBT_MANIFEST,
+        test_behavior=test_behavior,
+        # local mode: a test of two models runs once, after both (the watcher build runs it)
+        should_detach_multiple_parents_tests=execution_mode == ExecutionMode.LOCAL,
+        source_rendering_behavior=SourceRenderingBehavior.NONE,
+        emit_datasets=False,
+        enable_mock_profile=False,
+    )
+
+
+def dbt_task_group(config: DagConfig, *, full_refresh: str) -> Any:
+    """The Cosmos task group of the dbt project: the watcher producer runs one ``dbt build``
+    (``full_refresh``: a template that renders to the plan's decision), a task per model and
+    one per model's tests report its result; failures are recorded for the alert."""
+    from cosmos import DbtTaskGroup
+
+    from music_elt_airflow.alerts import record_dbt_results
+
+    group = DbtTaskGroup(
+        group_id="dbt",
+        project_config=project_config(config),
+        profile_config=profile_config(config),
+        execution_config=execution_config(config),
+        render_config=render_config(config),
+        operator_args={
+            "pool": config.warehouse_pool,
+            "full_refresh": full_refresh,
+            "append_env": True,
+            "emit_datasets": False,
+            "callback": record_dbt_results,
+        },
+    )
+    if config.cosmos_mode.startswith("watcher"):
+        wire_watchers(config, group)
+    else:  # a failing data test is not transient: it never retries
+        for task in group.iter_tasks():
+            if type(task).__name__.startswith(("DbtTest", "DbtSource")):
+                task.retries = 0
+    return group
+
+
+def wire_watchers(config: DagConfig, group: Any) -> None:
+    """Make the watcher producer upstream of every model sensor and let the sensors read its
+    results once, without holding a worker: under ``airflow dags test`` a sensor that starts
+    before the producer would block it forever, and a sensor retry would run dbt a second time
+    outside the warehouse pool."""
+    from cosmos.operators.watcher import DbtProducerWatcherOperator
+
+    tasks = list(group.iter_tasks())
+    producer = next(t for t in tasks if isinstance(t, DbtProducerWatcherOperator))
+    producer.retries = 0  # Cosmos skips a producer retry rather than build twice
+    for task in tasks:
+        if task is producer or not hasattr(task, "producer_task_id"):
+            continue
+        task.retries = 0
+        task.deferrable = False
+        task.poke_interval = 1
+        task.timeout = 300
+        task.pool = config.warehouse_pool
+        if not task.upstream_task_ids & {t.task_id for t in tasks}:  # a root of the dbt graph
+            producer >> task
