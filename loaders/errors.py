@@ -50,11 +50,16 @@ _OUTAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "S3 throttling",
             r"slow ?down|reduce your request rate|status 503|throttl|service unavailable",
         ),
-        ("S3 object missing", r"nosuchkey|specified key does not exist|no such (?:key|file)"),
+        (
+            "S3 object missing",
+            r"nosuchkey|specified key does not exist|no such (?:key|file)|"
+            r"s3 prefix .* does not exist",
+        ),
         (
             "network",
             r"timed? ?out|connection (?:reset|refused|closed)|could not connect|"
-            r"server closed the connection|network|name or service not known",
+            r"server closed the connection|network|name or service not known|"
+            r"could not connect to the endpoint|endpointconnectionerror",
         ),
     )
 )

@@ -334,9 +334,9 @@ class Warehouse(ABC):
         self, landing: LandingStore, obj: LandedObject, *, load_id: str, loaded_at: datetime
     ) -> LoadOutcome:
         """Append one stream file to raw_streams.streams exactly once."""
-        header = read_header(landing, obj.key)
-        positions = column_positions(header, STREAM_COLUMNS)
         try:
+            header = read_header(landing, obj.key)
+            positions = column_positions(header, STREAM_COLUMNS)
             with self.transaction() as cur:
                 self._lock_ledger(cur)
                 if self._in_ledger(cur, obj.key, obj.etag):

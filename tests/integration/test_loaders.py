@@ -257,3 +257,42 @@ def test_archive_moves_loaded_files_once(settings: Settings, tmp_path: Path) -> 
     # a rerun (today) of a finished or interrupted move uses the same destination
     assert pipeline.archive(settings, landing, plan, report) == moved
     assert landing.list("streams/") == []
+
+
+@pytest.mark.parametrize("warehouse_kind", ["duckdb", "postgres"])
+def test_an_outage_while_loading_fails_the_run_and_touches_nothing(
+    warehouse_kind: str,
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    s3_bucket: str,
+    s3_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    """A file that vanished from S3 after planning, and an S3 endpoint that stopped answering,
+    are outages: the load raises ServiceOutage naming it, nothing is quarantined or recorded,
+    and the next run loads the files."""
+    from loaders.errors import ServiceOutage
+
+    if warehouse_kind == "postgres":
+        settings = postgres_settings(settings, request.getfixturevalue("pg_database"))
+    settings = replace(settings, landing_url=f"s3://{s3_bucket}/land", s3_endpoint_url=s3_endpoint)
+    landing = pipeline.landing_store(settings)
+    put(landing, "streams/a.csv", GOOD.encode(), tmp_path)
+    put(landing, "streams/b.csv", GOOD.replace("t1", "t9").encode(), tmp_path)
+    plan = pipeline.plan_run(settings, landing, [], run_id="r1")
+    landing.client.delete_object(Bucket=s3_bucket, Key="land/streams/a.csv")
+    with pytest.raises(ServiceOutage, match=r"^S3 object missing while loading streams/a\.csv"):
+        pipeline.load_all(settings, landing, plan)
+
+    down = replace(settings, s3_endpoint_url="http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(ServiceOutage, match=r"^network while loading streams/a\.csv"):
+        pipeline.load_all(down, pipeline.landing_store(down), plan)
+
+    assert landing.list("quarantine/") == []
+    with pipeline.warehouse(settings) as wh:
+        assert wh.query("select count(*) from raw_meta.load_ledger")[0][0] == 0
+    put(landing, "streams/a.csv", GOOD.encode(), tmp_path)  # S3 is back
+    report = pipeline.load_all(
+        settings, landing, pipeline.plan_run(settings, landing, [], run_id="r2")
+    )
+    assert sorted(o.key for o in report.files_loaded) == ["streams/a.csv", "streams/b.csv"]

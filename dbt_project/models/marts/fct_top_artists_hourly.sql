@@ -18,17 +18,13 @@
     hours are read from fct_listening_kpis_hourly, which is still one step behind when this model
     runs: an hour whose play count in fct_listens differs from that table's listen_count (or is
     missing there) is recomputed here, and then there, in the same run. That table is read
-    through adapter.get_relation, not ref(), because a ref would be a cycle; if it does not exist
+    through sibling_relation (adapter.get_relation), not ref(), because a ref would be a cycle; if it does not exist
     every hour is recomputed.
 */
 
 {%- set hourly_kpis_relation = none -%}
 {%- if is_incremental() -%}
-    {%- set hourly_kpis_relation = adapter.get_relation(
-        database=this.database,
-        schema=this.schema,
-        identifier='fct_listening_kpis_hourly',
-    ) -%}
+    {%- set hourly_kpis_relation = sibling_relation('fct_listening_kpis_hourly') -%}
 {%- endif %}
 
 with
