@@ -28,3 +28,7 @@ def split_part_at(text_expression: str, delimiter: str, part_number_expression: 
 
 def stale_periods(period: str, plays: str, stored: object = None) -> str:
     return f"select {period} from {plays}"
+
+
+def sibling_relation(identifier: str) -> str:
+    return identifier
