@@ -30,7 +30,8 @@ config = runtime.DagConfig.from_env()
 config.check_manifest()
 KPI_ASSETS = {  # the KPI marts come from the dbt manifest (models tagged "kpi")
     mart.name: Asset(
-        name=f"music_elt.marts.{mart.name}", uri=f"x-music-elt://warehouse/{mart.relation}"
+        name=f"music_elt.marts.{mart.name}",
+        uri=f"x-music-elt://warehouse/{mart.relation.replace('.', '/')}",
     )
     for mart in runtime.kpi_marts(config)
 }

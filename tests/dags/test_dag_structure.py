@@ -196,7 +196,7 @@ def test_kpi_assets_come_from_the_manifest(pipeline_dag: Any, dbt_manifest: Path
     assert tagged == {"fct_genre_kpis_daily", "fct_listening_kpis_hourly", "fct_top_artists_hourly"}
     outlets = pipeline_dag.task_dict["publish"].outlets
     assert {asset.name for asset in outlets} == {f"music_elt.marts.{m}" for m in tagged}
-    assert all(asset.uri.startswith("x-music-elt://warehouse/marts.") for asset in outlets)
+    assert all(asset.uri.startswith("x-music-elt://warehouse/marts/") for asset in outlets)
 
 
 def test_every_task_alerts_on_failure(pipeline_dag: Any) -> None:
