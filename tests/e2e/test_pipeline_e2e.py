@@ -16,8 +16,8 @@ import pytest
 from loaders import pipeline
 from loaders.cli import main as cli
 from loaders.config import Settings
-from loaders.generate import generate
 from loaders.warehouse import open_warehouse
+from music_elt_demo.generate import generate
 from tests.conftest import postgres_settings
 from tests.kpi_reference import MARTS, KpiResult, assert_rows_match, compute_kpis
 

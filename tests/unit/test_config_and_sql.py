@@ -201,7 +201,7 @@ def test_redshift_uses_its_own_lock_and_wide_text() -> None:
 
 
 def test_seeded_column_names_are_made_plain_identifiers() -> None:
-    from loaders.rds import source_column_names
+    from music_elt_demo.seed import source_column_names
 
     assert source_column_names(
         ["Unnamed: 0", "Track ID", "popularity", "Popularity", "9x", ""]
