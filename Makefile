@@ -68,7 +68,7 @@ lock: | $(UV)  ## re-resolve requirements/*.lock from pyproject.toml (dev first,
 
 docs: $(CORE)  ## generate and serve the dbt docs site of WORKDIR's warehouse on 127.0.0.1:8081
 	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
-		../$(BIN)/dbt docs generate --profiles-dir . --target-path $(abspath $(WORKDIR))/dbt/target && \
+		../$(BIN)/dbt docs generate --profiles-dir . --target duckdb --target-path $(abspath $(WORKDIR))/dbt/target && \
 		MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
 		../$(BIN)/dbt docs serve --profiles-dir . --target-path $(abspath $(WORKDIR))/dbt/target \
 		--host 127.0.0.1 --port 8081 --no-browser
