@@ -46,11 +46,11 @@ demo: $(EMBEDDED)  ## generate data, seed the embedded stack, run the pipeline, 
 test: $(DEV) lint  ## lint, then the whole test suite (starts PostgreSQL and S3 itself)
 	$(BIN)/pytest -n 2
 
-lint: $(DEV)  ## ruff, mypy and sqlfluff (redshift dialect)
+lint: $(DEV)  ## ruff, mypy, sqlfluff on the SQL dbt renders (dbt templater, in-memory DuckDB)
 	$(BIN)/ruff check loaders music_elt_demo dags tests bench
 	$(BIN)/ruff format --check loaders music_elt_demo dags tests bench
 	$(BIN)/mypy
-	cd dbt_project && ../$(BIN)/sqlfluff lint models macros --dialect redshift
+	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=:memory: ../$(BIN)/sqlfluff lint models tests
 
 format: $(DEV)  ## apply ruff's formatter and fixes
 	$(BIN)/ruff format loaders music_elt_demo dags tests bench
