@@ -26,16 +26,18 @@ DEV      := $(VENV)/.installed-dev
 
 $(UV):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
 
 $(DEV): requirements/dev.lock pyproject.toml | $(UV)
-	$(UV) pip sync --python $(BIN)/python requirements/dev.lock
-	$(UV) pip install --python $(BIN)/python --no-deps -e .
+	@echo "==> $(VENV): sync to requirements/dev.lock"
+	@$(UV) pip sync --quiet --python $(BIN)/python requirements/dev.lock
+	@$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
 $(VENV)/.installed-%: requirements/%.lock pyproject.toml | $(UV)
-	$(UV) pip install --python $(BIN)/python -r $<
-	$(UV) pip install --python $(BIN)/python --no-deps -e .
+	@echo "==> $(VENV): install requirements/$*.lock"
+	@$(UV) pip install --quiet --python $(BIN)/python -r $<
+	@$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
 install: $(DEV)  ## create or refresh .venv with everything (requirements/dev.lock)

@@ -16,11 +16,18 @@ from typing import Any
 
 from loaders import pipeline
 from loaders.config import ConfigError, Settings
+from loaders.console import console
 from loaders.dbt import DbtFailed, run_dbt
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    console.say(message)
+
+
+def _say_warnings(summary: pipeline.RunSummary) -> None:
+    """One line per dbt warning of the run (by design: the rows are kept): what, where to look."""
+    for warning in summary.dbt.warnings if summary.dbt else ():
+        _say(f"  warn: {warning}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -53,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     summary = pipeline.run(settings, progress=_say, force_build=args.build)
     for line in summary.lines():
         _say(line)
+    _say_warnings(summary)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -73,31 +81,29 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _say("")
     for line in summary.lines():
         _say(line)
+    _say_warnings(summary)
     show_marts(settings)
-    project = settings.dbt_project_dir
     _say(
-        "\nBrowse the dbt docs site (models, tests, lineage, KPI definitions):\n"
-        f"  make docs WORKDIR={settings.workdir}\n"
-        "or by hand:\n"
-        f"  cd {project} && MUSIC_ELT_DUCKDB_PATH={settings.warehouse.duckdb_path.resolve()} "
-        f"{Path(sys.executable).parent / 'dbt'} docs serve "
-        f"--target-path {settings.dbt_target_path.resolve()} --port 8081"
+        "\ndbt docs site (models, tests, lineage, KPI definitions): "
+        f"make docs WORKDIR={settings.workdir}, then http://127.0.0.1:8081"
     )
 
 
-_PREVIEWS = {
+_PREVIEWS = {  # a few columns and rows each, so that the demo fits on one screen
     "fct_genre_kpis_daily": (
-        "select * from marts.fct_genre_kpis_daily where listen_date = "
+        "select listen_date, track_genre, listen_count, unique_listeners, popularity_index, "
+        "most_popular_track_name from marts.fct_genre_kpis_daily where listen_date = "
         "(select max(listen_date) from marts.fct_genre_kpis_daily) "
-        "order by listen_count desc, track_genre limit 8"
+        "order by listen_count desc, track_genre limit 3"
     ),
     "fct_listening_kpis_hourly": (
-        "select * from marts.fct_listening_kpis_hourly order by listen_count desc, "
-        "listen_hour limit 8"
+        "select listen_hour, listen_count, unique_listeners, track_diversity_index, top_artist, "
+        "top_artist_plays from marts.fct_listening_kpis_hourly "
+        "order by listen_count desc, listen_hour limit 3"
     ),
     "fct_top_artists_hourly": (
         "select * from marts.fct_top_artists_hourly where listen_hour = "
-        "(select max(listen_hour) from marts.fct_top_artists_hourly) order by artist_rank"
+        "(select max(listen_hour) from marts.fct_top_artists_hourly) order by artist_rank limit 3"
     ),
 }
 

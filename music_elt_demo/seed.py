@@ -60,11 +60,11 @@ def seed(
             raise ConfigError(f"{from_dir} has no {table}.csv (or {table}.csv.gz)")
         tables[table] = found
     where = f"embedded, {settings.pgdata}" if settings.embedded_rds else "MUSIC_ELT_RDS_DSN"
-    progress(f"==> seed RDS ({where})")
     with rds.connect(settings) as conn:
-        for table, path in tables.items():
-            rows = seed_table(conn, table, path)
-            progress(f"  {table}: {rows:,} rows from {path.name}")
+        seeded = [
+            f"{table} {seed_table(conn, table, path):,} rows" for table, path in tables.items()
+        ]
+    progress(f"==> seed RDS ({where}): {', '.join(seeded)}")
     landing = pipeline.landing_store(settings)
     streams_dir = from_dir / "streams"
     files = sorted(

@@ -72,6 +72,23 @@ def test_dbt_by_hand_builds_dev_schemas_unless_production_is_named(
     assert _schemas(_parse(None, tmp_path, monkeypatch))["fct_listens"] == "dbt_alice_marts"
 
 
+@pytest.mark.slow
+def test_every_warn_test_has_an_explanation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The console explains each warn-severity test of the project in one line (loaders.dbt);
+    a warn test added or renamed without its explanation fails here."""
+    from loaders.dbt import BY_DESIGN_WARNINGS
+
+    manifest = _parse("duckdb", tmp_path, monkeypatch)
+    warn_tests = {
+        node.name
+        for node in manifest.nodes.values()
+        if node.resource_type == "test" and str(node.config.severity).lower() == "warn"
+    }
+    assert warn_tests == set(BY_DESIGN_WARNINGS)
+
+
 def test_the_example_profile_has_the_live_profiles_targets() -> None:
     live = yaml.safe_load((PROJECT / "profiles.yml").read_text())["music_elt"]
     example_path = REPO / "profiles.yml.example"
