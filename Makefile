@@ -1,50 +1,76 @@
-# music-elt: every target creates or refreshes .venv from requirements.lock when needed.
+# music-elt: each target installs into .venv the locked profile it needs (requirements/*.lock).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+UV     := $(BIN)/uv
 WORKDIR ?= .music-elt
 export AIRFLOW__COSMOS__ENABLE_TELEMETRY ?= False
 export DO_NOT_TRACK ?= 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS ?= False
 
-.PHONY: help install demo test lint format lock bench manifest docs clean
+.PHONY: help install demo test lint format lock manifest docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock pyproject.toml
+# Profiles (requirements/<profile>.lock, written by `make lock`): core = the package alone (what
+# production runs), airflow = core + the airflow extra (the Airflow image), embedded = core +
+# pgserver (the demo stack), dev = every extra + tests and lint (CI, `make test`). dev is
+# resolved first and the others are constrained to its pins, so every profile is a subset of
+# the tested set. A stamp per profile records that its lock is installed in .venv: dev syncs
+# .venv to its lock exactly; the others only add what is missing, so they never downgrade dev.
+CORE     := $(VENV)/.installed-core
+AIRFLOW  := $(VENV)/.installed-airflow
+EMBEDDED := $(VENV)/.installed-embedded
+DEV      := $(VENV)/.installed-dev
+
+$(UV):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
-	$(BIN)/uv pip sync --python $(BIN)/python requirements.lock
-	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check 'uv>=0.5'
+
+$(DEV): requirements/dev.lock pyproject.toml | $(UV)
+	@echo "==> $(VENV): sync to requirements/dev.lock"
+	@$(UV) pip sync --quiet --python $(BIN)/python requirements/dev.lock
+	@$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
-install: $(STAMP)  ## create or refresh .venv from the lock file
+$(VENV)/.installed-%: requirements/%.lock pyproject.toml | $(UV)
+	@echo "==> $(VENV): install requirements/$*.lock"
+	@$(UV) pip install --quiet --python $(BIN)/python -r $<
+	@$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
 
-demo: $(STAMP)  ## generate data, seed the embedded stack, run the pipeline, print the KPIs
+install: $(DEV)  ## create or refresh .venv with everything (requirements/dev.lock)
+
+demo: $(EMBEDDED)  ## generate data, seed the embedded stack, run the pipeline, print the KPIs
 	$(BIN)/music-elt demo --workdir $(WORKDIR)
 
-test: $(STAMP) lint  ## lint, then the whole test suite (starts PostgreSQL and S3 itself)
+test: $(DEV) lint  ## lint, then the whole test suite (starts PostgreSQL and S3 itself)
 	$(BIN)/pytest -n 2
 
-lint: $(STAMP)  ## ruff, mypy and sqlfluff (redshift dialect)
-	$(BIN)/ruff check loaders music_elt_airflow dags tests bench
-	$(BIN)/ruff format --check loaders music_elt_airflow dags tests bench
+lint: $(DEV)  ## ruff, mypy, sqlfluff on the SQL dbt renders (dbt templater, in-memory DuckDB)
+	$(BIN)/ruff check loaders music_elt_airflow music_elt_demo dags tests bench
+	$(BIN)/ruff format --check loaders music_elt_airflow music_elt_demo dags tests bench
 	$(BIN)/mypy
-	cd dbt_project && ../$(BIN)/sqlfluff lint models macros --dialect redshift
+	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=:memory: ../$(BIN)/sqlfluff lint models tests
 
-format: $(STAMP)  ## apply ruff's formatter and fixes
-	$(BIN)/ruff format loaders music_elt_airflow dags tests bench
-	$(BIN)/ruff check --fix loaders music_elt_airflow dags tests bench
+format: $(DEV)  ## apply ruff's formatter and fixes
+	$(BIN)/ruff format loaders music_elt_airflow music_elt_demo dags tests bench
+	$(BIN)/ruff check --fix loaders music_elt_airflow music_elt_demo dags tests bench
 
-lock:  ## re-resolve requirements.lock from pyproject.toml
-	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet 'uv>=0.5'; }
-	$(BIN)/uv pip compile pyproject.toml --extra airflow --extra dev --python-version 3.11 -o requirements.lock
+# Re-resolve the locks (Python 3.11), keeping existing pins unless pyproject.toml needs others;
+# `make lock UPGRADE=--upgrade` moves everything to the newest allowed versions.
+LOCK = $(UV) pip compile pyproject.toml --python-version 3.11 --quiet $(UPGRADE) \
+	--custom-compile-command 'make lock' --annotation-style line
+lock: | $(UV)  ## re-resolve requirements/*.lock from pyproject.toml (dev first, the rest within it)
+	$(LOCK) --extra airflow --extra embedded --extra dev -o requirements/dev.lock
+	$(LOCK) -c requirements/dev.lock -o requirements/core.lock
+	$(LOCK) -c requirements/dev.lock --extra airflow -o requirements/airflow.lock
+	$(LOCK) -c requirements/dev.lock --extra embedded -o requirements/embedded.lock
 
-docs: $(STAMP)  ## generate and serve the dbt docs site of WORKDIR's warehouse on 127.0.0.1:8081
+docs: $(CORE)  ## generate and serve the dbt docs site of WORKDIR's warehouse on 127.0.0.1:8081
 	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
-		../$(BIN)/dbt docs generate --profiles-dir . --target-path $(abspath $(WORKDIR))/dbt/target && \
+		../$(BIN)/dbt docs generate --profiles-dir . --target duckdb --target-path $(abspath $(WORKDIR))/dbt/target && \
 		MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
 		../$(BIN)/dbt docs serve --profiles-dir . --target-path $(abspath $(WORKDIR))/dbt/target \
 		--host 127.0.0.1 --port 8081 --no-browser
@@ -74,7 +100,7 @@ DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml
 .PHONY: airflow airflow-setup dag-run
 
 # the manifest is rebuilt only when the dbt project changed
-$(DBT_MANIFEST): $(STAMP) $(DBT_SOURCES)
+$(DBT_MANIFEST): $(CORE) $(DBT_SOURCES)
 	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(dir $(DBT_MANIFEST)))/parse.duckdb \
 		../$(BIN)/dbt parse --quiet --profiles-dir . --target $(DBT_TARGET) \
 		--target-path $(abspath $(dir $(DBT_MANIFEST)))
@@ -83,13 +109,13 @@ $(DBT_MANIFEST): $(STAMP) $(DBT_SOURCES)
 manifest: $(DBT_MANIFEST)  ## dbt parse: the manifest the DAG renders its dbt tasks from (when the project changed)
 
 # the metadata DB is migrated once per Airflow home and installed Airflow version
-$(AIRFLOW_DB_STAMP): $(STAMP)
+$(AIRFLOW_DB_STAMP): $(AIRFLOW)
 	@mkdir -p $(AIRFLOW_HOME_DIR)
 	$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
 	$(AIRFLOW_ENV) $(BIN)/airflow pools set music_elt_duckdb 1 "one DuckDB writer at a time" >/dev/null
 	@touch $@
 
-airflow-setup: $(DBT_MANIFEST) $(AIRFLOW_DB_STAMP)  ## manifest + Airflow metadata DB and pool, each only when needed
+airflow-setup: $(DBT_MANIFEST) $(AIRFLOW_DB_STAMP) $(EMBEDDED)  ## manifest + Airflow metadata DB and pool, each only when needed
 
 airflow: airflow-setup  ## airflow standalone with the DAG on WORKDIR's embedded stack (UI 127.0.0.1:8080); Ctrl-C stops it
 	@test -d $(WORKDIR)/landing || echo "note: $(WORKDIR) is not seeded yet: make demo, or music-elt seed --workdir $(WORKDIR) --from-dir DIR"

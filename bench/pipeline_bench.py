@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from loaders import pipeline
-from loaders.cli import seed
 from loaders.config import Settings
-from loaders.generate import generate
+from music_elt_demo.generate import generate
+from music_elt_demo.seed import seed
 
 
 def _peak_rss_mb() -> float:

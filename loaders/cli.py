@@ -14,19 +14,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loaders import pipeline, rds
+from loaders import pipeline
 from loaders.config import ConfigError, Settings
+from loaders.console import console
 from loaders.dbt import DbtFailed, run_dbt
-from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX
-from loaders.pipeline import STREAM_SUFFIXES
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    console.say(message)
+
+
+def _say_warnings(summary: pipeline.RunSummary) -> None:
+    """One line per dbt warning of the run (by design: the rows are kept): what, where to look."""
+    for warning in summary.dbt.warnings if summary.dbt else ():
+        _say(f"  warn: {warning}")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from loaders.generate import generate
+    from music_elt_demo.generate import generate
 
     started = time.perf_counter()
     summary = generate(
@@ -40,48 +45,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def seed(settings: Settings, from_dir: Path, *, replace_source_tables: bool = False) -> None:
-    """Load users/songs into the RDS and copy stream files that are new by name into landing.
+    """``music-elt seed``: :func:`music_elt_demo.seed.seed` with the CLI's progress lines."""
+    from music_elt_demo.seed import seed as seed_source
 
-    Seeding replaces the source tables, so a real database (MUSIC_ELT_RDS_DSN) is only seeded
-    when ``replace_source_tables`` says so.
-    """
-    if not from_dir.is_dir():
-        raise ConfigError(f"--from-dir {from_dir}: no such directory")
-    if not settings.embedded_rds and not replace_source_tables:
-        raise ConfigError(
-            "seed drops and reloads the source tables, and MUSIC_ELT_RDS_DSN names a real "
-            "database: pass --replace-source-tables if that is what you want"
-        )
-    tables = {}
-    for table in settings.rds_tables:
-        candidates = [from_dir / f"{table}.csv", from_dir / f"{table}.csv.gz"]
-        found = next((path for path in candidates if path.is_file()), None)
-        if found is None:
-            raise ConfigError(f"{from_dir} has no {table}.csv (or {table}.csv.gz)")
-        tables[table] = found
-    where = f"embedded, {settings.pgdata}" if settings.embedded_rds else "MUSIC_ELT_RDS_DSN"
-    _say(f"==> seed RDS ({where})")
-    with rds.connect(settings) as conn:
-        for table, path in tables.items():
-            rows = rds.seed_table(conn, table, path)
-            _say(f"  {table}: {rows:,} rows from {path.name}")
-    landing = pipeline.landing_store(settings)
-    streams_dir = from_dir / "streams"
-    files = sorted(
-        p for p in (streams_dir.rglob("*") if streams_dir.is_dir() else []) if p.is_file()
-    )
-    known = {obj.key.rsplit("/", 1)[-1] for obj in landing.list(STREAMS_PREFIX)}
-    known |= {obj.key.rsplit("/", 1)[-1] for obj in landing.list(ARCHIVE_PREFIX + STREAMS_PREFIX)}
-    copied = 0
-    for path in files:
-        if not path.name.endswith(STREAM_SUFFIXES) or path.name in known:
-            continue
-        landing.put(STREAMS_PREFIX + path.relative_to(streams_dir).as_posix(), path)
-        copied += 1
-    _say(
-        f"==> landing {landing.url}: {copied} new stream file(s) copied, "
-        f"{len(files) - copied} already known or not CSV"
-    )
+    seed_source(settings, from_dir, replace_source_tables=replace_source_tables, progress=_say)
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
@@ -93,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     summary = pipeline.run(settings, progress=_say, force_build=args.build)
     for line in summary.lines():
         _say(line)
+    _say_warnings(summary)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -100,7 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.from_dir:
         source = Path(args.from_dir)
     else:
-        from loaders.generate import generate
+        from music_elt_demo.generate import generate
 
         source = settings.workdir / "generated"
         if not (source / "users.csv").is_file():
@@ -113,15 +81,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     _say("")
     for line in summary.lines():
         _say(line)
+    _say_warnings(summary)
     show_marts(settings)
-    project = settings.dbt_project_dir
     _say(
-        "\nBrowse the dbt docs site (models, tests, lineage, KPI definitions):\n"
-        f"  make docs WORKDIR={settings.workdir}\n"
-        "or by hand:\n"
-        f"  cd {project} && MUSIC_ELT_DUCKDB_PATH={settings.warehouse.duckdb_path.resolve()} "
-        f"{Path(sys.executable).parent / 'dbt'} docs serve "
-        f"--target-path {settings.dbt_target_path.resolve()} --port 8081"
+        "\ndbt docs site (models, tests, lineage, KPI definitions): "
+        f"make docs WORKDIR={settings.workdir}, then http://127.0.0.1:8081"
     )
 
 
@@ -133,10 +97,12 @@ def show_marts(settings: Settings) -> None:
     with open_warehouse(settings) as wh:
         for mart in pipeline.kpi_marts(settings):
             preview = mart.meta.get("preview") or {}
-            names, rows = wh.preview(
+            names, rows = wh.preview(  # a few rows each: the demo fits on one screen
                 mart.relation,
+                columns=preview.get("columns", ()),
                 order_by=preview.get("order_by", ""),
                 latest=preview.get("latest", ""),
+                limit=3,
             )
             _say(f"\n{mart.relation}")
             _say(_table(names, rows))

@@ -1,18 +1,25 @@
 """Settings for a pipeline run, built once from the environment and validated on construction.
 
-Every secret comes from the environment (or, under Airflow, from a connection turned into the
-same fields); nothing here is ever logged with its password. See the README's configuration
-table for the meaning of each variable.
+The environment variables are declared once, with their names, types and defaults, in
+:class:`Environment` (read by pydantic-settings). :meth:`Settings.from_env` turns them into the
+frozen :class:`Settings` the pipeline passes around; ``dataclasses.replace`` (or
+``model_copy(update=...)``) gives a changed copy, validated again. Every secret comes from the
+environment (or, under Airflow, from a connection turned into the same fields); nothing here is
+ever logged with its password. See the README's configuration table.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Self
+
+import psycopg2
+from psycopg2.extensions import make_dsn, parse_dsn
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 WAREHOUSE_KINDS = ("duckdb", "postgres", "redshift")
 DEFAULT_WORKDIR = Path(".music-elt")
@@ -25,6 +32,7 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message says which and how to fix it."""
 
 
+_MASK = "***"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -38,18 +46,88 @@ def check_identifier(name: str, what: str) -> str:
 
 
 def redact(dsn: str) -> str:
-    """A DSN or URL with any password replaced by ``***``, safe to print."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        if parts.password:
-            netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-            return urlunsplit(parts._replace(netloc=netloc))
-        return dsn
-    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", dsn)
+    """A libpq DSN or ``postgresql://`` URI as key=value pairs with the password replaced by
+    ``***``, safe to print. A DSN libpq cannot parse is not echoed at all."""
+    try:
+        params = parse_dsn(dsn)
+    except psycopg2.ProgrammingError:
+        return "<a DSN libpq cannot parse>"
+    if params.get("password"):
+        params["password"] = _MASK
+    return make_dsn(**params)
+
+
+class Environment(BaseSettings):
+    """Every variable the loaders read, by its exact name. An empty variable counts as unset."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True
+    )
+
+    workdir: Path = Field(DEFAULT_WORKDIR, alias="MUSIC_ELT_WORKDIR")
+    rds_dsn: str = Field("", alias="MUSIC_ELT_RDS_DSN", repr=False)
+    rds_tables: str = Field(",".join(DEFAULT_RDS_TABLES), alias="MUSIC_ELT_RDS_TABLES")
+    batch_size: int = Field(50_000, alias="MUSIC_ELT_BATCH_SIZE")
+    landing_url: str = Field("", alias="MUSIC_ELT_LANDING")
+    s3_endpoint_url: str = Field("", alias="MUSIC_ELT_S3_ENDPOINT_URL")
+    target: str = Field("duckdb", alias="MUSIC_ELT_TARGET")
+    duckdb_path: Path | None = Field(None, alias="MUSIC_ELT_DUCKDB_PATH")  # <workdir>/...
+    host: str = Field("localhost", alias="WAREHOUSE_HOST")
+    port: int | None = Field(None, alias="WAREHOUSE_PORT")  # 5432, Redshift 5439
+    user: str = Field("", alias="WAREHOUSE_USER")
+    password: str = Field("", alias="WAREHOUSE_PASSWORD", repr=False)
+    dbname: str = Field("", alias="WAREHOUSE_DBNAME")
+    iam_role: str = Field("", alias="MUSIC_ELT_REDSHIFT_IAM_ROLE")
+    region: str = Field("", alias="MUSIC_ELT_REDSHIFT_REGION")
+    dbt_project_dir: Path = Field(DEFAULT_DBT_PROJECT_DIR, alias="MUSIC_ELT_DBT_PROJECT_DIR")
+    dbt_threads: int = Field(1, alias="MUSIC_ELT_DBT_THREADS")
+    dbt_manifest: Path | None = Field(None, alias="MUSIC_ELT_DBT_MANIFEST")
+
+    @classmethod
+    def read(cls, env: Mapping[str, str] | None = None) -> Environment:
+        """The variables of ``os.environ``, or of ``env`` alone when given; ConfigError names
+        a variable whose value is not of its type."""
+        try:
+            if env is None:
+                return cls()
+            names = {info.alias for info in cls.model_fields.values()}
+            given = {name: value for name, value in env.items() if name in names and value}
+            return _GivenEnvironment.model_validate(given)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+
+class _GivenEnvironment(Environment):
+    """:class:`Environment` from a given mapping only (tests, Airflow connections)."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    error = exc.errors()[0]
+    name = ".".join(str(part) for part in error["loc"])
+    if error["type"].startswith("int_"):
+        return ConfigError(f"{name}={error['input']!r} is not a number")
+    return ConfigError(f"{name}={error['input']!r}: {error['msg']}")
+
+
+class _Copyable:
+    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Self:
+        """A changed copy, validated again: ``dataclasses.replace`` under pydantic's name."""
+        return replace(self, **(update or {}))  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
-class WarehouseSettings:
+class WarehouseSettings(_Copyable):
     """Where the raw tables and marts live. ``kind`` is also the dbt target name."""
 
     kind: str = "duckdb"
@@ -92,7 +170,7 @@ class WarehouseSettings:
 
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(_Copyable):
     """Everything one pipeline run needs. Build it with :meth:`from_env`."""
 
     workdir: Path = DEFAULT_WORKDIR
@@ -155,44 +233,33 @@ class Settings:
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, workdir: Path | None = None
     ) -> Settings:
-        """Build settings from ``MUSIC_ELT_*`` and ``WAREHOUSE_*`` variables.
+        """Build settings from ``MUSIC_ELT_*`` and ``WAREHOUSE_*`` variables (:class:`Environment`):
+        those of ``os.environ``, or of ``env`` alone when given.
 
         ``workdir`` (the CLI's ``--workdir``) wins over ``MUSIC_ELT_WORKDIR``.
         """
-        env = os.environ if env is None else env
-        work = workdir or Path(env.get("MUSIC_ELT_WORKDIR") or DEFAULT_WORKDIR)
-        kind = env.get("MUSIC_ELT_TARGET", "duckdb")
-        try:
-            port = int(env.get("WAREHOUSE_PORT") or (5439 if kind == "redshift" else 5432))
-            batch_size = int(env.get("MUSIC_ELT_BATCH_SIZE", "50000"))
-            threads = int(env.get("MUSIC_ELT_DBT_THREADS", "1"))
-        except ValueError as exc:
-            raise ConfigError(f"a numeric setting is not a number: {exc}") from None
+        variables = Environment.read(env)
+        work = workdir or variables.workdir
         warehouse = WarehouseSettings(
-            kind=kind,
-            duckdb_path=Path(env.get("MUSIC_ELT_DUCKDB_PATH") or work / "warehouse.duckdb"),
-            host=env.get("WAREHOUSE_HOST", "localhost"),
-            port=port,
-            user=env.get("WAREHOUSE_USER", ""),
-            password=env.get("WAREHOUSE_PASSWORD", ""),
-            dbname=env.get("WAREHOUSE_DBNAME", ""),
-            iam_role=env.get("MUSIC_ELT_REDSHIFT_IAM_ROLE", ""),
-            region=env.get("MUSIC_ELT_REDSHIFT_REGION", ""),
-        )
-        tables = tuple(
-            t.strip() for t in env.get("MUSIC_ELT_RDS_TABLES", "users,songs").split(",") if t
+            kind=variables.target,
+            duckdb_path=variables.duckdb_path or work / "warehouse.duckdb",
+            host=variables.host,
+            port=variables.port or (5439 if variables.target == "redshift" else 5432),
+            user=variables.user,
+            password=variables.password,
+            dbname=variables.dbname,
+            iam_role=variables.iam_role,
+            region=variables.region,
         )
         return cls(
             workdir=work,
-            rds_dsn=env.get("MUSIC_ELT_RDS_DSN", ""),
-            rds_tables=tables,
-            batch_size=batch_size,
-            landing_url=env.get("MUSIC_ELT_LANDING", ""),
-            s3_endpoint_url=env.get("MUSIC_ELT_S3_ENDPOINT_URL", ""),
+            rds_dsn=variables.rds_dsn,
+            rds_tables=tuple(t.strip() for t in variables.rds_tables.split(",") if t.strip()),
+            batch_size=variables.batch_size,
+            landing_url=variables.landing_url,
+            s3_endpoint_url=variables.s3_endpoint_url,
             warehouse=warehouse,
-            dbt_project_dir=Path(env.get("MUSIC_ELT_DBT_PROJECT_DIR") or DEFAULT_DBT_PROJECT_DIR),
-            dbt_threads=threads,
-            dbt_manifest=Path(env["MUSIC_ELT_DBT_MANIFEST"])
-            if env.get("MUSIC_ELT_DBT_MANIFEST")
-            else None,
+            dbt_project_dir=variables.dbt_project_dir,
+            dbt_threads=variables.dbt_threads,
+            dbt_manifest=variables.dbt_manifest,
         )

@@ -14,7 +14,8 @@ import json
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
-from urllib.parse import quote, urlencode
+
+from psycopg2.extensions import make_dsn
 
 from loaders.config import ConfigError, Settings, WarehouseSettings
 
@@ -51,8 +52,9 @@ def extra_of(conn: ConnectionFields) -> dict[str, Any]:
 
 
 def rds_dsn(conn: ConnectionFields) -> str:
-    """A ``postgresql://`` URI for the RDS connection (psycopg2 accepts it; ``redact`` hides
-    its password). ``schema`` is the database, as in Airflow's postgres connections."""
+    """A libpq DSN (``host=... dbname=...``, built by psycopg2's ``make_dsn``) for the RDS
+    connection; ``redact`` hides its password. ``schema`` is the database, as in Airflow's
+    postgres connections."""
     extra = extra_of(conn)
     if extra.get("iam"):
         raise ConfigError(
@@ -65,15 +67,15 @@ def rds_dsn(conn: ConnectionFields) -> str:
         raise ConfigError(
             f"{RDS_CONN_ID} needs a host, a login and a database (the connection's schema field)"
         )
-    userinfo = quote(str(conn["login"]), safe="")
-    if conn.get("password"):
-        userinfo += ":" + quote(str(conn["password"]), safe="")
-    netloc = f"{userinfo}@{quote(str(host), safe='')}"
-    if conn.get("port"):
-        netloc += f":{int(conn['port'])}"
     params = {name: str(extra[name]) for name in _LIBPQ_EXTRAS if extra.get(name) is not None}
-    query = f"?{urlencode(params)}" if params else ""
-    return f"postgresql://{netloc}/{quote(str(database), safe='')}{query}"
+    return make_dsn(
+        host=str(host),
+        port=int(conn["port"]) if conn.get("port") else None,
+        user=str(conn["login"]),
+        password=str(conn["password"]) if conn.get("password") else None,
+        dbname=str(database),
+        **params,
+    )
 
 
 def s3_endpoint_url(conn: ConnectionFields) -> str:

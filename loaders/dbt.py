@@ -1,14 +1,44 @@
-"""Run dbt on the project in-process and summarise what it did."""
+"""Run dbt on the project in-process, quietly, and summarise what it did.
+
+dbt's full log (debug level, no colour codes) goes to ``<workdir>/dbt/logs/dbt.log``; its own
+console output is off. The console shows progress instead, from dbt's events: nodes done out of
+the total as a bar on a terminal, a line per quarter otherwise, and each failure as it happens.
+The report explains each by-design warning (dbt tests of severity ``warn``) in one line.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from loaders.config import ConfigError, Settings
+from loaders.console import Console, console
+
+# What each warn-severity test of the project means when it finds rows, and where to look.
+# `{n}` is the test's failure count. tests/integration/test_dbt_targets.py checks that these
+# are exactly the project's warn tests.
+BY_DESIGN_WARNINGS = {
+    "relationships_fct_listens_user_id__user_id__ref_dim_users_": (
+        "{n:,} plays by users not in RDS: kept (KPIs count them), see fct_listens and dim_users"
+    ),
+    "relationships_fct_listens_track_id__track_id__ref_dim_tracks_": (
+        "{n:,} plays of tracks not in RDS songs: kept under genre 'unknown', see dim_tracks"
+    ),
+    "warn_duplicate_track_ids_in_songs": (
+        "{n:,} duplicate track_ids in RDS songs: one row each kept (most popular), "
+        "see stg_rds__songs"
+    ),
+    "accepted_range_stg_rds__songs_popularity__100__0": (
+        "{n:,} songs with a popularity outside 0-100: kept as given, see stg_rds__songs"
+    ),
+}
+# dbt commands whose nodes the console counts (docs generate, compile, parse stay silent).
+_EXECUTING = {"build", "run", "test", "seed", "snapshot"}
 
 
 class DbtFailed(RuntimeError):
@@ -27,6 +57,7 @@ class DbtReport:
     success: bool
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     failures: tuple[str, ...] = ()  # "test not_null_x: Got 3 results" ...
+    warnings: tuple[str, ...] = ()  # one line per warn test that found rows: what, where
 
     def line(self) -> str:
         parts = []
@@ -34,6 +65,14 @@ class DbtReport:
             statuses = ", ".join(f"{n} {s}" for s, n in sorted(self.counts[kind].items()))
             parts.append(f"{kind}s: {statuses}")
         return "; ".join(parts) or "nothing selected"
+
+
+def warning_line(test_name: str, failures: int, log_file: str = "the dbt log") -> str:
+    """One line saying what a warn test's ``failures`` rows mean and where to look."""
+    explanation = BY_DESIGN_WARNINGS.get(test_name)
+    if explanation:
+        return explanation.format(n=failures)
+    return f"{failures:,} rows found by warn test {test_name}: see {log_file}"
 
 
 def dbt_args(settings: Settings, command: Sequence[str]) -> list[str]:
@@ -53,6 +92,19 @@ def dbt_args(settings: Settings, command: Sequence[str]) -> list[str]:
         str(settings.dbt_log_path.resolve()),
         "--threads",
         str(settings.dbt_threads),
+    ]
+
+
+def console_args(*, tty: bool) -> list[str]:
+    """dbt's own console off, its log file at debug level without colour codes; colours on
+    the console only for a terminal (should the console level ever be raised)."""
+    return [
+        "--log-level",
+        "none",
+        "--log-level-file",
+        "debug",
+        "--no-use-colors-file",
+        "--use-colors" if tty else "--no-use-colors",
     ]
 
 
@@ -76,10 +128,57 @@ def dbt_environment(settings: Settings) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def run_dbt(settings: Settings, command: Sequence[str]) -> DbtReport:
+class NodeProgress:
+    """A dbtRunner callback: counts finished nodes against the total dbt announces, shows them
+    on the console and prints each failure or error as it happens."""
+
+    BAR = 20
+
+    def __init__(self, label: str, out: Console, *, counter: bool = True) -> None:
+        self.label = label
+        self.out = out
+        self.counter = counter
+        self.total = 0
+        self.done: Counter[str] = Counter()
+
+    def __call__(self, event: Any) -> None:
+        with contextlib.suppress(Exception):  # progress is cosmetic: never break a build
+            self._on(event.info.name, event.data)
+
+    def _on(self, name: str, data: Any) -> None:
+        if name == "ConcurrencyLine":
+            self.total = max(self.total, int(data.node_count))
+        elif name == "LogStartLine":  # its total counts unit tests, ConcurrencyLine's does not
+            self.total = max(self.total, int(data.total))
+        elif name == "NodeFinished":
+            node = data.node_info
+            kind = {"model": "models", "test": "tests", "unit_test": "tests"}
+            self.done[kind.get(node.resource_type, "other nodes")] += 1
+            status = data.run_result.status
+            if status in ("error", "fail"):
+                message = (data.run_result.message or "").strip().splitlines()
+                detail = f": {message[0]}" if message else ""
+                self.out.line(f"  {status.upper()} {node.resource_type} {node.node_name}{detail}")
+            if self.counter and self.total:
+                done = sum(self.done.values())
+                self.out.counter(self.text(), done, max(done, self.total))
+
+    def text(self) -> str:
+        """The counter line: nodes done of the total, models and tests among them."""
+        done = sum(self.done.values())
+        total = max(done, self.total, 1)
+        parts = ", ".join(f"{kind} {n}" for kind, n in sorted(self.done.items()))
+        if self.out.tty:
+            filled = self.BAR * done // total
+            bar = "#" * filled + "-" * (self.BAR - filled)
+            return f"  dbt {self.label} [{bar}] {done}/{total} nodes ({parts})"
+        return f"  dbt {self.label}: {done}/{total} nodes done ({parts})"
+
+
+def run_dbt(settings: Settings, command: Sequence[str], *, out: Console = console) -> DbtReport:
     """Run ``dbt <command>`` in this process; raise DbtFailed if it did not succeed.
 
-    dbt prints its own progress (one line per node) as it goes.
+    dbt's log goes to ``settings.dbt_log_path``; the console (``out``) shows progress.
     """
     from dbt.cli.main import dbtRunner
 
@@ -88,23 +187,29 @@ def run_dbt(settings: Settings, command: Sequence[str]) -> DbtReport:
             f"no dbt project at {settings.dbt_project_dir}; set MUSIC_ELT_DBT_PROJECT_DIR"
         )
     settings.dbt_log_path.mkdir(parents=True, exist_ok=True)
+    log_file = str(settings.dbt_log_path / "dbt.log")
+    progress = NodeProgress(" ".join(command[:1]), out, counter=command[0] in _EXECUTING)
+    args = [*dbt_args(settings, command), *console_args(tty=out.tty)]
     with dbt_environment(settings):
-        result = dbtRunner().invoke(dbt_args(settings, command))
+        result = dbtRunner(callbacks=[progress]).invoke(args)
     counts: dict[str, Counter[str]] = {}
-    failures = []
+    failures, warnings = [], []
     for node_result in getattr(result.result, "results", None) or []:
         node = node_result.node
         status = str(node_result.status)
         counts.setdefault(node.resource_type, Counter())[status] += 1
         if status in ("fail", "error"):
             failures.append(f"{node.resource_type} {node.name}: {node_result.message}")
+        elif status == "warn":
+            warnings.append(warning_line(node.name, int(node_result.failures or 0), log_file))
     report = DbtReport(
         command=" ".join(command),
         success=bool(result.success),
         counts=counts,
         failures=tuple(failures),
+        warnings=tuple(warnings),
     )
     if not result.success:
-        detail = "; ".join(failures[:5]) or str(result.exception or "see the dbt log above")
-        raise DbtFailed(f"dbt {report.command} failed: {detail}", report)
+        detail = "; ".join(failures[:5]) or str(result.exception or "")
+        raise DbtFailed(f"dbt {report.command} failed: {detail} (full log: {log_file})", report)
     return report

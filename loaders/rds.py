@@ -1,4 +1,4 @@
-"""The RDS source: connect (RDS or the embedded PostgreSQL), seed it, extract tables in batches.
+"""The RDS source: connect (RDS or the embedded PostgreSQL), extract tables in batches.
 
 Extraction reads a table through a server-side cursor, ``batch_size`` rows at a time, ordered by
 its primary key (or by every column when it has none) so that the same table content always
@@ -6,6 +6,9 @@ gives the same bytes. Each batch becomes one gzip CSV part in the landing zone, 
 rendered as text by PostgreSQL itself. A manifest beside the parts records the columns, the row
 count and a SHA-256 of the uncompressed CSV: the fingerprint that tells the loader whether the
 table changed since the snapshot it last loaded.
+
+Seeding a source database and the embedded server are demo tooling (:mod:`music_elt_demo`);
+:func:`connect` imports the server only when no ``MUSIC_ELT_RDS_DSN`` is set.
 """
 
 from __future__ import annotations
@@ -15,9 +18,7 @@ import gzip
 import hashlib
 import io
 import json
-import re
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -26,19 +27,14 @@ from typing import Any
 
 import psycopg2
 from psycopg2 import sql
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from loaders.config import ConfigError, Settings, check_identifier, redact
 from loaders.landing import RDS_PREFIX, LandingStore
 
 Progress = Callable[[str], None]
 
-# Columns the pipeline relies on (KPIS.md); seeding types them, everything else stays text.
-_TYPED_COLUMNS = {
-    "user_id": "bigint",
-    "user_age": "integer",
-    "popularity": "integer",
-    "duration_ms": "bigint",
-}
+# Columns the pipeline relies on (KPIS.md): extraction refuses a table without them.
 REQUIRED_COLUMNS = {
     "users": ("user_id", "user_name", "user_age", "user_country", "created_at"),
     "songs": (
@@ -82,98 +78,32 @@ def connect(settings: Settings, *, wait_seconds: float = 0.0) -> Iterator[Any]:
     """A psycopg2 connection to the source database.
 
     With no ``MUSIC_ELT_RDS_DSN`` this starts (or reuses) the embedded PostgreSQL whose data
-    lives in the work directory. ``wait_seconds`` retries a refused connection that long.
+    lives in the work directory. ``wait_seconds`` retries a refused connection that long; then
+    ConnectionError says which database (password redacted) and why.
     """
     if settings.embedded_rds:
-        server = embedded_server(settings.pgdata)
-        dsn = server.get_uri()
+        from music_elt_demo.embedded import embedded_server
+
+        dsn = embedded_server(settings.pgdata).get_uri()
     else:
         dsn = settings.rds_dsn
-    deadline = time.monotonic() + wait_seconds
-    while True:
-        try:
-            conn = psycopg2.connect(dsn, connect_timeout=10)
-            break
-        except psycopg2.OperationalError as exc:
-            if time.monotonic() >= deadline:
-                first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc
-                raise ConnectionError(
-                    f"cannot reach the RDS database at {redact(dsn)}: {first_line}"
-                ) from None
-            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+    retrying = Retrying(
+        retry=retry_if_exception_type(psycopg2.OperationalError),
+        stop=stop_after_delay(wait_seconds),
+        wait=wait_exponential(multiplier=0.1, max=2.0),
+        reraise=True,
+    )
+    try:
+        conn = retrying(psycopg2.connect, dsn, connect_timeout=10)
+    except psycopg2.OperationalError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise ConnectionError(
+            f"cannot reach the RDS database at {redact(dsn)}: {first_line}"
+        ) from None
     try:
         yield conn
     finally:
         conn.close()
-
-
-def embedded_server(pgdata: Path) -> Any:
-    """Start (or attach to) the pgserver PostgreSQL in ``pgdata``; it stops with the process."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
-        import pgserver
-
-        pgdata.mkdir(parents=True, exist_ok=True)
-        return pgserver.get_server(pgdata, cleanup_mode="stop")
-
-
-def seed_table(conn: Any, table: str, csv_path: Path) -> int:
-    """Replace ``table`` in the source database with the rows of ``csv_path``; return the count.
-
-    Column names come from the file's header (a nameless first column, as pandas writes an
-    index, becomes ``id``); they must be plain identifiers. The columns KPIS.md relies on get
-    their numeric types, the rest are text.
-    """
-    check_identifier(table, "table")
-    with _open_text(csv_path) as handle:
-        header = next(csv.reader(handle), None)
-    if not header:
-        raise ConfigError(f"{csv_path} is empty: expected a CSV header")
-    columns = source_column_names(header)
-    missing = [c for c in REQUIRED_COLUMNS.get(table, ()) if c not in columns]
-    if missing:
-        raise ConfigError(f"{csv_path} lacks required column(s) {', '.join(missing)}")
-    column_defs = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(_TYPED_COLUMNS.get(c, "text")))
-        for c in columns
-    )
-    with conn.cursor() as cur:
-        cur.execute(sql.SQL("drop table if exists {}").format(sql.Identifier(table)))
-        cur.execute(sql.SQL("create table {} ({})").format(sql.Identifier(table), column_defs))
-        with _open_binary(csv_path) as raw:
-            cur.copy_expert(
-                sql.SQL("copy {} from stdin with (format csv, header true)")
-                .format(sql.Identifier(table))
-                .as_string(conn),
-                raw,
-            )
-        cur.execute(sql.SQL("select count(*) from {}").format(sql.Identifier(table)))
-        (count,) = cur.fetchone()
-    conn.commit()
-    return int(count)
-
-
-def source_column_names(header: list[str]) -> list[str]:
-    """Column names for a CSV header: lower-case, anything but ``[a-z0-9_]`` becomes ``_``.
-
-    A nameless first column (an index, as pandas writes it, or ``Unnamed: 0``) becomes ``id``;
-    other nameless columns ``column_<n>``; repeated names get ``_2``, ``_3`` ...
-    """
-    names: list[str] = []
-    for i, raw in enumerate(header):
-        name = re.sub(r"[^a-z0-9_]+", "_", raw.strip().lower()).strip("_")
-        if i == 0 and (not name or re.fullmatch(r"unnamed_0", name)):
-            name = "id"
-        name = name or f"column_{i + 1}"
-        if name[0].isdigit():
-            name = f"c_{name}"
-        base, n = name[:60], 2
-        while name in names:
-            name, n = f"{base}_{n}", n + 1
-        names.append(check_identifier(name, "column"))
-    return names
 
 
 def extract_table(
@@ -295,17 +225,3 @@ def _csv_line(values: Any) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerow(values)
     return buffer.getvalue().encode()
-
-
-@contextmanager
-def _open_binary(path: Path) -> Iterator[Any]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        yield handle
-
-
-@contextmanager
-def _open_text(path: Path) -> Iterator[Any]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as handle:
-        yield handle

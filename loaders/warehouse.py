@@ -229,18 +229,26 @@ class Warehouse(ABC):
         return counts
 
     def preview(
-        self, relation: str, *, order_by: str = "", latest: str = "", limit: int = 8
+        self,
+        relation: str,
+        *,
+        columns: Sequence[str] = (),
+        order_by: str = "",
+        latest: str = "",
+        limit: int = 8,
     ) -> tuple[list[str], list[tuple[Any, ...]]]:
-        """Column names and the first ``limit`` rows of ``relation`` in ``order_by`` order
-        (``"col [desc], ..."``), only those of its latest ``latest`` value when given."""
+        """Column names and the first ``limit`` rows of ``relation`` (``columns``, else all) in
+        ``order_by`` order (``"col [desc], ..."``), only those of its latest ``latest`` value
+        when given."""
         schema, name = _split_relation(relation)
+        picked = ", ".join(check_identifier(c, "column") for c in columns) or "*"
         terms = []
         for term in filter(None, (t.strip() for t in order_by.split(","))):
             column, _, direction = term.partition(" ")
             if direction.strip().lower() not in ("", "asc", "desc"):
                 raise ConfigError(f"preview order {term!r} of {relation} is not 'column [desc]'")
             terms.append(f"{check_identifier(column, 'column')} {direction.strip().lower()}")
-        sql = f"select * from {schema}.{name}"
+        sql = f"select {picked} from {schema}.{name}"
         if latest:
             column = check_identifier(latest, "column")
             sql += f" where {column} = (select max({column}) from {schema}.{name})"

@@ -1,8 +1,9 @@
 {#
-    Project override of dbt's is_incremental(), for compiling without a warehouse. The var
-    `music_elt_offline_compile` renders every model without asking the warehouse (no cluster is
-    reachable where the Redshift SQL is checked): `full` (or true) as a first build,
-    `incremental` as an incremental run over existing tables. Unset, it defers to dbt's own
+    Project override of dbt's is_incremental(), for rendering SQL without a warehouse. The var
+    `music_elt_offline_compile` answers without asking one: `full` (or true) renders a first
+    build, `incremental` an incremental run over existing tables (the offline Redshift compile in
+    tests/integration/test_dbt_redshift.py renders both; sqlfluff in `make lint` lints the
+    incremental branch, a superset of the full-refresh SQL). Unset, it defers to dbt's own
     implementation. Unit tests still override it with `overrides: macros:`.
 #}
 {% macro is_incremental() %}

@@ -42,7 +42,7 @@ def test_no_connections_means_the_embedded_stack(tmp_path: Path) -> None:
 def test_rds_connection_becomes_a_dsn_that_connects(pg_database: dict[str, Any]) -> None:
     conn_fields = {
         "conn_type": "postgres",
-        "host": pg_database["host"],  # a Unix socket directory: percent-encoded in the URI
+        "host": pg_database["host"],  # a Unix socket directory
         "port": pg_database["port"],
         "login": pg_database["user"],
         "schema": pg_database["dbname"],

@@ -27,10 +27,11 @@ from typing import Any
 import pytest
 
 from loaders import rds
-from loaders.cli import seed
 from loaders.config import Settings
-from loaders.generate import generate
 from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX, open_landing
+from music_elt_demo.embedded import embedded_server
+from music_elt_demo.generate import generate
+from music_elt_demo.seed import seed, seed_table
 from tests.conftest import postgres_settings
 from tests.dags.helpers import (
     assert_marts_match_reference,
@@ -121,7 +122,7 @@ def scenario(
         yield Scenario(data, workdir, settings, first, held, mp)
     # Stop the embedded RDS now rather than at interpreter exit, when the logging streams that
     # Airflow configured during the runs are already closed.
-    server = rds.embedded_server(settings.pgdata)
+    server = embedded_server(settings.pgdata)
     server.cleanup()
     atexit.unregister(server._cleanup)
 
@@ -198,7 +199,7 @@ def _failing_data_test_fails_the_run_and_archives_nothing(scenario: Scenario) ->
 
 def _after_fixing_the_data_the_next_run_succeeds_and_archives(scenario: Scenario) -> None:
     with rds.connect(scenario.settings) as conn:
-        rds.seed_table(conn, "users", scenario.data / "users.csv")
+        seed_table(conn, "users", scenario.data / "users.csv")
 
     dag_run = _run()
     states = task_states(dag_run)
@@ -224,7 +225,7 @@ def _changed_songs_reach_the_built_marts(scenario: Scenario) -> None:
     ]
     songs.write_text("".join(renamed), encoding="utf-8")
     with rds.connect(scenario.settings) as conn:
-        rds.seed_table(conn, "songs", songs)
+        seed_table(conn, "songs", songs)
 
     dag_run = _run()
     states = task_states(dag_run)

@@ -18,8 +18,8 @@ from loaders import pipeline
 from loaders.cli import main as cli
 from loaders.config import Settings
 from loaders.dbt import run_dbt
-from loaders.generate import generate
 from loaders.warehouse import open_warehouse
+from music_elt_demo.generate import generate
 from tests.conftest import postgres_settings
 from tests.kpi_reference import MARTS, KpiResult, assert_rows_match, compute_kpis
 
@@ -230,6 +230,18 @@ def test_demo_from_dir_prints_kpis(
     out = capsys.readouterr().out
     for mart in MARTS:
         assert f"marts.{mart}" in out
-    assert "dbt docs serve" in out
+    assert f"make docs WORKDIR={work}" in out
+    # quiet and informative: one screen, no colour codes (not a terminal here), dbt's progress
+    # instead of its log, each by-design warning explained in one line
+    lines = out.splitlines()
+    assert len(lines) <= 60, out
+    assert "\x1b" not in out
+    assert any(line.startswith("  dbt build: ") for line in lines), out
+    warnings = [line for line in lines if line.startswith("  warn: ")]
+    assert any("plays by users not in RDS: kept" in line for line in warnings), out
+    assert not any("rows found by warn test" in line for line in warnings), out
+    # dbt's full log is in the work directory, without colour codes
+    log = (work / "dbt" / "logs" / "dbt.log").read_text()
+    assert "Running with dbt" in log and "START test" in log and "\x1b" not in log
     assert (work / "dbt" / "target" / "catalog.json").is_file()
     assert replace(Settings.from_env({}, workdir=work)).warehouse.duckdb_path.is_file()

@@ -16,6 +16,7 @@ from loaders import pipeline, rds
 from loaders.config import Settings
 from loaders.landing import LocalLanding, S3Landing
 from loaders.warehouse import open_warehouse
+from music_elt_demo.seed import seed_table
 from tests.conftest import pg_dsn, postgres_settings
 
 USERS = "user_id,user_name,user_age,user_country,created_at\n" + "".join(
@@ -52,7 +53,7 @@ def test_extract_in_batches_is_deterministic_and_detects_change(
     )
     landing = LocalLanding(tmp_path / "landing")
     with rds.connect(settings) as conn:
-        assert rds.seed_table(conn, "users", src / "users.csv") == 25
+        assert seed_table(conn, "users", src / "users.csv") == 25
         with conn.cursor() as cur:
             cur.execute("alter table users add primary key (user_id)")
         conn.commit()
@@ -218,8 +219,8 @@ def test_snapshot_load_replaces_table_and_skips_unchanged(
     settings = replace(settings, rds_dsn=pg_dsn(pg_database), batch_size=1)
     landing = pipeline.landing_store(settings)
     with rds.connect(settings) as conn:
-        rds.seed_table(conn, "users", src / "users.csv")
-        rds.seed_table(conn, "songs", src / "songs.csv")
+        seed_table(conn, "users", src / "users.csv")
+        seed_table(conn, "songs", src / "songs.csv")
     extracts = pipeline.extract(settings, landing, "run1")
     plan = pipeline.plan_run(settings, landing, extracts, run_id="run1")
     assert {e.table for e in plan.snapshots} == {"users", "songs"}

@@ -60,11 +60,69 @@ def test_secrets_never_appear_in_reprs_or_redacted_dsns() -> None:
         }
     )
     assert "hunter2" not in repr(settings) and "s3cret" not in repr(settings)
+    # URIs and key=value DSNs both come out as libpq key=value pairs (psycopg2's parse_dsn and
+    # make_dsn), every other field kept
     assert redact("postgresql://app:hunter2@rds.example:5432/music") == (
-        "postgresql://app:***@rds.example:5432/music"
+        "user=app password=*** dbname=music host=rds.example port=5432"
     )
-    assert redact("host=x password=hunter2 user=y") == "host=x password=*** user=y"
+    assert redact("host=x password=hunter2 user=y") == "user=y password=*** host=x"
+    assert redact("host=x user='a b' password='p w'") == "user='a b' password=*** host=x"
+    # a DSN libpq cannot parse is never echoed (it could hold a password in any shape)
+    assert "hunter2" not in redact("password=hunter2 oops")
     assert settings.warehouse.dbt_env()["WAREHOUSE_PASSWORD"] == "s3cret"
+
+
+def test_settings_read_os_environ_like_a_given_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "MUSIC_ELT_WORKDIR": "/tmp/w",
+        "MUSIC_ELT_RDS_TABLES": " users , songs,,extra_table ",
+        "MUSIC_ELT_BATCH_SIZE": "7",
+        "MUSIC_ELT_TARGET": "redshift",
+        "WAREHOUSE_USER": "u",
+        "WAREHOUSE_DBNAME": "d",
+        "MUSIC_ELT_REDSHIFT_IAM_ROLE": "arn:role",
+        "MUSIC_ELT_DUCKDB_PATH": "",  # empty counts as unset
+    }
+    from loaders.config import Environment
+
+    for info in Environment.model_fields.values():
+        monkeypatch.delenv(str(info.alias), raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from_environ = Settings.from_env()
+    assert from_environ == Settings.from_env(env)
+    assert from_environ.rds_tables == ("users", "songs", "extra_table")
+    assert from_environ.batch_size == 7
+    assert from_environ.warehouse.port == 5439  # Redshift's default port
+    assert from_environ.warehouse.duckdb_path == Path("/tmp/w/warehouse.duckdb")
+    # a given mapping is read alone: the process environment does not leak into it
+    assert Settings.from_env({}).warehouse.kind == "duckdb"
+    monkeypatch.setenv("MUSIC_ELT_DBT_THREADS", "four")
+    with pytest.raises(ConfigError, match=r"^MUSIC_ELT_DBT_THREADS='four' is not a number$"):
+        Settings.from_env()
+
+
+def test_settings_copies_are_validated_again() -> None:
+    from dataclasses import replace
+
+    settings = Settings.from_env({}, workdir=Path("/tmp/w"))
+    assert replace(settings, batch_size=10).batch_size == 10
+    assert settings.model_copy(update={"rds_tables": ("users",)}).rds_tables == ("users",)
+    with pytest.raises(ConfigError, match="not a plain identifier"):
+        replace(settings, rds_tables=("users; drop",))
+    with pytest.raises(ConfigError, match="WAREHOUSE_USER"):
+        settings.warehouse.model_copy(update={"kind": "postgres"})
+    with pytest.raises(AttributeError):
+        settings.batch_size = 1  # type: ignore[misc]
+
+
+def test_every_variable_is_documented_in_the_readme() -> None:
+    from loaders.config import Environment
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Configuration") :]
+    for info in Environment.model_fields.values():
+        assert f"`{info.alias}`" in table, info.alias
 
 
 def test_identifiers_are_checked() -> None:
@@ -201,7 +259,7 @@ def test_redshift_uses_its_own_lock_and_wide_text() -> None:
 
 
 def test_seeded_column_names_are_made_plain_identifiers() -> None:
-    from loaders.rds import source_column_names
+    from music_elt_demo.seed import source_column_names
 
     assert source_column_names(
         ["Unnamed: 0", "Track ID", "popularity", "Popularity", "9x", ""]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from loaders.generate import (
+from music_elt_demo.generate import (
     GENRES,
     SONG_COLUMNS,
     GenerateSummary,

@@ -7,7 +7,11 @@
         dist='even',
         sort=['listen_date', 'track_genre'],
         tags=['kpi'],
-        meta={'preview': {'latest': 'listen_date', 'order_by': 'listen_count desc, track_genre'}},
+        meta={'preview': {
+            'latest': 'listen_date',
+            'order_by': 'listen_count desc, track_genre',
+            'columns': ['listen_date', 'track_genre', 'listen_count', 'unique_listeners', 'popularity_index', 'most_popular_track_name'],
+        }},
     )
 }}
 

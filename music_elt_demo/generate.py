@@ -217,13 +217,16 @@ def generate(
 
     users_path = out_dir / "users.csv"
     _write_users(users_path, users=users, seed=seed, start_date=start_date, days=days)
-    say(f"users.csv: {users} users")
 
     songs_path = out_dir / "songs.csv"
     ranked_tracks, unknown_tracks, song_rows = _write_songs(songs_path, songs=songs, seed=seed)
-    say(f"songs.csv: {songs} tracks in {song_rows} rows, {len(GENRES)} genres")
+    say(
+        f"  users.csv: {users:,} users; songs.csv: {songs:,} tracks in {song_rows:,} rows, "
+        f"{len(GENRES)} genres"
+    )
 
     plan, bounds = _plan_stream_files(streams, days, start_date)
+    files = len(plan) + (1 if len(plan) > 1 else 0)  # the re-delivered copy comes last
     written: list[Path] = [users_path, songs_path]
     stream_rows = 0
     with duckdb.connect() as con:
@@ -232,7 +235,7 @@ def generate(
         con.execute("SET VARIABLE ranked_tracks = $1", [ranked_tracks])
         con.execute("SET VARIABLE unknown_tracks = $1", [unknown_tracks])
         period = _anomaly_period(streams)
-        for spec in plan:
+        for number, spec in enumerate(plan, 1):
             path = streams_dir / spec.name
             query = _stream_query(
                 spec,
@@ -250,7 +253,7 @@ def generate(
             )
             written.append(path)
             stream_rows += spec.rows
-            say(f"streams/{spec.name}: {spec.rows} rows")
+            say(f"  [{number}/{files}] streams/{spec.name}: {spec.rows:,} rows")
 
     redelivered_rows = 0
     if len(plan) > 1:
@@ -263,7 +266,7 @@ def generate(
         written.append(copy)
         redelivered_rows = source.rows
         stream_rows += redelivered_rows
-        say(f"streams/{copy.name}: re-delivery of {source.name}")
+        say(f"  [{files}/{files}] streams/{copy.name}: re-delivery of {source.name}")
 
     return GenerateSummary(
         out_dir=out_dir,

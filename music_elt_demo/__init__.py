@@ -1,0 +1,12 @@
+"""The embedded demo stack, kept apart from the production loaders.
+
+- :mod:`music_elt_demo.generate`: deterministic, realistic source data (users, songs, streams).
+- :mod:`music_elt_demo.embedded`: the RDS stand-in, a PostgreSQL server from the ``pgserver``
+  wheel (the ``embedded`` extra: ``pip install 'music-elt[embedded]'``).
+- :mod:`music_elt_demo.seed`: fill a source database and the landing zone from a data directory.
+
+This package imports ``loaders``; ``loaders`` never imports it at module level, so a production
+run (``music-elt run``, the DAG) neither loads it nor needs its dependencies. Only the CLI's
+``generate``, ``seed`` and ``demo`` commands, and ``loaders.rds.connect`` when no
+``MUSIC_ELT_RDS_DSN`` is set, import it when called.
+"""
