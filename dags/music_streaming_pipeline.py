@@ -19,22 +19,17 @@ Connections: `aws_rds_connection`, `aws_conn`, `redshift_conn`; alerts: `slack_w
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 from music_elt_airflow import runtime
 from music_elt_airflow.alerts import PipelineAlert
 
-config = runtime.DagConfig.from_env()
+config = runtime.DagConfig.from_env(dag_folder=Path(__file__).parent)
 config.check_manifest()
-KPI_ASSETS = {  # the KPI marts come from the dbt manifest (models tagged "kpi")
-    mart.name: Asset(
-        name=f"music_elt.marts.{mart.name}",
-        uri=f"x-music-elt://warehouse/{mart.relation.replace('.', '/')}",
-    )
-    for mart in runtime.kpi_marts(config)
-}
+KPI_ASSETS = runtime.kpi_assets(config)  # the dbt models tagged kpi
 WAREHOUSE = config.warehouse_pool
 
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from airflow.sdk import Asset
 from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import (
     ExecutionMode,
@@ -29,7 +30,6 @@ from loaders import manifest
 from loaders.config import ConfigError, Settings
 from loaders.connections import RDS_CONN_ID, REDSHIFT_CONN_ID, S3_CONN_ID, settings_from_connections
 from loaders.landing import LandingStore
-from loaders.manifest import Mart
 
 REPO = Path(__file__).resolve().parent.parent
 # How Cosmos runs the dbt project (bench/dag_bench.py measures them side by side):
@@ -77,18 +77,27 @@ class DagConfig:
         return self.duckdb_pool if self.target == "duckdb" else "default_pool"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> DagConfig:
+    def from_env(
+        cls, env: dict[str, str] | None = None, *, dag_folder: Path | None = None
+    ) -> DagConfig:
+        """The configuration for the DAG file in ``dag_folder`` (default: the repository's
+        dags/). Relative paths are taken from that folder's parent, so that parsing and every
+        task agree whatever their working directory; the dbt project is looked for beside the
+        DAG (a deployment's ``dags/dbt_project``), then in that parent."""
         env = dict(os.environ if env is None else env)
+        root = (dag_folder or REPO / "dags").resolve().parent
         for name in ("MUSIC_ELT_WORKDIR", "MUSIC_ELT_DUCKDB_PATH", "MUSIC_ELT_DBT_PROJECT_DIR"):
             if env.get(name):
-                env[name] = str(_absolute(env[name]))
-        env.setdefault("MUSIC_ELT_WORKDIR", str(REPO / ".music-elt"))
-        env.setdefault("MUSIC_ELT_DBT_PROJECT_DIR", str(_default_dbt_project()))
+                env[name] = str(_absolute(env[name], root))
+        env.setdefault("MUSIC_ELT_WORKDIR", str(root / ".music-elt"))
+        beside = (dag_folder or REPO / "dags") / "dbt_project"
+        project = beside if (beside / "dbt_project.yml").is_file() else root / "dbt_project"
+        env.setdefault("MUSIC_ELT_DBT_PROJECT_DIR", str(project.resolve()))
         project = Path(env["MUSIC_ELT_DBT_PROJECT_DIR"])
-        manifest = (
+        manifest_path = (
             env.get("MUSIC_ELT_DBT_MANIFEST") or project / "target" / "airflow" / "manifest.json"
         )
-        env["MUSIC_ELT_DBT_MANIFEST"] = str(_absolute(str(manifest)))
+        env["MUSIC_ELT_DBT_MANIFEST"] = str(_absolute(str(manifest_path), root))
         if env.get("MUSIC_ELT_TARGET") == "redshift":  # its warehouse comes from redshift_conn
             settings = replace(
                 Settings.from_env({**env, "MUSIC_ELT_TARGET": "duckdb"}),
@@ -123,17 +132,9 @@ class DagConfig:
             )
 
 
-def _absolute(value: str) -> Path:
-    """Relative paths are taken from the repository root, so that parsing and every task agree
-    whatever their working directory."""
+def _absolute(value: str, root: Path) -> Path:
     path = Path(value).expanduser()
-    return path if path.is_absolute() else (REPO / path).resolve()
-
-
-def _default_dbt_project() -> Path:
-    """The dbt project shipped beside the DAG (deployments) or at the repository root."""
-    beside = REPO / "dags" / "dbt_project"
-    return beside if (beside / "dbt_project.yml").is_file() else REPO / "dbt_project"
+    return path if path.is_absolute() else (root / path).resolve()
 
 
 def _redshift_placeholder() -> Any:
@@ -143,9 +144,16 @@ def _redshift_placeholder() -> Any:
     return WarehouseSettings(kind="redshift", user="-", dbname="-", iam_role="-")
 
 
-def kpi_marts(config: DagConfig) -> tuple[Mart, ...]:
-    """The KPI marts named by the DAG's dbt manifest (parse time: a local file read)."""
-    return manifest.kpi_marts(manifest.load_manifest(config.manifest))
+def kpi_assets(config: DagConfig) -> dict[str, Asset]:
+    """An Airflow Asset per KPI mart, the models the DAG's dbt manifest tags ``kpi`` (parse
+    time: a local file read)."""
+    return {
+        mart.name: Asset(
+            name=f"music_elt.marts.{mart.name}",
+            uri=f"x-music-elt://warehouse/{mart.relation.replace('.', '/')}",
+        )
+        for mart in manifest.kpi_marts(manifest.load_manifest(config.manifest))
+    }
 
 
 # -- at run time ---------------------------------------------------------------------------------
