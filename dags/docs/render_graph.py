@@ -55,7 +55,7 @@ def mermaid(dag: Any) -> str:
     for task in dag.tasks:
         if task not in dbt:
             lines.append(f'    {_node_id(task.task_id)}["{_label(task)}"]')
-    lines.append('    subgraph dbt["dbt: Cosmos watcher, one dbt build, one task per model and its tests"]')
+    lines.append('    subgraph dbt["dbt: Cosmos watcher, one build, a task per model and its tests"]')
     lines.append("    direction LR")
     for task in dbt:
         lines.append(f'        {_node_id(task.task_id)}["{_label(task)}"]')
@@ -73,7 +73,8 @@ def dot(dag: Any) -> str:
         "digraph music_streaming_pipeline {",
         '  rankdir=LR; node [shape=box, style="rounded,filled", fontname="Helvetica", '
         'fontsize=10, fillcolor="#e8f0fe"];',
-        '  subgraph cluster_dbt { label="dbt (Cosmos watcher): one dbt build, then one task per model and its tests";'
+        '  subgraph cluster_dbt { label="dbt (Cosmos watcher): one dbt build, '
+        'then a task per model and its tests";'
         ' style=rounded; color="#999999"; fontname="Helvetica";',
     ]
     for task in dag.tasks:
