@@ -55,7 +55,7 @@ def mermaid(dag: Any) -> str:
     for task in dag.tasks:
         if task not in dbt:
             lines.append(f'    {_node_id(task.task_id)}["{_label(task)}"]')
-    lines.append('    subgraph dbt["dbt: Cosmos watcher, one build, a task per model and its tests"]')
+    lines.append('    subgraph dbt["dbt: Cosmos watcher, one build, a task per model + tests"]')
     lines.append("    direction LR")
     for task in dbt:
         lines.append(f'        {_node_id(task.task_id)}["{_label(task)}"]')
