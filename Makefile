@@ -101,7 +101,8 @@ DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml
 
 # the manifest is rebuilt only when the dbt project changed
 $(DBT_MANIFEST): $(CORE) $(DBT_SOURCES)
-	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(dir $(DBT_MANIFEST)))/parse.duckdb \
+	@echo "==> dbt parse: the DAG's manifest (the dbt project changed)"
+	@cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(dir $(DBT_MANIFEST)))/parse.duckdb \
 		../$(BIN)/dbt parse --quiet --profiles-dir . --target $(DBT_TARGET) \
 		--target-path $(abspath $(dir $(DBT_MANIFEST)))
 	@echo "manifest: $(DBT_MANIFEST)"
@@ -111,8 +112,9 @@ manifest: $(DBT_MANIFEST)  ## dbt parse: the manifest the DAG renders its dbt ta
 # the metadata DB is migrated once per Airflow home and installed Airflow version
 $(AIRFLOW_DB_STAMP): $(AIRFLOW)
 	@mkdir -p $(AIRFLOW_HOME_DIR)
-	$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
-	$(AIRFLOW_ENV) $(BIN)/airflow pools set music_elt_duckdb 1 "one DuckDB writer at a time" >/dev/null
+	@echo "==> Airflow metadata DB in $(AIRFLOW_HOME_DIR): migrate, pool music_elt_duckdb"
+	@$(AIRFLOW_ENV) $(BIN)/airflow db migrate >/dev/null
+	@$(AIRFLOW_ENV) $(BIN)/airflow pools set music_elt_duckdb 1 "one DuckDB writer at a time" >/dev/null
 	@touch $@
 
 airflow-setup: $(DBT_MANIFEST) $(AIRFLOW_DB_STAMP) $(EMBEDDED)  ## manifest + Airflow metadata DB and pool, each only when needed

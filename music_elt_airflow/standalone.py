@@ -3,6 +3,7 @@ UI answers (where, the user, where the password is), and a clean stop on Ctrl-C 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -38,35 +39,38 @@ def main(wait_seconds: float = 180) -> int:
             start_new_session=True,
         )
 
-    def stop(*_: object) -> None:
-        print("\nstopping Airflow ...", flush=True)
-        os.killpg(child.pid, signal.SIGTERM)
-        try:
-            child.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-        print("Airflow stopped", flush=True)
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stop_requested: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, _frame: stop_requested.append(signum))
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop_requested.append(signum))
     started = time.monotonic()
-    while not _ui_answers(f"{url}/api/v2/monitor/health"):
-        if child.poll() is not None:
-            print(f"Airflow exited with code {child.returncode}; see {log_path}", file=sys.stderr)
-            return 1
-        if time.monotonic() - started > wait_seconds:
-            print(f"the UI did not answer within {wait_seconds:.0f}s; see {log_path}")
-            break
+    ready = False
+    while child.poll() is None and not stop_requested:
+        if not ready and _ui_answers(f"{url}/api/v2/monitor/health"):
+            ready = True
+            passwords = home / "simple_auth_manager_passwords.json.generated"
+            print(
+                f"Airflow UI ready after {time.monotonic() - started:.0f}s: {url}  user: admin, "
+                f"password in {passwords} (Ctrl-C stops it)",
+                flush=True,
+            )
+        elif not ready and time.monotonic() - started > wait_seconds:
+            ready = True  # stop polling; keep running
+            print(f"the UI did not answer within {wait_seconds:.0f}s; see {log_path}", flush=True)
         time.sleep(1)
-    else:
-        passwords = home / "simple_auth_manager_passwords.json.generated"
-        print(
-            f"Airflow UI ready after {time.monotonic() - started:.0f}s: {url}  user: admin, "
-            f"password in {passwords} (Ctrl-C stops it)",
-            flush=True,
-        )
-    return child.wait()
+    if not stop_requested:
+        print(f"Airflow exited with code {child.returncode}; see {log_path}", file=sys.stderr)
+        return 1
+    print("\nstopping Airflow ...", flush=True)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGTERM)
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    print("Airflow stopped", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
