@@ -40,7 +40,7 @@ format: $(STAMP)  ## apply ruff's formatter and fixes
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet 'uv>=0.5'; }
-	$(BIN)/uv pip compile pyproject.toml --extra airflow --extra dev --python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra airflow --extra dev --extra dashboard --python-version 3.11 -o requirements.lock
 
 docs: $(STAMP)  ## generate and serve the dbt docs site of WORKDIR's warehouse on 127.0.0.1:8081
 	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
