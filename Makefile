@@ -8,7 +8,7 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY ?= False
 export DO_NOT_TRACK ?= 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS ?= False
 
-.PHONY: help install demo test lint format lock bench manifest docs clean
+.PHONY: help install demo test lint format lock bench manifest docs dashboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,14 +29,14 @@ test: $(STAMP) lint  ## lint, then the whole test suite (starts PostgreSQL and S
 	$(BIN)/pytest -n 2
 
 lint: $(STAMP)  ## ruff, mypy and sqlfluff (redshift dialect)
-	$(BIN)/ruff check loaders dags tests bench
-	$(BIN)/ruff format --check loaders dags tests bench
+	$(BIN)/ruff check loaders dags tests bench dashboard
+	$(BIN)/ruff format --check loaders dags tests bench dashboard
 	$(BIN)/mypy
 	cd dbt_project && ../$(BIN)/sqlfluff lint models macros --dialect redshift
 
 format: $(STAMP)  ## apply ruff's formatter and fixes
-	$(BIN)/ruff format loaders dags tests bench
-	$(BIN)/ruff check --fix loaders dags tests bench
+	$(BIN)/ruff format loaders dags tests bench dashboard
+	$(BIN)/ruff check --fix loaders dags tests bench dashboard
 
 lock:  ## re-resolve requirements.lock from pyproject.toml
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet 'uv>=0.5'; }
@@ -48,6 +48,14 @@ docs: $(STAMP)  ## generate and serve the dbt docs site of WORKDIR's warehouse o
 		MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
 		../$(BIN)/dbt docs serve --profiles-dir . --target-path $(abspath $(WORKDIR))/dbt/target \
 		--host 127.0.0.1 --port 8081 --no-browser
+
+DASHBOARD_PORT ?= 8501
+dashboard: $(STAMP)  ## serve the KPI dashboard of WORKDIR on http://127.0.0.1:8501 (DASHBOARD_PORT)
+	MUSIC_ELT_WORKDIR=$(abspath $(WORKDIR)) $(BIN)/python -m loaders.serving --if-stale
+	@echo "KPI dashboard: http://127.0.0.1:$(DASHBOARD_PORT)"
+	MUSIC_ELT_WORKDIR=$(abspath $(WORKDIR)) $(BIN)/streamlit run dashboard/app.py \
+		--server.address 127.0.0.1 --server.port $(DASHBOARD_PORT) --server.headless true \
+		--browser.gatherUsageStats false --client.toolbarMode viewer
 
 clean:  ## remove the demo work directory and dbt build output
 	rm -rf $(WORKDIR) dbt_project/target dbt_project/logs
