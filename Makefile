@@ -42,10 +42,11 @@ lock:  ## re-resolve requirements.lock from pyproject.toml
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet 'uv>=0.5'; }
 	$(BIN)/uv pip compile pyproject.toml --extra airflow --extra dev --extra dashboard --python-version 3.11 -o requirements.lock
 
-docs: $(STAMP)  ## generate and serve the dbt docs site of WORKDIR's warehouse on 127.0.0.1:8081
+docs: $(STAMP)  ## serve the dbt docs site of WORKDIR on 127.0.0.1:8081 (regenerated only when stale)
+	@MUSIC_ELT_WORKDIR=$(abspath $(WORKDIR)) $(BIN)/python -m loaders.docs_site || \
+		(cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
+		../$(BIN)/dbt docs generate --profiles-dir . --target-path $(abspath $(WORKDIR))/dbt/target)
 	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
-		../$(BIN)/dbt docs generate --profiles-dir . --target-path $(abspath $(WORKDIR))/dbt/target && \
-		MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
 		../$(BIN)/dbt docs serve --profiles-dir . --target-path $(abspath $(WORKDIR))/dbt/target \
 		--host 127.0.0.1 --port 8081 --no-browser
 
