@@ -15,8 +15,6 @@ import streamlit as st
 from loaders.config import ConfigError, Settings
 from loaders.serving import KpiSession, NoKpiData, open_reader
 
-CONTRACT = "dbt_project/models/_contract__docs.md"
-
 
 def settings() -> Settings:
     """The project's settings: ``--workdir`` after ``--`` on the streamlit command line, else
@@ -68,7 +66,10 @@ def source_caption(session: KpiSession, published: datetime | None) -> None:
     """Where the numbers come from, under a page title."""
     where = session.reader.where
     suffix = f", published {fmt_time(published)}" if published else ""
-    st.caption(f"Source: {where}{suffix}. All times UTC. Definitions: the KPI contract.")
+    st.caption(
+        f"Source: {where}{suffix}. All times UTC. Definitions: the KPI contract, on the dbt "
+        "docs site (`make docs`)."
+    )
 
 
 # -- formats (round for reading only: the marts are never rounded) ---------------------------------
@@ -80,14 +81,6 @@ def fmt_int(value: Any) -> str:
 def fmt_share(value: Any) -> str:
     """0.12345 -> '12.35%'."""
     return "—" if _missing(value) else f"{float(value):.2%}"
-
-
-def fmt_float(value: Any, digits: int = 1, unit: str = "") -> str:
-    """183.456 -> '183.5' (with ' s' for unit 's')."""
-    if _missing(value):
-        return "—"
-    text = f"{float(value):,.{digits}f}"
-    return f"{text} {unit}" if unit else text
 
 
 def fmt_delta(value: int) -> str:
