@@ -8,7 +8,7 @@ export AIRFLOW__COSMOS__ENABLE_TELEMETRY ?= False
 export DO_NOT_TRACK ?= 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS ?= False
 
-.PHONY: help install demo test lint format lock manifest docs clean
+.PHONY: help install demo test lint format lock manifest docs dashboard clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,31 +49,41 @@ test: $(DEV) lint  ## lint, then the whole test suite (starts PostgreSQL and S3 
 	$(BIN)/pytest -n 2
 
 lint: $(DEV)  ## ruff, mypy, sqlfluff on the SQL dbt renders (dbt templater, in-memory DuckDB)
-	$(BIN)/ruff check loaders music_elt_airflow music_elt_demo dags tests bench
-	$(BIN)/ruff format --check loaders music_elt_airflow music_elt_demo dags tests bench
+	$(BIN)/ruff check loaders music_elt_airflow music_elt_demo dags dashboard tests bench
+	$(BIN)/ruff format --check loaders music_elt_airflow music_elt_demo dags dashboard tests bench
 	$(BIN)/mypy
 	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=:memory: ../$(BIN)/sqlfluff lint models tests
 
 format: $(DEV)  ## apply ruff's formatter and fixes
-	$(BIN)/ruff format loaders music_elt_airflow music_elt_demo dags tests bench
-	$(BIN)/ruff check --fix loaders music_elt_airflow music_elt_demo dags tests bench
+	$(BIN)/ruff format loaders music_elt_airflow music_elt_demo dags dashboard tests bench
+	$(BIN)/ruff check --fix loaders music_elt_airflow music_elt_demo dags dashboard tests bench
 
 # Re-resolve the locks (Python 3.11), keeping existing pins unless pyproject.toml needs others;
 # `make lock UPGRADE=--upgrade` moves everything to the newest allowed versions.
 LOCK = $(UV) pip compile pyproject.toml --python-version 3.11 --quiet $(UPGRADE) \
 	--custom-compile-command 'make lock' --annotation-style line
 lock: | $(UV)  ## re-resolve requirements/*.lock from pyproject.toml (dev first, the rest within it)
-	$(LOCK) --extra airflow --extra embedded --extra dev -o requirements/dev.lock
+	$(LOCK) --extra airflow --extra embedded --extra dashboard --extra dev -o requirements/dev.lock
 	$(LOCK) -c requirements/dev.lock -o requirements/core.lock
 	$(LOCK) -c requirements/dev.lock --extra airflow -o requirements/airflow.lock
 	$(LOCK) -c requirements/dev.lock --extra embedded -o requirements/embedded.lock
+	$(LOCK) -c requirements/dev.lock --extra dashboard -o requirements/dashboard.lock
 
-docs: $(CORE)  ## generate and serve the dbt docs site of WORKDIR's warehouse on 127.0.0.1:8081
+docs: $(CORE)  ## serve the dbt docs site of WORKDIR on 127.0.0.1:8081 (regenerated only when stale)
+	@MUSIC_ELT_WORKDIR=$(abspath $(WORKDIR)) $(BIN)/python -m loaders.docs_site || \
+		(cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
+		../$(BIN)/dbt docs generate --profiles-dir . --target duckdb --target-path $(abspath $(WORKDIR))/dbt/target)
 	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
-		../$(BIN)/dbt docs generate --profiles-dir . --target duckdb --target-path $(abspath $(WORKDIR))/dbt/target && \
-		MUSIC_ELT_DUCKDB_PATH=$(abspath $(WORKDIR))/warehouse.duckdb \
 		../$(BIN)/dbt docs serve --profiles-dir . --target-path $(abspath $(WORKDIR))/dbt/target \
 		--host 127.0.0.1 --port 8081 --no-browser
+
+DASHBOARD_PORT ?= 8501
+dashboard: $(VENV)/.installed-dashboard  ## serve the KPI dashboard of WORKDIR on http://127.0.0.1:8501 (DASHBOARD_PORT)
+	MUSIC_ELT_WORKDIR=$(abspath $(WORKDIR)) $(BIN)/python -m loaders.serving --if-stale
+	@echo "KPI dashboard: http://127.0.0.1:$(DASHBOARD_PORT)"
+	MUSIC_ELT_WORKDIR=$(abspath $(WORKDIR)) $(BIN)/streamlit run dashboard/app.py \
+		--server.address 127.0.0.1 --server.port $(DASHBOARD_PORT) --server.headless true \
+		--browser.gatherUsageStats false --client.toolbarMode viewer
 
 clean:  ## remove the demo work directory and dbt build output
 	rm -rf $(WORKDIR) dbt_project/target dbt_project/logs

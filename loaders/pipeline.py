@@ -407,12 +407,18 @@ def kpi_marts(settings: Settings) -> tuple[manifest.Mart, ...]:
     return manifest.kpi_marts(manifest.load_manifest(settings.dbt_manifest_path))
 
 
-def publish(settings: Settings) -> dict[str, int]:
-    """After a green build: rows in each KPI mart, by mart name (what the DAG attaches to its
-    Airflow Assets and the CLI prints)."""
+def publish(settings: Settings, *, progress: Progress = print) -> dict[str, int]:
+    """After a green build: publish the marts for readers (on DuckDB a serving copy the
+    dashboard reads without locking the warehouse, :mod:`loaders.serving`) and return the rows
+    in each KPI mart, by mart name (what the DAG attaches to its Airflow Assets and the CLI
+    prints)."""
+    from loaders.serving import publish_serving_copy
+
     marts = kpi_marts(settings)
     with open_warehouse(settings) as wh:
         counts = wh.row_counts([mart.relation for mart in marts])
+    if (served := publish_serving_copy(settings)) is not None:
+        progress(f"  published the marts for readers: {served}")
     return {mart.name: counts[mart.relation] for mart in marts}
 
 
@@ -492,7 +498,7 @@ def run(settings: Settings, *, progress: Progress = print, force_build: bool = F
     with step("finish"):
         record_build(settings, plan, started=started)
         summary.archived = archive(settings, landing, plan, summary.load, progress=progress)
-        summary.mart_rows = publish(settings)
+        summary.mart_rows = publish(settings, progress=progress)
         summary.rejected_rows = rejected_rows(settings, load_id=run_id)
     return summary
 

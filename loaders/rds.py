@@ -34,7 +34,7 @@ from loaders.landing import RDS_PREFIX, LandingStore
 
 Progress = Callable[[str], None]
 
-# Columns the pipeline relies on (KPIS.md): extraction refuses a table without them.
+# Columns the pipeline relies on (the KPI contract): extraction refuses a table without them.
 REQUIRED_COLUMNS = {
     "users": ("user_id", "user_name", "user_age", "user_country", "created_at"),
     "songs": (

@@ -1,9 +1,10 @@
 """Deterministic, realistic source data: ``users.csv``, ``songs.csv`` and ``streams/*.csv[.gz]``.
 
-The data set imitates what the pipeline meets in production (see ``KPIS.md``): a Spotify-style
-songs table with every audio-feature column, duplicated ``track_id`` rows, multi-artist credits,
-non-ASCII text and CSV-quoted names; stream files with skewed track popularity, a daily cycle,
-a few timestamp formats, late and re-delivered files, duplicate plays and malformed rows.
+The data set imitates what the pipeline meets in production (see the KPI contract,
+``dbt_project/models/_contract__docs.md``): a Spotify-style songs table with every
+audio-feature column, duplicated ``track_id`` rows, multi-artist credits, non-ASCII text and
+CSV-quoted names; stream files with skewed track popularity, a daily cycle, a few timestamp
+formats, late and re-delivered files, duplicate plays and malformed rows.
 
 Users and songs are small and are written row by row. Stream files are written by DuckDB
 (``COPY (select ... from range(n)) TO ...``): every field is a function of a 32-bit hash of
@@ -128,7 +129,7 @@ _PERMILLE_UNKNOWN_USER = 3
 _PERMILLE_DUPLICATE = 1
 _LATE_SHARE = 40  # 1/40 of every day's plays arrive in a later file
 
-# Malformed-row kinds, one of each per anomaly period (KPIS.md rejects all of them).
+# Malformed-row kinds, one of each per anomaly period (the KPI contract rejects all of them).
 _ANOMALY_KINDS = (
     "blank_user_id",
     "blank_track_id",
@@ -311,7 +312,8 @@ def _write_users(path: Path, *, users: int, seed: int, start_date: date, days: i
     codes = [code for code, _ in _COUNTRIES]
     weights = [weight for _, weight in _COUNTRIES]
     # created_at spans half a year before and after the plays: about half the plays come
-    # from users whose account is "created" later (normal in the reference data, KPIS.md).
+    # from users whose account is "created" later (normal in the reference data: the KPI
+    # contract says so).
     first_ts = datetime.combine(start_date, datetime.min.time()) - timedelta(days=180)
     span_seconds = (days + 360) * 86_400
     with path.open("w", encoding="utf-8", newline="") as handle:

@@ -24,7 +24,7 @@ from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX
 
 Progress = Callable[[str], None]
 
-# Columns the pipeline relies on (KPIS.md); seeding types them, everything else stays text.
+# Columns the pipeline relies on (the KPI contract); seeding types them, everything else stays text.
 _TYPED_COLUMNS = {
     "user_id": "bigint",
     "user_age": "integer",
@@ -88,7 +88,7 @@ def seed_table(conn: Any, table: str, csv_path: Path) -> int:
     """Replace ``table`` in the source database with the rows of ``csv_path``; return the count.
 
     Column names come from the file's header (a nameless first column, as pandas writes an
-    index, becomes ``id``); they must be plain identifiers. The columns KPIS.md relies on get
+    index, becomes ``id``); they must be plain identifiers. The columns the KPI contract relies on get
     their numeric types, the rest are text.
     """
     check_identifier(table, "table")

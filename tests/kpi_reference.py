@@ -1,10 +1,11 @@
-"""An independent computation of the marts in ``KPIS.md``, in plain Python.
+"""An independent computation of the marts of the KPI contract, in plain Python.
 
-The end-to-end tests compare the warehouse marts with this module. It is written from
-``KPIS.md`` alone (no SQL, no DuckDB, no pandas) so that a mistake in the dbt models cannot
-hide in the oracle too. Start with :func:`compute_kpis`; compare with :func:`assert_rows_match`.
+The end-to-end tests compare the warehouse marts with this module. It is written from the
+contract (``dbt_project/models/_contract__docs.md``) alone (no SQL, no DuckDB, no pandas) so
+that a mistake in the dbt models cannot hide in the oracle too. Start with
+:func:`compute_kpis`; compare with :func:`assert_rows_match`.
 
-Choices where ``KPIS.md`` leaves room (kept in step with the dbt project):
+Choices where the contract leaves room (kept in step with the dbt project):
 
 * Values are trimmed; a blank value is missing. A user id is an integer when it matches
   ``[+-]?[0-9]+`` and fits in 64 bits. ``listen_time`` is ``YYYY-MM-DD``, a space or ``T``,
@@ -318,7 +319,7 @@ def compute_kpis(
     stream_files: Iterable[Path],
     loaded_at: datetime | Callable[[Path], datetime],
 ) -> KpiResult:
-    """Compute the three marts of ``KPIS.md`` from the source files.
+    """Compute the three KPI marts of the contract from the source files.
 
     ``loaded_at`` is the load time (naive means UTC), or a function giving it per stream file:
     a play later than load time + 1 day is rejected.

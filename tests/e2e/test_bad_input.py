@@ -1,5 +1,5 @@
-"""Bad input loses nothing: every reject rule of KPIS.md, files refused whole, an empty file,
-a gzip file and a re-delivered file, through `seed` + `run`, with rows in = kept + rejected +
+"""Bad input loses nothing: every reject rule of the KPI contract, files refused whole, an empty
+file, a gzip file and a re-delivered file, through `seed` + `run`, with rows in = kept + rejected +
 duplicates and every rejected row kept with its file, line and reason."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The README's path end to end: generated data -> `music-elt seed` -> `music-elt run`, with the
-marts checked against the independent computation of KPIS.md in tests/kpi_reference.py.
+marts checked against the independent computation of the KPI contract in tests/kpi_reference.py.
 
 These run dbt for real (DuckDB, and PostgreSQL from pgserver for portability)."""
 

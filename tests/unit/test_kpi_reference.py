@@ -1,4 +1,5 @@
-"""Hand-computed cases for every rule and tie-break of the KPI reference (KPIS.md)."""
+"""Hand-computed cases for every rule and tie-break of the KPI reference (the KPI contract in
+dbt_project/models/_contract__docs.md)."""
 
 from __future__ import annotations
 

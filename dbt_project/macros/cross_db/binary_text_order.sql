@@ -1,6 +1,6 @@
 {#
     Wraps a text expression so that ORDER BY / comparisons use byte order (binary, `C`
-    collation), never a locale collation: 'B' sorts before 'a'. KPIS.md requires every text
+    collation), never a locale collation: 'B' sorts before 'a'. The KPI contract requires every text
     tie-break to be identical on every warehouse.
 
     - postgres: `collate "C"` (byte order of the UTF-8 encoding).

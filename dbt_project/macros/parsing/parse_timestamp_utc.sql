@@ -3,7 +3,7 @@
     and Redshift. Expects a trimmed, non-blank value (see blank_to_null); returns null when the
     value cannot be parsed.
 
-    Accepted (KPIS.md): `YYYY-MM-DD HH:MM:SS` meaning UTC, a `T` instead of the space,
+    Accepted (the KPI contract): `YYYY-MM-DD HH:MM:SS` meaning UTC, a `T` instead of the space,
     fractional seconds (1 to 6 digits: microseconds at most; more digits are not accepted), and
     an explicit zone: `Z`, `+HH`, `+HHMM`, `+HH:MM` (or `-`), converted to UTC.
     With allow_date_only=true a bare `YYYY-MM-DD` is also accepted (midnight UTC).

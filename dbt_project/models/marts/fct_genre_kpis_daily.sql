@@ -6,7 +6,6 @@
         on_schema_change='fail',
         dist='even',
         sort=['listen_date', 'track_genre'],
-        tags=['kpi'],
         meta={'preview': {
             'latest': 'listen_date',
             'order_by': 'listen_count desc, track_genre',

@@ -6,7 +6,6 @@
         on_schema_change='fail',
         dist='even',
         sort='listen_hour',
-        tags=['kpi'],
         meta={'preview': {
             'order_by': 'listen_count desc, listen_hour',
             'columns': ['listen_hour', 'listen_count', 'unique_listeners', 'track_diversity_index', 'top_artist', 'top_artist_plays'],

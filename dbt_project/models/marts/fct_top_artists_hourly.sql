@@ -6,7 +6,6 @@
         on_schema_change='fail',
         dist='even',
         sort=['listen_hour', 'artist_rank'],
-        tags=['kpi'],
         meta={'preview': {'latest': 'listen_hour', 'order_by': 'artist_rank'}},
     )
 }}

@@ -1,0 +1,1 @@
+"""The analysts' KPI dashboard (Streamlit): ``make dashboard`` serves ``dashboard/app.py``."""

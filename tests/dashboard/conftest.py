@@ -1,0 +1,100 @@
+"""A small built warehouse for the dashboard tests, built once per test session.
+
+Generated data (3 days, ~8k plays, every kind of bad row, plus one file the loader refuses
+whole) goes through ``music-elt demo --from-dir`` (seed, run, ``dbt docs generate``) exactly as
+the README's ``make demo`` does, then the serving copy is published as the pipeline's finish
+step does. The CLI runs in a subprocess:
+dbt-duckdb keeps its DuckDB instance open until its process ends, and the tests must be free to
+open the warehouse read-only. Under pytest-xdist the workers share one build (a file lock in
+the session's common temporary folder).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+from filelock import FileLock
+
+from loaders.config import Settings
+from loaders.generate import generate
+from loaders.serving import publish_serving_copy
+
+# A file whose header lacks listen_time: quarantined by the loader with its reason.
+REFUSED_FILE = "streams/zz_refused_no_listen_time.csv"
+
+
+def build_kpi_workdir(root: Path) -> Path:
+    """Generate, seed, run and publish into ``root/work``; return the work directory."""
+    source, work = root / "source", root / "work"
+    generate(source, streams=8_000, days=3, seed=23, users=600, songs=400)
+    refused = source / REFUSED_FILE
+    refused.write_text("user_id,track_id,played\n1,abc,2026-01-06 10:00:00\n")
+    # `music-elt demo --from-dir`: seed, run, dbt docs generate (the README's `make demo`)
+    demo = [sys.executable, "-m", "loaders.cli", "demo", "--from-dir", str(source)]
+    subprocess.run(
+        [*demo, "--workdir", str(work)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=_clean_env(),
+    )
+    settings = Settings.from_env({}, workdir=work)
+    assert publish_serving_copy(settings) == work / "serving.duckdb"
+    return work
+
+
+def _clean_env() -> dict[str, str]:
+    """This environment without settings that would point the CLI elsewhere."""
+    import os
+
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith(("MUSIC_ELT_", "WAREHOUSE_"))
+    }
+
+
+@pytest.fixture(scope="session")
+def kpi_workdir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """The work directory of a built and published warehouse (treat it as read-only)."""
+    if worker_id == "master":
+        return build_kpi_workdir(tmp_path_factory.mktemp("dashboard-kpis"))
+    shared = tmp_path_factory.getbasetemp().parent / "dashboard-kpis"
+    with FileLock(str(shared) + ".lock"):
+        done = shared / "built.json"
+        if not done.is_file():
+            if shared.exists():
+                shutil.rmtree(shared)  # an earlier worker failed half-way
+            shared.mkdir()
+            work = build_kpi_workdir(shared)
+            done.write_text(json.dumps({"work": str(work)}))
+        return Path(json.loads(done.read_text())["work"])
+
+
+@pytest.fixture(scope="session")
+def kpi_settings(kpi_workdir: Path) -> Settings:
+    return Settings.from_env({}, workdir=kpi_workdir)
+
+
+@pytest.fixture
+def marts(kpi_settings: Settings) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to the warehouse itself (not the serving copy): the truth the
+    dashboard's numbers are compared with."""
+    conn = duckdb.connect(str(kpi_settings.warehouse.duckdb_path), read_only=True)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def dashboard_env(kpi_workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The environment `make dashboard` gives the app: the work directory, DuckDB target."""
+    for name in ("MUSIC_ELT_TARGET", "MUSIC_ELT_DUCKDB_PATH", "WAREHOUSE_HOST"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MUSIC_ELT_WORKDIR", str(kpi_workdir))
+    return kpi_workdir
