@@ -88,8 +88,8 @@ def seed_table(conn: Any, table: str, csv_path: Path) -> int:
     """Replace ``table`` in the source database with the rows of ``csv_path``; return the count.
 
     Column names come from the file's header (a nameless first column, as pandas writes an
-    index, becomes ``id``); they must be plain identifiers. The columns the KPI contract relies on get
-    their numeric types, the rest are text.
+    index, becomes ``id``); they must be plain identifiers. The columns the KPI contract relies
+    on get their numeric types, the rest are text.
     """
     check_identifier(table, "table")
     with _open_text(csv_path) as handle:

@@ -23,8 +23,8 @@ import pytest
 from filelock import FileLock
 
 from loaders.config import Settings
-from loaders.generate import generate
 from loaders.serving import publish_serving_copy
+from music_elt_demo.generate import generate
 
 # A file whose header lacks listen_time: quarantined by the loader with its reason.
 REFUSED_FILE = "streams/zz_refused_no_listen_time.csv"
