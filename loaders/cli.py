@@ -8,6 +8,7 @@ The same commands drive real services through the environment variables in the R
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from loaders import pipeline
 from loaders.config import ConfigError, Settings
 from loaders.console import console
 from loaders.dbt import DbtFailed, run_dbt
+from loaders.errors import Interrupted, Terminated
 
 
 def _say(message: str) -> None:
@@ -176,8 +178,13 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)
     except (ConfigError, ConnectionError, FileNotFoundError) as exc:
@@ -187,9 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"music-elt: {exc}", file=sys.stderr)
         print("music-elt: nothing was archived; fix the data and run again", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"music-elt: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
-        print("music-elt: interrupted", file=sys.stderr)
+        print("music-elt: interrupted by Ctrl-C", file=sys.stderr)
         return 130
+    except Terminated:
+        print("music-elt: interrupted by SIGTERM", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -195,6 +195,14 @@ class Settings(_Copyable):
             raise ConfigError(
                 f"MUSIC_ELT_LANDING={self.landing_url!r}: use s3://bucket/prefix or a local path"
             )
+        if self.rds_dsn:
+            try:
+                parse_dsn(self.rds_dsn)
+            except psycopg2.ProgrammingError:
+                raise ConfigError(
+                    "MUSIC_ELT_RDS_DSN is not a libpq connection string ('host=... dbname=... "
+                    "user=...') or a postgresql:// URL (not shown: it may hold a password)"
+                ) from None
 
     @property
     def embedded_rds(self) -> bool:

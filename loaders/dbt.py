@@ -18,6 +18,7 @@ from typing import Any
 
 from loaders.config import ConfigError, Settings
 from loaders.console import Console, console
+from loaders.errors import Terminated
 
 # What each warn-severity test of the project means when it finds rows, and where to look.
 # `{n}` is the test's failure count. tests/integration/test_dbt_targets.py checks that these
@@ -209,6 +210,8 @@ def run_dbt(settings: Settings, command: Sequence[str], *, out: Console = consol
         failures=tuple(failures),
         warnings=tuple(warnings),
     )
+    if isinstance(result.exception, KeyboardInterrupt | Terminated):
+        raise result.exception  # an interrupt, not a dbt failure: the caller says what is left
     if not result.success:
         detail = "; ".join(failures[:5]) or str(result.exception or "")
         raise DbtFailed(f"dbt {report.command} failed: {detail} (full log: {log_file})", report)

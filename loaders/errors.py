@@ -33,6 +33,12 @@ _REDSHIFT_DATA_ERROR = re.compile(
     re.IGNORECASE,
 )
 
+# DuckDB reading a truncated or corrupt .gz: "Unexpected end of GZIP stream", "Failed to decode
+# gzip stream: data error", "Input is not a GZIP stream".
+_DUCKDB_DECOMPRESSION_ERROR = re.compile(
+    r"gzip stream|not a gzip|gzip file|zlib|inflate|decompress", re.IGNORECASE
+)
+
 _OUTAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (label, re.compile(pattern, re.IGNORECASE))
     for label, pattern in (
@@ -72,7 +78,9 @@ def is_bad_data(exc: BaseException) -> bool:
     import psycopg2
 
     if isinstance(exc, duckdb.InvalidInputException | duckdb.ConversionException):
-        return True
+        return True  # DuckDB's CSV reader: wrong column count, unterminated quote, bad UTF-8
+    if isinstance(exc, duckdb.IOException):  # also a full disk: only decompression is the file's
+        return bool(_DUCKDB_DECOMPRESSION_ERROR.search(str(exc)))
     if isinstance(exc, psycopg2.DataError):
         return True  # PostgreSQL's COPY: bad CSV, wrong column count, invalid encoding
     if isinstance(exc, psycopg2.InternalError):
@@ -106,3 +114,23 @@ def _gzip_error() -> type[Exception]:
     import gzip
 
     return gzip.BadGzipFile
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by the CLI's handler (Ctrl-C is KeyboardInterrupt)."""
+
+
+class Interrupted(BaseException):
+    """A run stopped by Ctrl-C or SIGTERM; says in which step and what state it left."""
+
+    def __init__(self, signal_name: str, step: str, state: str) -> None:
+        super().__init__(f"interrupted by {signal_name} during {step}: {state}")
+        self.signal_name, self.step, self.state = signal_name, step, state
+
+    @property
+    def exit_code(self) -> int:
+        return 143 if self.signal_name == "SIGTERM" else 130
+
+
+class RunLocked(ConnectionError):
+    """Another run holds the run lock of this work directory or warehouse."""

@@ -25,6 +25,7 @@ from typing import Any
 from loaders import manifest, rds
 from loaders.config import ConfigError, Settings
 from loaders.dbt import DbtReport, run_dbt
+from loaders.errors import Interrupted, Terminated
 from loaders.landing import (
     ARCHIVE_PREFIX,
     QUARANTINE_PREFIX,
@@ -78,7 +79,7 @@ def extract(
 ) -> list[TableExtract]:
     """Extract the configured RDS tables (or ``tables``) in batches into landing."""
     extracts = []
-    with rds.connect(settings, wait_seconds=wait_seconds) as conn:
+    with rds.connect(settings, wait_seconds=wait_seconds, progress=progress) as conn:
         for table in tables or settings.rds_tables:
             if settings.embedded_rds and not rds.table_exists(conn, table):
                 raise ConfigError(
@@ -467,16 +468,44 @@ class RunSummary:
         return out
 
 
+# What an interrupted run leaves, by step (every step is safe to repeat: see the module doc).
+INTERRUPTED_STATE = {
+    "extract": "nothing was loaded; the next run extracts again",
+    "plan": "nothing was loaded; the next run starts over",
+    "load": "each file is in the ledger whole or not at all; the next run loads the rest",
+    "dbt build": "nothing was archived; the next run rebuilds the marts from what is loaded",
+    "finish": "the build is recorded; the next run archives what is left",
+}
+
+
 def run(settings: Settings, *, progress: Progress = print, force_build: bool = False) -> RunSummary:
-    """One pipeline run, the steps of the plan in order. Raises on failure; archives nothing
-    unless dbt build succeeded."""
+    """One pipeline run, the steps of the plan in order, holding the run lock (RunLocked when
+    another run has it, before anything is extracted). Raises on failure; archives nothing
+    unless dbt build succeeded. Ctrl-C or SIGTERM (:class:`~loaders.errors.Terminated`) raise
+    :class:`~loaders.errors.Interrupted`, naming the step and the state it left."""
+    from loaders.runlock import run_lock
+
+    with run_lock(settings):
+        return _run(settings, progress=progress, force_build=force_build)
+
+
+def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSummary:
     run_id = new_run_id()
     summary = RunSummary(run_id=run_id)
     landing = landing_store(settings)
 
-    def step(name: str) -> _Timer:
+    @contextmanager
+    def step(name: str) -> Iterator[None]:
         progress(f"==> {name}")
-        return _Timer(summary.timings, name)
+        started = time.perf_counter()
+        try:
+            yield
+        except KeyboardInterrupt:
+            raise Interrupted("Ctrl-C", name, INTERRUPTED_STATE[name]) from None
+        except Terminated:
+            raise Interrupted("SIGTERM", name, INTERRUPTED_STATE[name]) from None
+        finally:
+            summary.timings[name] = time.perf_counter() - started
 
     with step("extract"):
         extracts = extract(settings, landing, run_id, progress=progress)
@@ -501,14 +530,3 @@ def run(settings: Settings, *, progress: Progress = print, force_build: bool = F
         summary.mart_rows = publish(settings, progress=progress)
         summary.rejected_rows = rejected_rows(settings, load_id=run_id)
     return summary
-
-
-class _Timer:
-    def __init__(self, timings: dict[str, float], name: str) -> None:
-        self.timings, self.name = timings, name
-
-    def __enter__(self) -> None:
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.timings[self.name] = time.perf_counter() - self.start

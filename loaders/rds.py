@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -27,7 +28,13 @@ from typing import Any
 
 import psycopg2
 from psycopg2 import sql
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from loaders.config import ConfigError, Settings, check_identifier, redact
 from loaders.landing import RDS_PREFIX, LandingStore
@@ -74,12 +81,15 @@ class TableExtract:
 
 
 @contextmanager
-def connect(settings: Settings, *, wait_seconds: float = 0.0) -> Iterator[Any]:
+def connect(
+    settings: Settings, *, wait_seconds: float = 0.0, progress: Callable[[str], None] | None = None
+) -> Iterator[Any]:
     """A psycopg2 connection to the source database.
 
     With no ``MUSIC_ELT_RDS_DSN`` this starts (or reuses) the embedded PostgreSQL whose data
-    lives in the work directory. ``wait_seconds`` retries a refused connection that long; then
-    ConnectionError says which database (password redacted) and why.
+    lives in the work directory. ``wait_seconds`` retries a refused connection that long, saying
+    so through ``progress`` with the time left; then ConnectionError says which database
+    (password redacted) and why.
     """
     if settings.embedded_rds:
         from music_elt_demo.embedded import embedded_server
@@ -87,10 +97,20 @@ def connect(settings: Settings, *, wait_seconds: float = 0.0) -> Iterator[Any]:
         dsn = embedded_server(settings.pgdata).get_uri()
     else:
         dsn = settings.rds_dsn
+    deadline = time.monotonic() + wait_seconds
+
+    def say_waiting(state: RetryCallState) -> None:
+        if progress is None or state.outcome is None:
+            return
+        error = str(state.outcome.exception()).strip().splitlines() or ["refused"]
+        left = max(0.0, deadline - time.monotonic())
+        progress(f"  waiting for the RDS database at {redact(dsn)} ({error[0]}): {left:.0f}s left")
+
     retrying = Retrying(
         retry=retry_if_exception_type(psycopg2.OperationalError),
         stop=stop_after_delay(wait_seconds),
         wait=wait_exponential(multiplier=0.1, max=2.0),
+        before_sleep=say_waiting,
         reraise=True,
     )
     try:

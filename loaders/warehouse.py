@@ -29,7 +29,9 @@ import csv
 import gzip
 import io
 import json
+import os
 import shutil
+import socket
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -40,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from loaders.config import ConfigError, Settings, WarehouseSettings, check_identifier
-from loaders.errors import is_bad_data, outage
+from loaders.errors import RunLocked, is_bad_data, outage
 from loaders.landing import LandedObject, LandingStore
 from loaders.rds import TableExtract
 
@@ -151,6 +153,12 @@ class Warehouse(ABC):
 
     def _sql(self, sql: str) -> str:
         return sql.replace("%s", self.placeholder) if self.placeholder != "%s" else sql
+
+    @contextmanager
+    def run_lock(self, holder: dict[str, Any]) -> Iterator[None]:
+        """The warehouse's own run lock, held for the block (none by default: the work
+        directory's lock applies, see loaders.runlock)."""
+        yield
 
     # -- setup and ledger -------------------------------------------------------------------
     def setup(self) -> None:
@@ -509,6 +517,40 @@ class DuckDBWarehouse(Warehouse):
 class PostgresWarehouse(Warehouse):
     """A PostgreSQL warehouse: object bytes stream into COPY ... FROM STDIN."""
 
+    RUN_LOCK_KEY = 7_143_960_211  # pg_try_advisory_lock key of a music-elt run
+
+    @contextmanager
+    def run_lock(self, holder: dict[str, Any]) -> Iterator[None]:
+        """A session advisory lock: one run per warehouse, across machines; released when
+        this connection closes (also when the process dies)."""
+        with self.transaction() as cur:
+            cur.execute("select pg_try_advisory_lock(%s)", (self.RUN_LOCK_KEY,))
+            (locked,) = cur.fetchone()
+            if not locked:
+                cur.execute(
+                    "select a.pid, a.client_addr, a.application_name, a.backend_start "
+                    "from pg_locks l join pg_stat_activity a on a.pid = l.pid "
+                    "where l.locktype = 'advisory' and l.objid = %s and l.granted",
+                    (self.RUN_LOCK_KEY & 0xFFFFFFFF,),
+                )
+                row = cur.fetchone()
+        if not locked:
+            who = (
+                f"backend pid {row[0]} from {row[1] or 'a local socket'} "
+                f"({row[2] or 'no application name'}) since {row[3]:%Y-%m-%d %H:%M:%S}"
+                if row
+                else "holder unknown"
+            )
+            raise RunLocked(
+                f"another run holds the run lock of the {self.settings.kind} warehouse "
+                f"{self.settings.dbname} ({who}): wait for it to finish, or stop it, then run again"
+            )
+        try:
+            yield
+        finally:
+            with self.transaction() as cur:
+                cur.execute("select pg_advisory_unlock(%s)", (self.RUN_LOCK_KEY,))
+
     def _connect(self) -> Any:
         import psycopg2
 
@@ -521,6 +563,7 @@ class PostgresWarehouse(Warehouse):
                 password=s.password,
                 dbname=s.dbname,
                 connect_timeout=15,
+                application_name=f"music-elt pid {os.getpid()}@{socket.gethostname()}"[:63],
             )
         except psycopg2.OperationalError as exc:
             raise ConnectionError(
@@ -557,6 +600,11 @@ class RedshiftWarehouse(PostgresWarehouse):
     """
 
     text_type = "varchar(65535)"
+
+    @contextmanager
+    def run_lock(self, holder: dict[str, Any]) -> Iterator[None]:
+        """Redshift has no advisory locks: the work directory's lock applies."""
+        yield
 
     def _lock_ledger(self, cur: Any) -> None:
         cur.execute(f"lock {LEDGER_TABLE}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from pathlib import Path
 
 import duckdb
 import psycopg2
@@ -95,3 +96,23 @@ def test_duckdb_and_decompression_errors_are_bad_data() -> None:
     assert is_bad_data(EOFError("Compressed file ended before the end-of-stream marker"))
     assert is_bad_data(zlib.error("invalid stored block lengths"))
     assert not is_bad_data(PermissionError("[Errno 13] Permission denied: 'landing'"))
+
+
+def test_a_truncated_or_corrupt_gzip_read_by_duckdb_is_bad_data(tmp_path: Path) -> None:
+    data = b"user_id,track_id,listen_time\n" + b"".join(
+        b"%d,t%d,2026-01-05 10:00:00\n" % (i, i) for i in range(20_000)
+    )
+    packed = gzip.compress(data)
+    truncated, corrupt = tmp_path / "truncated.csv.gz", tmp_path / "corrupt.csv.gz"
+    truncated.write_bytes(packed[: len(packed) // 2])
+    corrupt.write_bytes(packed[:10] + b"garbage" * 100)
+    for path in (truncated, corrupt):
+        with duckdb.connect() as conn, pytest.raises(duckdb.IOException) as raised:
+            conn.execute(
+                "select count(*) from read_csv(?, header = true, auto_detect = false, "
+                "columns = {'a': 'VARCHAR', 'b': 'VARCHAR', 'c': 'VARCHAR'})",
+                [str(path)],
+            )
+        assert is_bad_data(raised.value), raised.value
+    # an I/O error that is not about the file's bytes stays an outage
+    assert not is_bad_data(duckdb.IOException("IO Error: No space left on device"))
