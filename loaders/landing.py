@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -65,8 +65,14 @@ class LandingStore(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def move(self, src: str, dst: str) -> None:
-        """Move an object. Idempotent: if ``src`` is gone and ``dst`` exists, nothing to do;
-        if both exist (a move interrupted after the copy), ``src`` is deleted."""
+        """Move an object, never overwriting. Idempotent: if ``src`` is gone and ``dst``
+        exists, nothing to do; if both exist with the same content (a move interrupted after
+        the copy), ``src`` is deleted. If ``dst`` holds other content, FileExistsError and
+        nothing changes: a source is deleted only when its content is at the destination."""
+        ...
+
+    def same_content(self, a: str, b: str) -> bool:
+        """Whether the objects ``a`` and ``b`` both exist and hold the same bytes."""
         ...
 
     def uri(self, key: str) -> str:
@@ -129,7 +135,22 @@ class LocalLanding:
                 return
             raise FileNotFoundError(f"cannot move {src}: it is not in the landing zone")
         dst_path.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src_path, dst_path)  # atomic within one file system
+        try:
+            os.link(src_path, dst_path)  # fails if dst exists: never overwrites
+        except FileExistsError:
+            if not self.same_content(src, dst):
+                raise FileExistsError(
+                    f"will not move {src} to {dst}: {dst} holds other content"
+                ) from None
+        src_path.unlink()
+
+    def same_content(self, a: str, b: str) -> bool:
+        path_a, path_b = self._path(a), self._path(b)
+        if not (path_a.is_file() and path_b.is_file()):
+            return False
+        if path_a.stat().st_size != path_b.stat().st_size:
+            return False
+        return _md5(path_a) == _md5(path_b)
 
     def uri(self, key: str) -> str:
         return str(self._path(key))
@@ -182,19 +203,12 @@ class S3Landing:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=text.encode())
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return True
+        return self._head(key) is not None
 
     def move(self, src: str, dst: str) -> None:
         # S3 has no rename: copy, then delete. A rerun after a crash between the two finds
-        # both objects and only deletes the source.
+        # both objects and only deletes the source, once the destination is shown to hold the
+        # source's bytes.
         if not self.exists(src):
             if self.exists(dst):
                 return
@@ -203,7 +217,41 @@ class S3Landing:
             self.client.copy(
                 {"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst)
             )
+        if not self.same_content(src, dst):
+            raise FileExistsError(
+                f"will not move {src} to {dst}: {dst} holds other content (source kept)"
+            )
         self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head: dict[str, Any] = dict(
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return head
+
+    def same_content(self, a: str, b: str) -> bool:
+        head_a, head_b = self._head(a), self._head(b)
+        if head_a is None or head_b is None:
+            return False
+        if head_a["ContentLength"] != head_b["ContentLength"]:
+            return False
+        if head_a["ETag"] == head_b["ETag"] and "-" not in head_a["ETag"]:
+            return True  # single-part ETags are the MD5 of the bytes
+        return self._md5(a) == self._md5(b)  # a multipart ETag is not: compare the bytes
+
+    def _md5(self, key: str) -> str:
+        digest = hashlib.md5(usedforsecurity=False)
+        with self.open(key) as stream:
+            for chunk in iter_chunks(stream):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

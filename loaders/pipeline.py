@@ -249,6 +249,7 @@ class LoadReport:
     files_loaded: list[LandedObject] = field(default_factory=list)
     files_skipped: list[LandedObject] = field(default_factory=list)
     files_rejected: list[tuple[LandedObject, str]] = field(default_factory=list)
+    files_superseded: list[str] = field(default_factory=list)  # keys re-delivered: corrections
     stream_rows: int = 0
     snapshot_rows: dict[str, int] = field(default_factory=dict)
 
@@ -257,6 +258,7 @@ class LoadReport:
             "files_loaded": [asdict(obj) for obj in self.files_loaded],
             "files_skipped": [asdict(obj) for obj in self.files_skipped],
             "files_rejected": [[asdict(obj), reason] for obj, reason in self.files_rejected],
+            "files_superseded": self.files_superseded,
             "stream_rows": self.stream_rows,
             "snapshot_rows": self.snapshot_rows,
         }
@@ -269,6 +271,7 @@ class LoadReport:
             files_rejected=[
                 (LandedObject(**obj), reason) for obj, reason in data["files_rejected"]
             ],
+            files_superseded=list(data.get("files_superseded", ())),
             stream_rows=int(data["stream_rows"]),
             snapshot_rows=dict(data["snapshot_rows"]),
         )
@@ -280,6 +283,7 @@ class LoadReport:
             total.files_loaded += report.files_loaded
             total.files_skipped += report.files_skipped
             total.files_rejected += report.files_rejected
+            total.files_superseded += report.files_superseded
             total.stream_rows += report.stream_rows
             total.snapshot_rows.update(report.snapshot_rows)
         return total
@@ -292,6 +296,10 @@ class LoadReport:
         ]
         out += [f"raw_rds.{t}: new snapshot, {n:,} rows" for t, n in self.snapshot_rows.items()]
         out += [f"rejected {obj.key}: {reason}" for obj, reason in self.files_rejected]
+        out += [
+            f"re-delivered {key}: a correction, its earlier version is superseded (kept in raw)"
+            for key in self.files_superseded
+        ]
         return out
 
 
@@ -319,13 +327,16 @@ def load(
                 outcome = wh.load_stream_file(landing, obj, load_id=load_id, loaded_at=loaded_at)
             except FileRejected as exc:
                 quarantine(landing, obj, exc.reason)
-                wh.record_rejected(obj, STREAMS_TABLE, exc.reason, load_id, loaded_at)
+                if wh.record_rejected(obj, STREAMS_TABLE, exc.reason, load_id, loaded_at):
+                    report.files_superseded.append(obj.key)
                 report.files_rejected.append((obj, exc.reason))
                 progress(f"  [{i}/{total}] {obj.key}: REJECTED, {exc.reason}")
                 continue
             if outcome.status == "loaded":
                 report.files_loaded.append(obj)
                 report.stream_rows += outcome.rows
+                if outcome.superseded:
+                    report.files_superseded.append(obj.key)
             else:
                 report.files_skipped.append(obj)
             progress(f"  [{i}/{total}] {obj.key}: {outcome.status} ({outcome.rows:,} rows)")
@@ -349,11 +360,27 @@ def load_all(
 
 
 def quarantine(landing: LandingStore, obj: LandedObject, reason: str) -> str:
-    """Move a refused file to quarantine/ with a ``.reason.txt`` beside it."""
-    dst = QUARANTINE_PREFIX + obj.key
+    """Move a refused file to quarantine/ with a ``.reason.txt`` beside it (another version
+    already quarantined under that name keeps its place: this one gets its own name)."""
+    dst = version_key(landing, obj, QUARANTINE_PREFIX + obj.key)
     landing.write_text(dst + ".reason.txt", reason + "\n")
     landing.move(obj.key, dst)
     return dst
+
+
+def version_key(landing: LandingStore, obj: LandedObject, dst: str) -> str:
+    """Where to move ``obj`` so that nothing is overwritten: ``dst``, unless ``dst`` holds
+    another version of the file, then ``dst`` with the version's etag before its extension
+    (``x.csv.gz`` -> ``x~<etag>.csv.gz``). The same version always gets the same name, so a
+    rerun finishes an interrupted move."""
+    folder, _, name = dst.rpartition("/")
+    stem, dot, extension = name.partition(".")
+    versioned = f"{folder}/{stem}~{obj.etag.strip(chr(34))[:12]}{dot}{extension}".lstrip("/")
+    if not landing.exists(obj.key):  # moved by an earlier attempt: to one of the two
+        return versioned if landing.exists(versioned) else dst
+    if not landing.exists(dst) or landing.same_content(obj.key, dst):
+        return dst
+    return versioned
 
 
 # -- step 4: dbt ---------------------------------------------------------------------------------
@@ -396,6 +423,7 @@ def archive(
         loaded_at = first_loaded.get((obj.key, obj.etag)) or utcnow()
         day = loaded_at.date().isoformat()
         dst = f"{ARCHIVE_PREFIX}{STREAMS_PREFIX}{day}/{obj.key[len(STREAMS_PREFIX) :]}"
+        dst = version_key(landing, obj, dst)  # every version kept under its own name
         landing.move(obj.key, dst)
         moved.append(dst)
     if moved:

@@ -68,6 +68,7 @@ class LoadOutcome:
     key: str
     status: str  # loaded | skipped (already in the ledger)
     rows: int = 0
+    superseded: int = 0  # earlier versions of the key this one replaced
 
 
 def read_header(landing: LandingStore, key: str) -> list[str]:
@@ -177,18 +178,22 @@ class Warehouse(ABC):
                 f"""create table if not exists {LEDGER_TABLE} (
                     object_key {t} not null, etag {t} not null, size_bytes bigint,
                     target_table {t}, row_count bigint, status {t} not null, reason {t},
-                    load_id {t}, loaded_at timestamp)"""
+                    load_id {t}, loaded_at timestamp, superseded_at timestamp)"""
             )
+            if "superseded_at" not in self._columns(cur, "raw_meta", "load_ledger"):
+                # a ledger from before re-deliveries were corrections: every version current
+                cur.execute(f"alter table {LEDGER_TABLE} add column superseded_at timestamp")
             cur.execute(
                 f"create table if not exists {BUILDS_TABLE} "
                 f"(load_id {t}, started_at timestamp, finished_at timestamp)"
             )
 
     def ledger(self) -> dict[str, set[str]]:
-        """Etags of every object the ledger records as loaded, by key."""
+        """The etag of the current (latest, not superseded) loaded version of each key."""
         loaded: dict[str, set[str]] = {}
         for key, etag in self.query(
-            f"select object_key, etag from {LEDGER_TABLE} where status = 'loaded'"
+            f"select object_key, etag from {LEDGER_TABLE} "
+            "where status = 'loaded' and superseded_at is null"
         ):
             loaded.setdefault(key, set()).add(etag)
         return loaded
@@ -298,8 +303,8 @@ class Warehouse(ABC):
     def _in_ledger(self, cur: Any, key: str, etag: str) -> bool:
         cur.execute(
             self._sql(
-                f"select count(*) from {LEDGER_TABLE} "
-                "where object_key = %s and etag = %s and status = 'loaded'"
+                f"select count(*) from {LEDGER_TABLE} where object_key = %s and etag = %s "
+                "and status = 'loaded' and superseded_at is null"
             ),
             (key, etag),
         )
@@ -314,9 +319,32 @@ class Warehouse(ABC):
         load_id: str,
         loaded_at: datetime,
         reason: str | None = None,
-    ) -> None:
+    ) -> int:
+        """Record a landed version of ``obj.key``; every earlier version of that key becomes
+        superseded by it (KPIS.md's re-delivery rule: the latest version counts). Returns how
+        many versions it superseded."""
         cur.execute(
-            self._sql(f"insert into {LEDGER_TABLE} values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"),
+            self._sql(
+                f"select count(*) from {LEDGER_TABLE} "
+                "where object_key = %s and superseded_at is null"
+            ),
+            (obj.key,),
+        )
+        superseded = int(cur.fetchone()[0])
+        if superseded:
+            cur.execute(
+                self._sql(
+                    f"update {LEDGER_TABLE} set superseded_at = %s "
+                    "where object_key = %s and superseded_at is null"
+                ),
+                (loaded_at, obj.key),
+            )
+        cur.execute(
+            self._sql(
+                f"insert into {LEDGER_TABLE} (object_key, etag, size_bytes, target_table, "
+                "row_count, status, reason, load_id, loaded_at) "
+                "values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ),
             (
                 obj.key,
                 obj.etag,
@@ -329,6 +357,7 @@ class Warehouse(ABC):
                 loaded_at,
             ),
         )
+        return superseded
 
     def record_build(self, load_id: str, started: datetime, finished: datetime) -> None:
         """Record a green dbt build: loads before ``started`` are in the marts."""
@@ -340,10 +369,12 @@ class Warehouse(ABC):
 
     def record_rejected(
         self, obj: LandedObject, target: str, reason: str, load_id: str, loaded_at: datetime
-    ) -> None:
-        """Record a refused object in the ledger with its reason."""
+    ) -> int:
+        """Record a refused object in the ledger with its reason (it supersedes the key's
+        earlier versions: it is the latest delivery). Returns how many it superseded."""
         with self.transaction() as cur:
-            self._write_ledger(cur, obj, target, 0, load_id, loaded_at, reason)
+            self._lock_ledger(cur)
+            return self._write_ledger(cur, obj, target, 0, load_id, loaded_at, reason)
 
     # -- loading ----------------------------------------------------------------------------
     def load_stream_file(
@@ -367,7 +398,7 @@ class Warehouse(ABC):
                     (obj.key, loaded_at, load_id),
                 )
                 rows = self._count(cur, "_landing")
-                self._write_ledger(cur, obj, STREAMS_TABLE, rows, load_id, loaded_at)
+                superseded = self._write_ledger(cur, obj, STREAMS_TABLE, rows, load_id, loaded_at)
                 self._drop_temp(cur)
         except FileRejected:
             raise
@@ -375,7 +406,7 @@ class Warehouse(ABC):
             if not is_bad_data(exc):
                 raise outage(exc, obj.key) from exc
             raise FileRejected(f"not loadable as CSV: {_one_line(exc)}") from None
-        return LoadOutcome(obj.key, "loaded", rows)
+        return LoadOutcome(obj.key, "loaded", rows, superseded)
 
     def load_snapshot(
         self,

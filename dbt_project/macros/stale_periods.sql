@@ -1,11 +1,15 @@
 {% macro stale_periods(period, plays, stored=none) -%}
     {#-
         The periods (dates or hours) a KPI mart must recompute: those whose play count in
-        `plays` differs from the sum of listen_count `stored` holds for them, or that `stored`
-        lacks. Plays are only ever added, so any change to a period changes its count. With no
-        stored relation (it does not exist yet) every period is stale.
+        `plays` (fct_listens, or a CTE of it with last_loaded_at) differs from the sum of
+        listen_count `stored` holds for them, that `stored` lacks or that `plays` no longer
+        has, and those with a play loaded since the last green dbt build started (a correction
+        can change a period's plays without changing their count). With no stored relation (it
+        does not exist yet) every period is stale. The KPI marts delete these periods in a
+        pre-hook (a period whose plays all vanished must go too: delete+insert only replaces
+        periods the new rows name) and then rebuild every period missing from them.
     -#}
-    select current_counts.{{ period }}
+    select coalesce(current_counts.{{ period }}, stored_counts.{{ period }}) as {{ period }}
     from (
         select
             {{ period }},
@@ -14,7 +18,7 @@
         group by {{ period }}
     ) as current_counts
     {%- if stored is not none %}
-        left join (
+        full outer join (
             select
                 {{ period }},
                 sum(listen_count) as play_count
@@ -23,7 +27,59 @@
         ) as stored_counts
             on current_counts.{{ period }} = stored_counts.{{ period }}
         where
-            stored_counts.{{ period }} is null
+            current_counts.{{ period }} is null
+            or stored_counts.{{ period }} is null
             or stored_counts.play_count <> current_counts.play_count
+        union
+        select {{ period }}
+        from {{ plays }}
+        where last_loaded_at > {{ last_green_build_start() }}
+    {%- else %}
+        cross join (select null as {{ period }}) as stored_counts
     {%- endif %}
+{%- endmacro %}
+
+
+{% macro last_green_build_start() -%}
+    {#- When the last green dbt build started: loads after it are not in the marts yet. -#}
+    (
+        select coalesce(max(builds.started_at), cast('1900-01-01' as timestamp))
+        from {{ source('meta', 'dbt_builds') }} as builds
+    )
+{%- endmacro %}
+
+
+{% macro delete_stale_periods(period, stored=none) -%}
+    {#- Pre-hook of an incremental KPI mart: delete its stale periods (see stale_periods). -#}
+    {%- if is_incremental() and stored is not none %}
+        delete from {{ this }}
+        where {{ period }} in ({{ stale_periods(period, ref('fct_listens'), stored) }})
+    {%- endif %}
+{%- endmacro %}
+
+
+{% macro listens_touched_dates() -%}
+    {#-
+        The dates fct_listens must rebuild: those of staged kept rows loaded at or after the
+        latest load time it holds, and those of rows whose file version was superseded (a
+        correction) since. fct_listens deletes them in a pre-hook, so that a date whose plays
+        all moved away is emptied too, and rebuilds them from the current rows.
+    -#}
+    select distinct cast(staged.listen_time as date) as listen_date
+    from {{ ref('stg_streams__listens') }} as staged
+    left join {{ ref('stg_meta__landed_objects') }} as file_versions
+        on
+            staged._source_file = file_versions.object_key
+            and staged._loaded_at = file_versions.loaded_at
+            and file_versions.load_status = 'loaded'
+    cross join (
+        select coalesce(max(existing.last_loaded_at), cast('1900-01-01' as timestamp)) as loaded_at
+        from {{ this }} as existing
+    ) as watermark
+    where
+        staged.reject_reason is null
+        and (
+            staged._loaded_at >= watermark.loaded_at
+            or file_versions.superseded_at > watermark.loaded_at
+        )
 {%- endmacro %}

@@ -6,6 +6,7 @@
         on_schema_change='fail',
         dist='even',
         sort=['listen_date', 'track_genre'],
+        pre_hook="{{ delete_stale_periods('listen_date', this) }}",
         meta={'preview': {
             'latest': 'listen_date',
             'order_by': 'listen_count desc, track_genre',
@@ -13,6 +14,8 @@
         }},
     )
 }}
+
+-- depends_on: {{ source('meta', 'dbt_builds') }}
 
 /*
     One row per (listen_date, track_genre). Incremental without state: a date is recomputed
@@ -27,7 +30,8 @@ listens as (
     select
         listen_date,
         user_id,
-        track_id
+        track_id,
+        last_loaded_at
     from {{ ref('fct_listens') }}
 
 ),

@@ -6,12 +6,15 @@
         on_schema_change='fail',
         dist='even',
         sort='listen_hour',
+        pre_hook="{{ delete_stale_periods('listen_hour', this) }}",
         meta={'preview': {
             'order_by': 'listen_count desc, listen_hour',
             'columns': ['listen_hour', 'listen_count', 'unique_listeners', 'track_diversity_index', 'top_artist', 'top_artist_plays'],
         }},
     )
 }}
+
+-- depends_on: {{ source('meta', 'dbt_builds') }}
 
 /*
     One row per listen_hour (UTC timestamp truncated to the hour). Incremental without state:
@@ -26,7 +29,8 @@ listens as (
     select
         listen_hour,
         user_id,
-        track_id
+        track_id,
+        last_loaded_at
     from {{ ref('fct_listens') }}
 
 ),

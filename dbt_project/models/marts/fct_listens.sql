@@ -6,16 +6,18 @@
         on_schema_change='fail',
         dist='user_id',
         sort=['listen_date', 'listen_hour'],
+        pre_hook="{% if is_incremental() %}delete from {{ this }} where listen_date in ({{ listens_touched_dates() }}){% endif %}",
     )
 }}
 
 /*
-    One row per kept play: raw rows without a reject reason, exact duplicates
-    (user_id, track_id, listen_time in UTC) collapsed into one play.
+    One row per kept play: raw rows without a reject reason, of the current version of their
+    file (a key delivered again with other content is a correction: only its latest version
+    counts), exact duplicates (user_id, track_id, listen_time in UTC) collapsed into one play.
     Incremental: the dates touched by staged rows loaded at or after the latest load time
-    already here are rebuilt whole from every staged row of those dates (delete+insert by
-    listen_date), so late files for old dates and re-delivered files are absorbed and a re-run
-    changes nothing.
+    already here, and the dates of rows whose file version was superseded since, are rebuilt
+    whole from the current rows of those dates (delete+insert by listen_date), so late files,
+    re-delivered copies and corrections are absorbed and a re-run changes nothing.
 */
 
 with
@@ -27,9 +29,40 @@ staged_listens as (
         track_id,
         listen_time,
         cast(listen_time as date) as listen_date,
+        _source_file,
         _loaded_at
     from {{ ref('stg_streams__listens') }}
     where reject_reason is null
+
+),
+
+file_versions as (
+
+    select
+        object_key,
+        loaded_at,
+        superseded_at
+    from {{ ref('stg_meta__landed_objects') }}
+    where
+        load_status = 'loaded'
+        and target_table = 'raw_streams.streams'
+
+),
+
+versioned_listens as (
+
+    select
+        staged_listens.user_id,
+        staged_listens.track_id,
+        staged_listens.listen_time,
+        staged_listens.listen_date,
+        staged_listens._loaded_at,
+        file_versions.superseded_at
+    from staged_listens
+    left join file_versions
+        on
+            staged_listens._source_file = file_versions.object_key
+            and staged_listens._loaded_at = file_versions.loaded_at
 
 ),
 
@@ -37,13 +70,7 @@ staged_listens as (
 
     touched_dates as (
 
-        select distinct listen_date
-        from staged_listens
-        where
-            _loaded_at >= (
-                select coalesce(max(existing_listens.last_loaded_at), cast('1900-01-01' as timestamp))
-                from {{ this }} as existing_listens
-            )
+        {{ listens_touched_dates() }}
 
     ),
 
@@ -57,10 +84,12 @@ listens_in_scope as (
         listen_time,
         listen_date,
         _loaded_at
-    from staged_listens
-    {% if is_incremental() %}
-        where listen_date in (select touched_dates.listen_date from touched_dates)
-    {% endif %}
+    from versioned_listens
+    where
+        superseded_at is null
+        {% if is_incremental() %}
+            and listen_date in (select touched_dates.listen_date from touched_dates)
+        {% endif %}
 
 ),
 

@@ -6,7 +6,8 @@
 }}
 
 /*
-    One row per rejected raw stream row, with its file, line (null where the warehouse cannot
+    One row per rejected raw stream row of the current version of its file (a superseded
+    version's rows count nowhere), with its file, line (null where the warehouse cannot
     record it, i.e. Redshift), load and reason. Rebuilt each run from the typed staging table
     (a filter, no parsing). Files rejected whole by the loader are in the load ledger instead.
 */
@@ -29,6 +30,38 @@ staged_listens as (
 
 ),
 
+superseded_versions as (
+
+    select
+        object_key,
+        loaded_at
+    from {{ ref('stg_meta__landed_objects') }}
+    where
+        is_superseded
+        and target_table = 'raw_streams.streams'
+
+),
+
+current_rejects as (
+
+    select
+        staged_listens.reject_reason,
+        staged_listens.raw_user_id,
+        staged_listens.raw_track_id,
+        staged_listens.raw_listen_time,
+        staged_listens._source_file,
+        staged_listens._line_number,
+        staged_listens._loaded_at,
+        staged_listens._load_id
+    from staged_listens
+    left join superseded_versions
+        on
+            staged_listens._source_file = superseded_versions.object_key
+            and staged_listens._loaded_at = superseded_versions.loaded_at
+    where superseded_versions.object_key is null
+
+),
+
 final as (
 
     select
@@ -40,7 +73,7 @@ final as (
         raw_listen_time,
         _loaded_at as loaded_at,
         _load_id as load_id
-    from staged_listens
+    from current_rejects
 
 )
 

@@ -6,9 +6,12 @@
         on_schema_change='fail',
         dist='even',
         sort=['listen_hour', 'artist_rank'],
+        pre_hook="{{ delete_stale_periods('listen_hour', sibling_relation('fct_listening_kpis_hourly') if is_incremental() else none) }}",
         meta={'preview': {'latest': 'listen_hour', 'order_by': 'artist_rank'}},
     )
 }}
+
+-- depends_on: {{ source('meta', 'dbt_builds') }}
 
 /*
     The top 5 credited artists of each hour (known tracks only); ties: smaller name in byte
@@ -32,7 +35,8 @@ listens as (
 
     select
         listen_hour,
-        track_id
+        track_id,
+        last_loaded_at
     from {{ ref('fct_listens') }}
 
 ),

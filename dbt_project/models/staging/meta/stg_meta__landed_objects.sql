@@ -11,7 +11,8 @@ source as (
         status,
         reason,
         load_id,
-        loaded_at
+        loaded_at,
+        superseded_at
     from {{ source('meta', 'load_ledger') }}
 
 ),
@@ -27,7 +28,9 @@ final as (
         status as load_status,
         reason as reject_reason,
         load_id,
-        loaded_at
+        loaded_at,
+        superseded_at,
+        superseded_at is not null as is_superseded
     from source
 
 )
