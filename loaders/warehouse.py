@@ -540,9 +540,8 @@ class DuckDBWarehouse(Warehouse):
                 "compression = 'auto')",
                 ([str(p) for p in paths],),
             )
-        # The temporary table keeps the file's row order (rowids are consecutive but start at
-        # an offset for transaction-local data); +2 skips the header line.
-        return "rowid - (select min(rowid) from _landing) + 2"
+        # The temporary table keeps the file's row order (rowids follow it)
+        return physical_line("rowid", n_columns)
 
 
 class PostgresWarehouse(Warehouse):
@@ -619,8 +618,8 @@ class PostgresWarehouse(Warehouse):
                     stream,
                     size=1 << 20,
                 )
-        # The identity follows the input order; +1 skips the header line.
-        return "_n + 1"
+        # The identity follows the input order
+        return physical_line("_n", n_columns)
 
 
 class RedshiftWarehouse(PostgresWarehouse):
@@ -678,6 +677,18 @@ class RedshiftWarehouse(PostgresWarehouse):
                 )
             )
         return "null"
+
+
+def physical_line(order_column: str, n_columns: int) -> str:
+    """SQL for each record's physical line in its file (the header is line 1), from the records'
+    order and the line breaks inside their quoted fields: record k starts after the header, the
+    k records before it and every newline quoted inside them."""
+    record = "concat(" + ", ".join(f"coalesce(c{i}, '')" for i in range(1, n_columns + 1)) + ")"
+    newlines = f"(length({record}) - length(replace({record}, chr(10), '')))"
+    return (
+        f"1 + row_number() over (order by {order_column}) + coalesce(sum({newlines}) over "
+        f"(order by {order_column} rows between unbounded preceding and 1 preceding), 0)"
+    )
 
 
 def redshift_manifest(uris: Sequence[str]) -> str:

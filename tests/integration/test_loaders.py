@@ -297,3 +297,24 @@ def test_an_outage_while_loading_fails_the_run_and_touches_nothing(
         settings, landing, pipeline.plan_run(settings, landing, [], run_id="r2")
     )
     assert sorted(o.key for o in report.files_loaded) == ["streams/a.csv", "streams/b.csv"]
+
+
+@pytest.mark.parametrize("warehouse_kind", ["duckdb", "postgres"])
+def test_line_numbers_are_physical_lines_after_quoted_newlines(
+    warehouse_kind: str, request: pytest.FixtureRequest, settings: Settings, tmp_path: Path
+) -> None:
+    if warehouse_kind == "postgres":
+        settings = postgres_settings(settings, request.getfixturevalue("pg_database"))
+    landing = pipeline.landing_store(settings)
+    body = (
+        'user_id,track_id,listen_time\n1,"t\nx",2026-01-05 10:00:00\n2,t2,2026-01-05 10:00:00\n'
+        '3,"multi\r\nline\nfield",2026-01-05 10:00:00\n4,t4,2026-01-05 10:00:00\n'
+    )
+    put(landing, "streams/quoted.csv", body.encode(), tmp_path)
+    report = pipeline.load_all(
+        settings, landing, pipeline.plan_run(settings, landing, [], run_id="q")
+    )
+    assert report.files_rejected == []
+    with open_warehouse(settings) as wh:
+        rows = wh.query("select user_id, _line_number from raw_streams.streams order by user_id")
+    assert rows == [("1", 2), ("2", 4), ("3", 5), ("4", 8)]
