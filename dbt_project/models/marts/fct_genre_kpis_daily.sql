@@ -18,9 +18,9 @@
 -- depends_on: {{ source('meta', 'dbt_builds') }}
 
 /*
-    One row per (listen_date, track_genre). Incremental without state: a date is recomputed
-    whole when its play count in fct_listens differs from the sum of listen_count stored here
-    (or it is missing). Plays are only ever added, so any change to a date changes its count.
+    One row per (listen_date, track_genre). Incremental: the pre-hook deletes the stale dates
+    (macros/stale_periods.sql: play count differs from fct_listens, missing here or gone there,
+    or a play loaded since the last green build), then every date missing here is rebuilt.
 */
 
 with

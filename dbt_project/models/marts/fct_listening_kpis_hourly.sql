@@ -17,9 +17,9 @@
 -- depends_on: {{ source('meta', 'dbt_builds') }}
 
 /*
-    One row per listen_hour (UTC timestamp truncated to the hour). Incremental without state:
-    an hour is recomputed when its play count in fct_listens differs from the listen_count
-    stored here (or it is missing). top_artist is rank 1 of fct_top_artists_hourly.
+    One row per listen_hour (UTC timestamp truncated to the hour). Incremental: the pre-hook
+    deletes the stale hours (macros/stale_periods.sql), then every hour missing here is
+    rebuilt. top_artist is rank 1 of fct_top_artists_hourly.
 */
 
 with
