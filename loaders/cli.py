@@ -197,12 +197,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"music-elt: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("music-elt: interrupted by Ctrl-C", file=sys.stderr)
-        return 130
     except Terminated:
         print("music-elt: interrupted by SIGTERM", file=sys.stderr)
         return 143
+    except KeyboardInterrupt:
+        print("music-elt: interrupted by Ctrl-C", file=sys.stderr)
+        return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

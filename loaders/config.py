@@ -197,12 +197,18 @@ class Settings(_Copyable):
             )
         if self.rds_dsn:
             try:
-                parse_dsn(self.rds_dsn)
+                ports = parse_dsn(self.rds_dsn).get("port") or ""
             except psycopg2.ProgrammingError:
                 raise ConfigError(
                     "MUSIC_ELT_RDS_DSN is not a libpq connection string ('host=... dbname=... "
                     "user=...') or a postgresql:// URL (not shown: it may hold a password)"
                 ) from None
+            for port in filter(None, ports.split(",")):  # a list for several hosts
+                if not (port.isdigit() and 0 < int(port) < 65536):
+                    raise ConfigError(
+                        f"MUSIC_ELT_RDS_DSN has the port {port!r}: a port is a number "
+                        "from 1 to 65535"
+                    )
 
     @property
     def embedded_rds(self) -> bool:

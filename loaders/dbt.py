@@ -18,7 +18,6 @@ from typing import Any
 
 from loaders.config import ConfigError, Settings
 from loaders.console import Console, console
-from loaders.errors import Terminated
 
 # What each warn-severity test of the project means when it finds rows, and where to look.
 # `{n}` is the test's failure count. tests/integration/test_dbt_targets.py checks that these
@@ -210,7 +209,7 @@ def run_dbt(settings: Settings, command: Sequence[str], *, out: Console = consol
         failures=tuple(failures),
         warnings=tuple(warnings),
     )
-    if isinstance(result.exception, KeyboardInterrupt | Terminated):
+    if isinstance(result.exception, KeyboardInterrupt):  # Terminated (SIGTERM) is one too
         raise result.exception  # an interrupt, not a dbt failure: the caller says what is left
     if not result.success:
         detail = "; ".join(failures[:5]) or str(result.exception or "")

@@ -116,8 +116,9 @@ def _gzip_error() -> type[Exception]:
     return gzip.BadGzipFile
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread by the CLI's handler (Ctrl-C is KeyboardInterrupt)."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the CLI's handler. A KeyboardInterrupt, so that
+    dbt cancels its queries and stops its threads as on Ctrl-C before the process exits."""
 
 
 class Interrupted(BaseException):

@@ -528,10 +528,10 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         started = time.perf_counter()
         try:
             yield
-        except KeyboardInterrupt:
-            raise Interrupted("Ctrl-C", name, INTERRUPTED_STATE[name]) from None
         except Terminated:
             raise Interrupted("SIGTERM", name, INTERRUPTED_STATE[name]) from None
+        except KeyboardInterrupt:
+            raise Interrupted("Ctrl-C", name, INTERRUPTED_STATE[name]) from None
         finally:
             summary.timings[name] = time.perf_counter() - started
 

@@ -47,8 +47,10 @@ def run_lock(settings: Settings, command: str = "music-elt run") -> Iterator[Non
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(holder).encode(), 0)
-        with open_warehouse(settings) as wh, wh.run_lock(holder):
-            yield
+        with open_warehouse(settings) as wh:
+            wh.setup()  # the raw schemas and the ledger exist from the first step on
+            with wh.run_lock(holder):
+                yield
     finally:
         os.close(fd)  # releases the flock
 
