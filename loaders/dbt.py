@@ -175,6 +175,18 @@ class NodeProgress:
         return f"  dbt {self.label}: {done}/{total} nodes done ({parts})"
 
 
+def _release_duckdb() -> None:
+    """dbt-duckdb keeps its database open for the life of the process, and with it the file's
+    lock, which would lock every other process (a second run, the dashboard's publisher) out of
+    the warehouse after an in-process build. Drop it: the next dbt call opens it again."""
+    import gc
+
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    DuckDBConnectionManager.close_all_connections()
+    gc.collect()
+
+
 def run_dbt(settings: Settings, command: Sequence[str], *, out: Console = console) -> DbtReport:
     """Run ``dbt <command>`` in this process; raise DbtFailed if it did not succeed.
 
@@ -191,7 +203,11 @@ def run_dbt(settings: Settings, command: Sequence[str], *, out: Console = consol
     progress = NodeProgress(" ".join(command[:1]), out, counter=command[0] in _EXECUTING)
     args = [*dbt_args(settings, command), *console_args(tty=out.tty)]
     with dbt_environment(settings):
-        result = dbtRunner(callbacks=[progress]).invoke(args)
+        try:
+            result = dbtRunner(callbacks=[progress]).invoke(args)
+        finally:
+            if settings.warehouse.kind == "duckdb":
+                _release_duckdb()
     counts: dict[str, Counter[str]] = {}
     failures, warnings = [], []
     for node_result in getattr(result.result, "results", None) or []:
