@@ -30,6 +30,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -101,11 +102,15 @@ def read_header(landing: LandingStore, key: str) -> list[str]:
 
 
 def column_positions(header: Sequence[str], required: Sequence[str]) -> dict[str, int]:
-    """1-based position of each required column in ``header``; FileRejected if any is missing."""
+    """1-based position of each required column in ``header``; FileRejected if any is missing
+    or named twice (which of the two holds the values is anybody's guess)."""
+    found = ",".join(header)[:200]
     missing = [name for name in required if name not in header]
     if missing:
-        found = ",".join(header)[:200]
         raise FileRejected(f"header lacks required column(s) {', '.join(missing)} (found: {found})")
+    twice = [name for name in required if header.count(name) > 1]
+    if twice:
+        raise FileRejected(f"header names column(s) {', '.join(twice)} twice (found: {found})")
     return {name: header.index(name) + 1 for name in required}
 
 
@@ -405,7 +410,7 @@ class Warehouse(ABC):
         except Exception as exc:
             if not is_bad_data(exc):
                 raise outage(exc, obj.key) from exc
-            raise FileRejected(f"not loadable as CSV: {_one_line(exc)}") from None
+            raise FileRejected(rejection_reason(exc)) from None
         return LoadOutcome(obj.key, "loaded", rows, superseded)
 
     def load_snapshot(
@@ -726,6 +731,14 @@ def _local_copies(landing: LandingStore, keys: list[str]) -> Iterator[list[Path]
 def _split_relation(relation: str) -> tuple[str, str]:
     schema, _, name = relation.partition(".")
     return check_identifier(schema, "schema"), check_identifier(name, "relation")
+
+
+def rejection_reason(exc: BaseException) -> str:
+    """One line saying why a warehouse could not load a file's bytes."""
+    text = str(exc)
+    if re.search(r"(?i)unicode|not utf-?8|invalid byte sequence|encoding", text):
+        return f"not UTF-8 text: {_one_line(exc)}"
+    return f"not loadable as CSV: {_one_line(exc)}"
 
 
 def _quote(text: str) -> str:
