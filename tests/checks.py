@@ -20,7 +20,7 @@ from typing import Any
 from loaders import pipeline
 from loaders.config import Settings
 from loaders.warehouse import open_warehouse
-from tests.kpi_reference import MARTS, KpiResult, assert_rows_match
+from tests.kpi_reference import MARTS, KpiResult, assert_rows_match, diff_rows
 
 STREAMS = "streams/"
 ARCHIVE = "archive/"
@@ -120,6 +120,18 @@ def assert_marts_match(expected: KpiResult, settings: Settings) -> None:
         assert_rows_match(
             expected.rows(mart), rows, key=spec.key, columns=spec.columns, label=f"marts.{mart}"
         )
+
+
+def mart_problems(expected: KpiResult, settings: Settings, limit: int = 6) -> list[str]:
+    """How each KPI mart differs from the reference (the first ``limit`` differences each)."""
+    problems = []
+    for mart, spec in MARTS.items():
+        rows = query(settings, f"select {', '.join(spec.columns)} from marts.{mart}")
+        found = diff_rows(
+            expected.rows(mart), rows, key=spec.key, columns=spec.columns, limit=limit
+        )
+        problems += [f"marts.{mart}: {problem}" for problem in found]
+    return problems
 
 
 def find_by_content(
