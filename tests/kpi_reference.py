@@ -1,24 +1,42 @@
 """An independent computation of the marts of the KPI contract, in plain Python.
 
 The end-to-end tests compare the warehouse marts with this module. It is written from the
-contract (``dbt_project/models/_contract__docs.md``) alone (no SQL, no DuckDB, no pandas) so
-that a mistake in the dbt models cannot hide in the oracle too. Start with
+contract (``KPIS.md``, published as ``dbt_project/models/_contract__docs.md``) alone (no SQL, no
+DuckDB, no pandas) so that a mistake in the dbt models cannot hide in the oracle too. Start with
 :func:`compute_kpis`; compare with :func:`assert_rows_match`.
+
+The contract's exact value formats, as implemented here:
+
+* Values are trimmed of ASCII whitespace only (space, tab, CR, LF, VT, FF; not a no-break space
+  or other Unicode spaces); an empty result is missing.
+* ``user_id``: ``[+-]?[0-9]+`` (ASCII digits) whose value fits in a signed 64-bit integer.
+* ``listen_time``: ``YYYY-MM-DD``, a space or ``T``, ``HH:MM:SS``, optionally ``.`` and 1-6
+  digits, optionally ``Z`` or ``+HH`` / ``+HHMM`` / ``+HH:MM`` (or ``-``), converted to UTC; it
+  must name a real calendar time (no 30 February, no hour 24, no second 60).
+
+Re-delivered objects (the contract's "Re-delivered objects"): :func:`compute_kpis` takes the
+deliveries in the order they arrived, each a :class:`Delivery` (key, content) or a plain path
+(its key is the path). The latest version of each key counts and earlier versions of that key
+are ignored (they stay in raw, marked superseded: :attr:`KpiResult.superseded`); the same key
+with the same content again is a no-op; different keys are different deliveries, so the plays
+they share are exact duplicates and count once.
 
 Choices where the contract leaves room (kept in step with the dbt project):
 
-* Values are trimmed; a blank value is missing. A user id is an integer when it matches
-  ``[+-]?[0-9]+`` and fits in 64 bits. ``listen_time`` is ``YYYY-MM-DD``, a space or ``T``,
-  ``HH:MM:SS``, optionally ``.`` and 1-6 digits, optionally ``Z`` or ``+HH:MM`` / ``+HHMM`` /
-  ``+HH`` (or ``-``); anything else (including a bare date) cannot be parsed.
 * A row with several problems is rejected once, for the first reason in :data:`REJECT_REASONS`.
   Rejects are counted before de-duplication; duplicates only among kept rows.
 * A file is refused whole (none of its rows count) when its header lacks a required column
-  (``missing_column``), or it is not UTF-8 CSV with the header's number of fields on every row
-  (``not_csv``). Empty lines are skipped.
+  (``missing_column``), names a required column twice (``duplicate_column``: which one would
+  count is ambiguous), or it is not UTF-8 CSV with the header's number of fields on every row
+  (``not_csv``). A UTF-8 byte order mark before the header is not part of it. Empty lines are
+  skipped. A zone offset must be below 24 hours (``+HH`` at most 23, minutes at most 59).
+* A row's line is the physical line it starts on (header = 1), also after a quoted field that
+  spans lines.
+* When the latest version of a key is refused whole, the key counts no rows (the earlier
+  version is superseded all the same: "exactly as if the earlier version had never arrived").
 * Songs with the same ``track_id``: highest ``popularity`` first (missing popularity last), then
   the smallest ``track_genre``, ``album_name``, ``track_name``, ``artists`` as UTF-8 bytes
-  (missing text last).
+  (missing text last), then the smallest ``duration_ms`` (missing last).
 * A known track whose genre is missing counts under ``unknown`` (like ``coalesce``); averages
   are over the plays with a known value (like SQL ``avg``), so they are null for ``unknown``.
 * An artist named twice in one credit receives the play once.
@@ -30,6 +48,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import math
 import re
@@ -39,9 +58,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 UNKNOWN_GENRE = "unknown"
+ASCII_WHITESPACE = " \t\n\r\v\f"
 REQUIRED_STREAM_COLUMNS = ("user_id", "track_id", "listen_time")
 
 # Row reject reasons, in the order they are checked.
@@ -100,6 +120,9 @@ _TIME = re.compile(
 )
 _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 
+# A value may be as long as a line can be (the contract sets no limit; the default is 128 KiB).
+csv.field_size_limit(2**31 - 1)
+
 
 @dataclass(frozen=True)
 class Song:
@@ -114,8 +137,26 @@ class Song:
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One delivered version of a stream object: its key in the landing zone and its content
+    (the bytes as delivered, or a file holding them). A ``.gz`` key is gzip-compressed."""
+
+    key: str
+    content: bytes | Path
+
+    def data(self) -> bytes:
+        """The delivered bytes."""
+        return self.content if isinstance(self.content, bytes) else self.content.read_bytes()
+
+
+StreamInput = Path | Delivery
+"""What :func:`compute_kpis` takes per delivery: a :class:`Delivery`, or a path (key = path)."""
+
+
+@dataclass(frozen=True)
 class Reject:
-    """A rejected stream row: its file, 1-based physical line (header = 1) and reason."""
+    """A rejected stream row: its file (the path, or the key of a :class:`Delivery`), the
+    1-based physical line it starts on (header = 1) and its reason."""
 
     file: str
     line: int
@@ -124,12 +165,21 @@ class Reject:
 
 @dataclass
 class KpiResult:
-    """The three marts as lists of dicts sorted by grain, plus row accounting."""
+    """The three marts as lists of dicts sorted by grain, plus row accounting.
+
+    ``raw_rows`` counts the rows of the versions that count (the latest of each key), so
+    ``raw_rows == kept + sum(rejected.values()) + duplicates``; raw also keeps the
+    ``superseded_rows`` of earlier versions. ``superseded`` names each replaced version (file,
+    as in :class:`Reject`, and the MD5 of its bytes, which is the landing zone's etag of a
+    single-part object), in delivery order.
+    """
 
     genre_daily: list[dict[str, Any]]
     hourly: list[dict[str, Any]]
     top_artists: list[dict[str, Any]]
     raw_rows: int = 0
+    superseded: list[tuple[str, str]] = field(default_factory=list)
+    superseded_rows: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
     rejected_files: dict[str, str] = field(default_factory=dict)
@@ -154,10 +204,11 @@ class KpiResult:
 
 
 def clean(value: str | None) -> str | None:
-    """Trim a raw value; blank becomes ``None``."""
+    """Trim ASCII whitespace (space, tab, CR, LF, VT, FF) off a raw value; blank becomes
+    ``None``. Other whitespace (a no-break space, U+2003, ...) is part of the value."""
     if value is None:
         return None
-    value = value.strip()
+    value = value.strip(ASCII_WHITESPACE)
     return value or None
 
 
@@ -165,6 +216,8 @@ def parse_user_id(value: str | None) -> int | None:
     """The integer in a trimmed user id, or ``None`` if it is not a 64-bit integer."""
     if value is None or not _INTEGER.fullmatch(value):
         return None
+    if len(value.lstrip("+-").lstrip("0")) > 19:
+        return None  # more digits than any 64-bit value (and than int() converts unasked)
     number = int(value)
     return number if -(2**63) <= number < 2**63 else None
 
@@ -228,6 +281,7 @@ def read_songs(songs_csv: Path) -> tuple[dict[str, Song], int]:
             album = clean(raw.get("album_name"))
             name = clean(raw.get("track_name"))
             credit = clean(raw.get("artists"))
+            duration_ms = _int_or_none(clean(raw.get("duration_ms")))
             rank = (
                 popularity is None,
                 -(popularity or 0),
@@ -235,13 +289,15 @@ def read_songs(songs_csv: Path) -> tuple[dict[str, Song], int]:
                 _text_key(album),
                 _text_key(name),
                 _text_key(credit),
+                duration_ms is None,
+                duration_ms or 0,
             )
             song = Song(
                 track_id=track_id,
                 artists=split_artists(credit),
                 track_name=name,
                 popularity=popularity,
-                duration_ms=_int_or_none(clean(raw.get("duration_ms"))),
+                duration_ms=duration_ms,
                 track_genre=genre,
             )
             if track_id not in best or rank < best[track_id][0]:
@@ -256,20 +312,32 @@ def read_user_ids(users_csv: Path) -> set[int]:
         return {user_id for user_id in ids if user_id is not None}
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return io.TextIOWrapper(path.open("rb"), encoding="utf-8", newline="")
+def _open_text(delivery: Delivery) -> io.TextIOBase:
+    """The delivery's text (UTF-8; a byte order mark before the header is dropped)."""
+    raw: IO[bytes] = (
+        io.BytesIO(delivery.content)
+        if isinstance(delivery.content, bytes)
+        else delivery.content.open("rb")
+    )
+    if delivery.key.endswith(".gz"):
+        raw = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
 
-def _file_problem(path: Path) -> str | None:
+def _header(reader: Iterator[list[str]]) -> list[str]:
+    return [column.strip(ASCII_WHITESPACE) for column in next(reader, [])]
+
+
+def _file_problem(delivery: Delivery) -> str | None:
     """Why the loader would refuse the whole file, or ``None``."""
     try:
-        with _open_text(path) as handle:
+        with _open_text(delivery) as handle:
             reader = csv.reader(handle, strict=True)
-            header = [column.strip() for column in next(reader, [])]
+            header = _header(reader)
             if any(column not in header for column in REQUIRED_STREAM_COLUMNS):
                 return "missing_column"
+            if any(header.count(column) > 1 for column in REQUIRED_STREAM_COLUMNS):
+                return "duplicate_column"
             for row in reader:
                 if row and len(row) != len(header):
                     return "not_csv"
@@ -278,13 +346,44 @@ def _file_problem(path: Path) -> str | None:
     return None
 
 
-def _stream_rows(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    with _open_text(path) as handle:
+def _stream_rows(delivery: Delivery) -> Iterator[tuple[int, dict[str, str]]]:
+    """Each data row with the physical line it starts on (header = 1)."""
+    with _open_text(delivery) as handle:
         reader = csv.reader(handle)
-        header = [column.strip() for column in next(reader)]
+        header = _header(reader)
+        start = reader.line_num + 1
         for row in reader:
             if row:
-                yield reader.line_num, dict(zip(header, row, strict=True))
+                yield start, dict(zip(header, row, strict=True))
+            start = reader.line_num + 1
+
+
+def _as_delivery(item: StreamInput) -> Delivery:
+    return item if isinstance(item, Delivery) else Delivery(str(item), item)
+
+
+def current_versions(
+    stream_files: Iterable[StreamInput],
+) -> tuple[list[StreamInput], list[StreamInput]]:
+    """The deliveries that count and the superseded ones, applying the contract's rule for
+    re-delivered objects to ``stream_files`` in delivery order.
+
+    The latest version of each key counts (in the position of the key's first delivery); the
+    same key with the same bytes again is a no-op (the earlier delivery stays, with its load
+    time); the same key with other bytes supersedes the version before it.
+    """
+    current: dict[str, tuple[StreamInput, bytes]] = {}
+    superseded: list[StreamInput] = []
+    for item in stream_files:
+        delivery = _as_delivery(item)
+        data = delivery.data()
+        earlier = current.get(delivery.key)
+        if earlier is not None and earlier[1] == data:
+            continue  # identical re-delivery: nothing changes
+        if earlier is not None:
+            superseded.append(earlier[0])
+        current[delivery.key] = (item, data)
+    return [item for item, _ in current.values()], superseded
 
 
 # --- aggregation -----------------------------------------------------------------------------
@@ -316,13 +415,16 @@ def _as_utc(moment: datetime) -> datetime:
 def compute_kpis(
     users_csv: Path,
     songs_csv: Path,
-    stream_files: Iterable[Path],
-    loaded_at: datetime | Callable[[Path], datetime],
+    stream_files: Iterable[StreamInput],
+    loaded_at: datetime | Callable[[Any], datetime],
 ) -> KpiResult:
     """Compute the three KPI marts of the contract from the source files.
 
-    ``loaded_at`` is the load time (naive means UTC), or a function giving it per stream file:
-    a play later than load time + 1 day is rejected.
+    ``stream_files`` are the deliveries in the order they arrived: paths (each its own key) or
+    :class:`Delivery` versions; a key delivered again with other content replaces its earlier
+    version (:func:`current_versions`). ``loaded_at`` is the load time (naive means UTC), or a
+    function giving it per delivery (called with the item as given): a play later than load
+    time + 1 day is rejected.
     """
     songs, song_rows = read_songs(songs_csv)
     known_users = read_user_ids(users_csv)
@@ -334,14 +436,22 @@ def compute_kpis(
     day_plays: Counter[date] = Counter()
     hours: dict[datetime, _Hour] = {}
 
-    for path in stream_files:
-        problem = _file_problem(path)
+    counted, superseded = current_versions(stream_files)
+    for item in superseded:
+        delivery = _as_delivery(item)
+        result.superseded.append((delivery.key, _md5(delivery.data())))
+        if _file_problem(delivery) is None:
+            result.superseded_rows += sum(1 for _ in _stream_rows(delivery))
+
+    for item in counted:
+        delivery = _as_delivery(item)
+        problem = _file_problem(delivery)
         if problem is not None:
-            result.rejected_files[str(path)] = problem
+            result.rejected_files[delivery.key] = problem
             continue
-        file_loaded_at = _as_utc(loaded_at(path) if callable(loaded_at) else loaded_at)
+        file_loaded_at = _as_utc(loaded_at(item) if callable(loaded_at) else loaded_at)
         latest = file_loaded_at + timedelta(days=1)
-        for line, raw in _stream_rows(path):
+        for line, raw in _stream_rows(delivery):
             result.raw_rows += 1
             user_text = clean(raw["user_id"])
             track_id = clean(raw["track_id"])
@@ -360,7 +470,7 @@ def compute_kpis(
                 reason = "future_listen_time"
             if reason is not None:
                 rejected[reason] += 1
-                result.rejects.append(Reject(str(path), line, reason))
+                result.rejects.append(Reject(delivery.key, line, reason))
                 continue
             assert user_id is not None and track_id is not None and instant is not None
             key = (user_id, track_id, instant)
@@ -399,6 +509,10 @@ def compute_kpis(
     result.genre_daily = _genre_daily_rows(genre_days, day_plays, songs)
     result.hourly, result.top_artists = _hourly_rows(hours)
     return result
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
 
 
 def _popularity_of(track_id: str, songs: Mapping[str, Song]) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -109,6 +110,38 @@ def _one(rows: list[dict[str, object]], **match: object) -> dict[str, object]:
         ("2026-01-05 10:00:00+25:00", None),
         ("2026-01-05 10:00:00 UTC", None),
         (None, None),
+        # every form KPIS.md's "Exact value formats" names
+        ("2024-02-29 10:00:00", datetime(2024, 2, 29, 10, tzinfo=UTC)),  # leap year
+        ("2023-02-29 10:00:00", None),  # not a leap year
+        ("2024-02-30 10:00:00", None),
+        ("2024-04-31 10:00:00", None),
+        ("2024-02-29 23:59:59.999999", datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC)),
+        ("2024-02-29 23:59:60", None),  # no leap second
+        ("2024-02-29 24:00:00", None),
+        ("2024-02-29 10:60:00", None),
+        ("2024-02-29T23:30:00-01:00", datetime(2024, 3, 1, 0, 30, tzinfo=UTC)),
+        ("2024-03-01 00:30:00+01", datetime(2024, 2, 29, 23, 30, tzinfo=UTC)),
+        ("2024-02-29 10:00:00-08", datetime(2024, 2, 29, 18, tzinfo=UTC)),
+        ("2024-02-29 10:00:00-0830", datetime(2024, 2, 29, 18, 30, tzinfo=UTC)),
+        ("2024-02-29 10:00:00+00:00", datetime(2024, 2, 29, 10, tzinfo=UTC)),
+        ("2024-02-29T10:00:00.5Z", datetime(2024, 2, 29, 10, 0, 0, 500000, tzinfo=UTC)),
+        ("2024-02-29 10:00:00.", None),  # a dot without digits
+        ("2024-02-29 10:00:00Z+01:00", None),
+        ("2024-02-29 10:00:00+1", None),
+        ("2024-02-29 10:00:00+01:0", None),
+        ("2024-02-29  10:00:00", None),  # two spaces
+        ("2024-02-29_10:00:00", None),
+        ("2024-2-29 10:00:00", None),
+        ("2024-02-29 1:00:00", None),
+        ("1709200800", None),  # epoch seconds
+        ("1709200800.5", None),
+        ("29/02/2024 10:00:00", None),  # day first
+        ("02/29/2024 10:00:00", None),  # month first
+        ("2024/02/29 10:00:00", None),
+        ("Feb 29 2024 10:00:00", None),  # month names
+        ("29 February 2024 10:00:00", None),
+        ("10:00:00 2024-02-29", None),  # time first
+        ("\uff12\uff10\uff12\uff14-02-29 10:00:00", None),  # full-width digits are not ASCII digits
     ],
 )
 def test_parse_listen_time(text: str | None, expected: datetime | None) -> None:
@@ -129,10 +162,75 @@ def test_parse_listen_time(text: str | None, expected: datetime | None) -> None:
         (str(2**63 - 1), 2**63 - 1),
         ("١٢", None),  # Arabic-Indic digits are not an integer
         (None, None),
+        # every form KPIS.md's "Exact value formats" names
+        ("12.0", None),
+        ("1e3", None),
+        ("0x10", None),
+        ("1 000", None),
+        ("12345678901234567890", None),  # 20 digits
+        ("9223372036854775807", 2**63 - 1),  # 19 digits, the largest signed 64-bit value
+        ("9223372036854775808", None),
+        ("-9223372036854775808", -(2**63)),
+        ("-9223372036854775809", None),
+        ("+9223372036854775807", 2**63 - 1),
+        ("0000000000000000000000007", 7),  # leading zeros do not count against 64 bits
+        ("-5", -5),
+        ("+0", 0),
+        ("-0", 0),
+        ("+", None),
+        ("-", None),
+        ("--5", None),
+        ("+-5", None),
+        ("5-", None),
+        ("1_000", None),
+        ("1,000", None),
     ],
 )
 def test_parse_user_id(text: str | None, expected: int | None) -> None:
     assert ref.parse_user_id(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (" \t\r\n\v\f7 \t\r\n\v\f", "7"),  # ASCII whitespace: space, tab, CR, LF, VT, FF
+        ("\v\f", None),  # blank is missing
+        ("", None),
+        ("\xa07", "\xa07"),  # a no-break space is not ASCII whitespace
+        ("7\u2003", "7\u2003"),  # nor is an em space
+        ("\x1c7\x1f", "\x1c7\x1f"),  # nor are the separators Python's str.strip() removes
+        ("\x857", "\x857"),  # nor NEL
+        (" a b ", "a b"),
+        (None, None),
+    ],
+)
+def test_clean_trims_ascii_whitespace_only(text: str | None, expected: str | None) -> None:
+    assert ref.clean(text) == expected
+
+
+def test_values_are_trimmed_before_they_are_parsed(source: Source) -> None:
+    source.write_songs([{"track_id": "T1"}])
+    source.add_streams(
+        [
+            ("\v7\f", "\tT1\f", "\f2026-01-05 10:00:00\v"),  # kept: user 7
+            ("\xa07", "T1", "2026-01-05 10:00:01"),  # NBSP: invalid_user_id
+            ("7", "T1", "2026-01-05 10:00:02\xa0"),  # NBSP: invalid_listen_time
+            ("\v", "T1", "2026-01-05 10:00:03"),  # blank: missing_user_id
+            ("7", "\f ", "2026-01-05 10:00:04"),  # blank: missing_track_id
+            ("7", "T1", " \t "),  # blank time: invalid_listen_time
+        ]
+    )
+    result = source.kpis()
+    assert [(r.line, r.reason) for r in result.rejects] == [
+        (3, "invalid_user_id"),
+        (4, "invalid_listen_time"),
+        (5, "missing_user_id"),
+        (6, "missing_track_id"),
+        (7, "invalid_listen_time"),
+    ]
+    assert result.kept == 1
+    assert result.hourly[0]["listen_hour"] == datetime(2026, 1, 5, 10)
+    assert result.genre_daily[0]["most_popular_track_id"] == "T1"
 
 
 @pytest.mark.parametrize(
@@ -367,6 +465,25 @@ def test_duplicate_songs_keep_one_row_by_rule(source: Source) -> None:
     assert genres["art"]["avg_track_duration_sec"] == 5.0
 
 
+def test_duplicate_songs_equal_up_to_artists_keep_the_shortest(source: Source) -> None:
+    """KPIS.md rule 5 ends with "then the smallest duration_ms" (missing last)."""
+    same = {"popularity": "50", "track_genre": "g", "album_name": "A", "track_name": "N"}
+    source.write_songs(
+        [
+            {"track_id": "D", **same, "artists": "x", "duration_ms": "3000"},
+            {"track_id": "D", **same, "artists": "x", "duration_ms": "2000"},
+            {"track_id": "D", **same, "artists": "x", "duration_ms": "9000"},
+            {"track_id": "E", **same, "artists": "y", "duration_ms": ""},
+            {"track_id": "E", **same, "artists": "y", "duration_ms": "7000"},
+        ]
+    )
+    source.add_streams([(1, "D", "2026-01-05 10:00:00"), (1, "E", "2026-01-06 10:00:00")])
+    result = source.kpis()
+    day1, day2 = result.genre_daily
+    assert day1["avg_track_duration_sec"] == 2.0
+    assert day2["avg_track_duration_sec"] == 7.0
+
+
 def test_genre_rows_sorted_by_date_then_genre_bytes(source: Source) -> None:
     source.write_songs(
         [{"track_id": t, "track_genre": g} for t, g in (("1", "b"), ("2", "B"), ("3", "é"))]
@@ -497,6 +614,188 @@ def test_files_refused_whole_and_gzip_read(source: Source) -> None:
     result = source.kpis()
     assert result.rejected_files == {str(bad_header): "missing_column", str(ragged): "not_csv"}
     assert (result.raw_rows, result.kept) == (2, 2)
+
+
+def test_byte_order_mark_is_not_part_of_the_header(source: Source) -> None:
+    bom = source.dir / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbfuser_id,track_id,listen_time\n1,T1,2026-01-05 10:00:00\n")
+    source.streams.append(bom)
+    result = source.kpis()
+    assert (result.rejected_files, result.raw_rows, result.kept) == ({}, 1, 1)
+
+
+def test_a_required_column_named_twice_refuses_the_file(source: Source) -> None:
+    twice = source.dir / "twice.csv"
+    twice.write_text("user_id,track_id,listen_time,user_id\n1,T1,2026-01-05 10:00:00,2\n")
+    extra_twice = source.dir / "extra_twice.csv"
+    extra_twice.write_text("user_id,note,track_id,listen_time,note\n1,a,T1,2026-01-05,b\n")
+    source.streams += [twice, extra_twice]
+    result = source.kpis()
+    assert result.rejected_files == {str(twice): "duplicate_column"}
+    assert result.rejected == {"invalid_listen_time": 1}  # the extra column twice is fine
+
+
+def test_latin1_bytes_and_binary_refuse_the_file(source: Source) -> None:
+    latin1 = source.dir / "latin1.csv"
+    latin1.write_bytes(b"user_id,track_id,listen_time\n1,caf\xe9,2026-01-05 10:00:00\n")
+    junk = source.dir / "junk.csv"
+    junk.write_bytes(bytes(range(256)) * 4)
+    source.streams += [latin1, junk]
+    result = source.kpis()
+    assert result.rejected_files == {str(latin1): "not_csv", str(junk): "not_csv"}
+
+
+def test_line_numbers_are_physical_lines(source: Source) -> None:
+    """A quoted field spanning lines moves the rows after it down; a row spanning lines has
+    the line it starts on; CRLF ends a line like LF; an empty line is a line."""
+    path = source.dir / "quoted.csv"
+    path.write_bytes(
+        b"user_id,track_id,listen_time\r\n"
+        b'1,"T\r\n1",2026-01-05 10:00:00\r\n'  # lines 2-3: kept
+        b"x,T1,2026-01-05 10:00:00\r\n"  # line 4
+        b'y,"a,\nb\nc",2026-01-05 10:00:00\r\n'  # lines 5-7
+        b"\r\n"  # line 8: empty, skipped
+        b"z,T1,2026-01-05 10:00:00"  # line 9, no newline at the end
+    )
+    source.streams.append(path)
+    result = source.kpis()
+    assert [(r.line, r.reason) for r in result.rejects] == [
+        (4, "invalid_user_id"),
+        (5, "invalid_user_id"),
+        (9, "invalid_user_id"),
+    ]
+    assert result.genre_daily[0]["most_popular_track_id"] == "T\r\n1"
+
+
+def test_a_one_megabyte_value_is_read(source: Source) -> None:
+    path = source.dir / "long.csv"
+    padded = "2026-01-05 10:00:00" + " " * 1_000_000
+    path.write_text(f"user_id,track_id,listen_time\n1,T1,{padded}\n{'9' * 1_000_000},T1,x\n")
+    source.streams.append(path)
+    result = source.kpis()
+    assert (result.rejected_files, result.kept) == ({}, 1)
+    assert result.rejects == [ref.Reject(str(path), 3, "invalid_user_id")]
+
+
+# --- re-delivered objects (KPIS.md "Re-delivered objects") ---------------------------------------
+
+HEADER = "user_id,track_id,listen_time\n"
+
+
+def _csv(*rows: str) -> bytes:
+    return (HEADER + "".join(row + "\n" for row in rows)).encode()
+
+
+def _marts(result: ref.KpiResult) -> dict[str, list[dict[str, object]]]:
+    return {name: result.rows(name) for name in ref.MARTS}
+
+
+def test_a_correction_replaces_the_earlier_version(source: Source) -> None:
+    """Same key, different content: only the latest version counts, exactly as if the earlier
+    one had never arrived; an hour only the earlier version had disappears."""
+    source.write_songs([{"track_id": "T1"}, {"track_id": "T2", "track_genre": "rock"}])
+    v1 = _csv("1,T1,2026-01-05 10:00:00", "2,T1,2026-01-05 11:00:00", "x,T1,2026-01-05")
+    v2 = _csv("1,T2,2026-01-05 10:00:00", "2,T2,2026-01-05 10:30:00")
+    other = ref.Delivery("streams/b.csv", _csv("1,T1,2026-01-05 10:45:00"))
+    first = ref.Delivery("streams/a.csv", v1)
+    second = ref.Delivery("streams/a.csv", v2)
+    result = ref.compute_kpis(source.users, source.songs, [first, other, second], LOADED_AT)
+    fresh = ref.compute_kpis(source.users, source.songs, [second, other], LOADED_AT)
+    assert _marts(result) == _marts(fresh)
+    assert [row["listen_hour"] for row in result.hourly] == [datetime(2026, 1, 5, 10)]
+    assert {row["track_genre"] for row in result.genre_daily} == {"pop", "rock"}
+    assert (result.raw_rows, result.kept, result.rejected) == (3, 3, {})
+    assert result.superseded == [("streams/a.csv", hashlib.md5(v1).hexdigest())]
+    assert result.superseded_rows == 3
+    assert result.raw_rows == result.kept + sum(result.rejected.values()) + result.duplicates
+
+
+def test_the_same_content_again_is_a_no_op(source: Source) -> None:
+    source.write_songs([{"track_id": "T1"}])
+    data = _csv("1,T1,2026-01-05 10:00:00", "2,T1,2026-01-05 10:00:00")
+    once = ref.Delivery("streams/a.csv", data)
+    again = ref.Delivery("streams/a.csv", data)
+    result = ref.compute_kpis(source.users, source.songs, [once, again, again], LOADED_AT)
+    single = ref.compute_kpis(source.users, source.songs, [once], LOADED_AT)
+    assert _marts(result) == _marts(single)
+    assert (result.raw_rows, result.duplicates, result.superseded) == (2, 0, [])
+
+
+def test_an_identical_redelivery_keeps_the_first_load_time(source: Source) -> None:
+    """A no-op is not a new load: the future rule keeps using the first delivery's time."""
+    data = _csv("1,T1,2026-01-08 00:00:00")
+    early = ref.Delivery("streams/a.csv", data)
+    late = ref.Delivery("streams/a.csv", data)
+    loaded = {id(early): datetime(2026, 1, 6), id(late): datetime(2026, 1, 9)}
+    result = ref.compute_kpis(
+        source.users, source.songs, [early, late], lambda item: loaded[id(item)]
+    )
+    assert result.rejected == {"future_listen_time": 1}
+
+
+def test_a_correction_uses_its_own_load_time(source: Source) -> None:
+    early = ref.Delivery("streams/a.csv", _csv("1,T1,2026-01-08 00:00:00"))
+    late = ref.Delivery("streams/a.csv", _csv("1,T1,2026-01-08 00:00:00", "2,T1,2026-01-05"))
+    loaded = {id(early): datetime(2026, 1, 6), id(late): datetime(2026, 1, 9)}
+    result = ref.compute_kpis(
+        source.users, source.songs, [early, late], lambda item: loaded[id(item)]
+    )
+    assert (result.kept, result.rejected) == (1, {"invalid_listen_time": 1})
+
+
+def test_different_keys_with_identical_content_are_duplicates(source: Source) -> None:
+    source.write_songs([{"track_id": "T1"}])
+    data = _csv("1,T1,2026-01-05 10:00:00", "2,T1,2026-01-05 10:00:00", "x,T1,2026-01-05")
+    a, b = ref.Delivery("streams/a.csv", data), ref.Delivery("streams/b.csv", data)
+    result = ref.compute_kpis(source.users, source.songs, [a, b], LOADED_AT)
+    single = ref.compute_kpis(source.users, source.songs, [a], LOADED_AT)
+    assert _marts(result) == _marts(single)
+    assert (result.raw_rows, result.kept, result.duplicates) == (6, 2, 2)
+    assert result.rejected == {"invalid_user_id": 2}
+    assert [(Path(r.file).name, r.line) for r in result.rejects] == [("a.csv", 4), ("b.csv", 4)]
+    assert result.superseded == []
+
+
+def test_the_latest_version_counts_even_when_it_repeats_an_older_one(source: Source) -> None:
+    v1 = _csv("1,T1,2026-01-05 10:00:00")
+    v2 = _csv("1,T1,2026-01-05 11:00:00")
+    versions = [ref.Delivery("streams/a.csv", data) for data in (v1, v2, v1)]
+    result = ref.compute_kpis(source.users, source.songs, versions, LOADED_AT)
+    assert [row["listen_hour"] for row in result.hourly] == [datetime(2026, 1, 5, 10)]
+    md5 = [hashlib.md5(data).hexdigest() for data in (v1, v2)]
+    assert result.superseded == [("streams/a.csv", md5[0]), ("streams/a.csv", md5[1])]
+    assert result.superseded_rows == 2
+
+
+def test_a_refused_latest_version_counts_no_rows(source: Source) -> None:
+    good = ref.Delivery("streams/a.csv", _csv("1,T1,2026-01-05 10:00:00"))
+    refused = ref.Delivery("streams/a.csv", b"user_id,track\n1,T1\n")
+    result = ref.compute_kpis(source.users, source.songs, [good, refused], LOADED_AT)
+    assert (result.kept, result.hourly, result.rejected_files) == (
+        0,
+        [],
+        {"streams/a.csv": "missing_column"},
+    )
+    assert result.superseded_rows == 1
+
+
+def test_deliveries_read_bytes_paths_and_gzip(source: Source) -> None:
+    """A Delivery holds bytes or a file; a .gz key is decompressed; a path is its own key."""
+    source.write_songs([{"track_id": "T1"}])
+    data = _csv("1,T1,2026-01-05 10:00:00", "x,T1,2026-01-05 10:00:00")
+    on_disk = source.dir / "plain.csv"
+    on_disk.write_bytes(data)
+    items: list[ref.StreamInput] = [
+        ref.Delivery("streams/z.csv.gz", gzip.compress(data)),
+        ref.Delivery("streams/y.csv", on_disk),
+        on_disk,
+    ]
+    result = ref.compute_kpis(source.users, source.songs, items, LOADED_AT)
+    assert (result.raw_rows, result.kept, result.duplicates) == (6, 1, 2)
+    assert [r.file for r in result.rejects] == ["streams/z.csv.gz", "streams/y.csv", str(on_disk)]
+    # a path given twice is one key delivered twice with the same content: a no-op
+    twice = ref.compute_kpis(source.users, source.songs, [on_disk, on_disk], LOADED_AT)
+    assert (twice.raw_rows, twice.superseded) == (2, [])
 
 
 # --- comparison --------------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""Re-delivered and corrupt files (issue 7, defects 1 and 2), through real `music-elt run`s.
+
+A correction (same key, other content, after the first version was loaded and archived) must
+replace the earlier version in every mart, keep both versions archived under names of their
+own and both in raw with the earlier one marked superseded; an identical re-delivery changes
+nothing; a truncated ``.csv.gz`` is quarantined with a reason and blocks nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+
+from tests.checks import ledger_rows
+from tests.fault.harness import Stack, condensed, no_traceback
+
+pytestmark = [pytest.mark.fault, pytest.mark.slow]
+
+
+def corrected(original: bytes, stack: Stack) -> bytes:
+    """A correction of a stream file: a third of its rows withdrawn, every fifth remaining
+    play moved to another (known) track, five plays added on a day no other file covers."""
+    reader = csv.DictReader(io.StringIO(original.decode()))
+    fields = list(reader.fieldnames or ())
+    rows = [row for i, row in enumerate(reader) if i % 3 != 1]
+    with (stack.source / "songs.csv").open() as handle:
+        track = next(csv.DictReader(handle))["track_id"]
+    with (stack.source / "users.csv").open() as handle:
+        users = [row["user_id"] for _, row in zip(range(5), csv.DictReader(handle), strict=False)]
+    for i, row in enumerate(rows):
+        if i % 5 == 0:
+            row["track_id"] = track
+    rows += [
+        {**dict.fromkeys(fields, ""), "user_id": user, "track_id": track}
+        | {"listen_time": f"2026-01-20 08:1{i}:00"}
+        for i, user in enumerate(users)
+    ]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    assert out.getvalue().encode() != original
+    return out.getvalue().encode()
+
+
+def test_a_corrected_redelivery_replaces_the_earlier_version(stack: Stack) -> None:
+    """Defect 1, "a re-delivered file loses data": the same key delivered again with other
+    content after the first version was loaded and archived. Observed before issue 7: both
+    versions counted in the marts; archiving the second overwrote the first (local) or deleted
+    the second without copying it (S3). Expected: the marts equal the reference over the latest
+    versions (the earlier one as if it never arrived), both versions archived under distinct
+    names, raw keeps both with the earlier marked superseded in the ledger, the run summary says
+    so. An identical re-delivery of another file in the same run changes nothing."""
+    files = stack.deliver_generated()
+    stack.rerun()
+    original = next(v for v in files if v.key.endswith(".csv"))
+    stack.deliver(original.key, corrected(original.data, stack))
+    stack.deliver(files[1].key, files[1].data)  # the same content again: a no-op
+    out = stack.run_ok()
+
+    problems = []
+    name = original.key.rsplit("/", 1)[1]
+    if not any(re.search(r"(?i)supersed", line) and name in line for line in out.splitlines()):
+        problems.append(
+            f"the run summary names no superseded version of {name}:\n{condensed(out, 20)}"
+        )
+    try:
+        stack.assert_recovered()
+    except AssertionError as exc:
+        problems.append(str(exc))
+    assert not problems, "\n".join(problems)
+
+
+def test_a_truncated_gzip_is_quarantined_and_does_not_block_the_pipeline(
+    local_stack: Stack,
+) -> None:
+    """Defect 2: a truncated ``.csv.gz``. Observed before issue 7: DuckDB's IOException was
+    taken for an outage: a traceback, exit 1, and every later run failed the same way until the
+    file was removed by hand. Expected: it is quarantined with a reason saying what is wrong,
+    the run exits 0 with every other file loaded, and the next run (with a new file) is fine."""
+    stack = local_stack
+    files = stack.deliver_generated()
+    gz = next(v for v in files if v.key.endswith(".csv.gz"))
+    broken = stack.deliver("streams/truncated-upload.csv.gz", gz.data[: len(gz.data) * 2 // 3])
+    run = stack.start()
+    code, out, err = run.finish()
+    assert code == 0, f"exit {code}, expected 0:\n{err[-3000:]}"
+    no_traceback(out, err)
+    ledger = [row for row in ledger_rows(stack.settings) if row["object_key"] == broken.key]
+    assert [row["status"] for row in ledger] == ["rejected"], ledger
+    assert re.search(r"(?i)gzip|truncat|corrupt|compress|end of|eof", ledger[0]["reason"] or "")
+
+    stack.deliver(
+        "streams/after-the-broken-one.csv",
+        b"user_id,track_id,listen_time\n1,late-track,2026-01-06 23:59:59\n",
+    )
+    stack.rerun()
+    stack.assert_recovered()
