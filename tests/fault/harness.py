@@ -83,6 +83,10 @@ dbt_halfway = Trigger("dbt reporting half of its nodes done", _dbt_halfway)
 extracting = Trigger("the first batch of users extracted", EXTRACTING.search)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """One ``music-elt run`` subprocess, its output read as it comes."""
 
@@ -96,6 +100,9 @@ class Run:
             env=stack.subprocess_env(),
             cwd=stack.workdir.parent,
             start_new_session=True,  # our signals only, never the test session's
+            # a shell runs background jobs with SIGINT ignored, and children inherit that:
+            # the run under test must see Ctrl-C as a person's terminal delivers it
+            preexec_fn=_default_sigint,
         )
         os.close(slave)
         stack.runs.append(self)
