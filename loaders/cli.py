@@ -19,7 +19,7 @@ from loaders import pipeline
 from loaders.config import ConfigError, Settings
 from loaders.console import console
 from loaders.dbt import DbtFailed, run_dbt
-from loaders.errors import Interrupted, Terminated
+from loaders.errors import Interrupted, Terminated, note_signal
 
 
 def _say(message: str) -> None:
@@ -179,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _terminate(signum: int, frame: Any) -> None:
+    note_signal("SIGTERM")
     raise Terminated()
 
 

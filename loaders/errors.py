@@ -116,6 +116,31 @@ def _gzip_error() -> type[Exception]:
     return gzip.BadGzipFile
 
 
+_signals_received: list[str] = []
+
+
+def note_signal(name: str) -> None:
+    """Remember a stopping signal (the CLI's SIGTERM handler calls this before raising)."""
+    _signals_received.append(name)
+
+
+def interrupt_signal() -> str:
+    """The signal that stopped the run: ``SIGTERM`` when one was noted, else ``Ctrl-C``."""
+    return "SIGTERM" if "SIGTERM" in _signals_received else "Ctrl-C"
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database driver's report of Ctrl-C or SIGTERM reaching a running
+    query (DuckDB: "Query interrupted"; PostgreSQL: "canceling statement due to user request"),
+    which must stop the run as an interrupt, never pass for an outage or bad data."""
+    import duckdb
+    from psycopg2.extensions import QueryCanceledError
+
+    if isinstance(exc, KeyboardInterrupt | duckdb.InterruptException):
+        return True
+    return isinstance(exc, QueryCanceledError) and "user request" in str(exc)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread by the CLI's handler. A KeyboardInterrupt, so that
     dbt cancels its queries and stops its threads as on Ctrl-C before the process exits."""

@@ -25,7 +25,7 @@ from typing import Any
 from loaders import manifest, rds
 from loaders.config import ConfigError, Settings
 from loaders.dbt import DbtReport, run_dbt
-from loaders.errors import Interrupted, Terminated
+from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interrupt
 from loaders.landing import (
     ARCHIVE_PREFIX,
     QUARANTINE_PREFIX,
@@ -531,7 +531,11 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         except Terminated:
             raise Interrupted("SIGTERM", name, INTERRUPTED_STATE[name]) from None
         except KeyboardInterrupt:
-            raise Interrupted("Ctrl-C", name, INTERRUPTED_STATE[name]) from None
+            raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
+        except Exception as exc:  # a driver's "query interrupted"
+            if not is_interrupt(exc):
+                raise
+            raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
         finally:
             summary.timings[name] = time.perf_counter() - started
 

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from loaders.config import ConfigError, Settings, WarehouseSettings, check_identifier
-from loaders.errors import RunLocked, is_bad_data, outage
+from loaders.errors import RunLocked, is_bad_data, is_interrupt, outage
 from loaders.landing import LandedObject, LandingStore
 from loaders.rds import TableExtract
 
@@ -408,6 +408,8 @@ class Warehouse(ABC):
         except FileRejected:
             raise
         except Exception as exc:
+            if is_interrupt(exc):
+                raise
             if not is_bad_data(exc):
                 raise outage(exc, obj.key) from exc
             raise FileRejected(rejection_reason(exc)) from None

@@ -318,3 +318,30 @@ def test_line_numbers_are_physical_lines_after_quoted_newlines(
     with open_warehouse(settings) as wh:
         rows = wh.query("select user_id, _line_number from raw_streams.streams order by user_id")
     assert rows == [("1", 2), ("2", 4), ("3", 5), ("4", 8)]
+
+
+def test_a_query_interrupted_by_ctrl_c_stops_the_run_as_an_interrupt(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB turns Ctrl-C during a COPY into "Query interrupted": the run stops as an
+    interrupt naming the step, not as an outage (exit 2) or a rejected file."""
+    import duckdb
+
+    from loaders.errors import Interrupted
+    from loaders.warehouse import DuckDBWarehouse
+
+    landing = pipeline.landing_store(settings)
+    put(landing, "streams/a.csv", GOOD.encode(), tmp_path)
+
+    def interrupted(*args: Any, **kwargs: Any) -> str:
+        raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
+
+    monkeypatch.setattr(DuckDBWarehouse, "_copy_to_temp", interrupted)
+    monkeypatch.setattr(pipeline, "extract", lambda *args, **kwargs: [])
+    with pytest.raises(Interrupted) as stopped:
+        pipeline.run(settings, progress=print)
+    assert (stopped.value.signal_name, stopped.value.step) == ("Ctrl-C", "load")
+    assert stopped.value.exit_code == 130
+    assert landing.list("quarantine/") == []
+    with pipeline.warehouse(settings) as wh:
+        assert wh.query("select count(*) from raw_meta.load_ledger")[0][0] == 0

@@ -116,3 +116,14 @@ def test_a_truncated_or_corrupt_gzip_read_by_duckdb_is_bad_data(tmp_path: Path) 
         assert is_bad_data(raised.value), raised.value
     # an I/O error that is not about the file's bytes stays an outage
     assert not is_bad_data(duckdb.IOException("IO Error: No space left on device"))
+
+
+def test_a_driver_reporting_an_interrupted_query_is_an_interrupt_not_an_outage() -> None:
+    from psycopg2.extensions import QueryCanceledError
+
+    from loaders.errors import is_interrupt
+
+    assert is_interrupt(duckdb.InterruptException("INTERRUPT Error: Interrupted!"))
+    assert is_interrupt(QueryCanceledError("canceling statement due to user request"))
+    assert not is_interrupt(QueryCanceledError("canceling statement due to statement timeout"))
+    assert not is_interrupt(duckdb.IOException("IO Error: No space left on device"))
