@@ -46,12 +46,8 @@ HOURLY_COLUMNS = (
     "top_artist",
     "top_artist_plays",
 )
-# Ways a ledger may mark an object version replaced by a later version of its key: a status
-# value, or one of these columns when the loader has it (checked against the table's columns;
-# names are never taken from data).
-SUPERSEDED_STATUS = "superseded"
-SUPERSEDED_MARKER_COLUMNS = ("superseded_at", "superseded_by", "superseded_by_etag")
-SUPERSEDED_FLAG_COLUMNS = ("is_superseded", "superseded")
+# A ledger row whose key was delivered again with other content (a correction) afterwards
+SUPERSEDED = "superseded_at is not null"
 
 
 def _frame(session: KpiSession, sql: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
@@ -209,16 +205,6 @@ def rejects_by_reason(session: KpiSession) -> pd.DataFrame:
     )
 
 
-def superseded_condition(session: KpiSession) -> str:
-    """SQL condition true for ledger rows of superseded object versions, whichever way this
-    loader version records them (a status, a marker column, a flag column)."""
-    columns = set(session.columns(LEDGER_TABLE))
-    conditions = [f"status = '{SUPERSEDED_STATUS}'"]
-    conditions += [f"{c} is not null" for c in SUPERSEDED_MARKER_COLUMNS if c in columns]
-    conditions += [f"coalesce({c}, false)" for c in SUPERSEDED_FLAG_COLUMNS if c in columns]
-    return "(" + " or ".join(conditions) + ")"
-
-
 @dataclass(frozen=True)
 class LedgerCounts:
     """Stream files by what happened to them, from the load ledger."""
@@ -226,24 +212,18 @@ class LedgerCounts:
     loaded: int  # loaded and current (not superseded)
     quarantined: int  # refused whole: status 'rejected'
     superseded: int  # loaded, then replaced by a later version of the same key
-    superseded_tracked: bool  # the ledger has a way to record it
 
 
 def ledger_counts(session: KpiSession) -> LedgerCounts:
-    superseded = superseded_condition(session)
     loaded, quarantined, replaced = session.query(
         "select "
-        f"coalesce(sum(case when status = 'loaded' and not {superseded} then 1 else 0 end), 0), "
+        f"coalesce(sum(case when status = 'loaded' and not ({SUPERSEDED}) then 1 else 0 end), 0), "
         "coalesce(sum(case when status = 'rejected' then 1 else 0 end), 0), "
-        f"coalesce(sum(case when {superseded} then 1 else 0 end), 0) "
+        f"coalesce(sum(case when {SUPERSEDED} then 1 else 0 end), 0) "
         f"from {session.relation(LEDGER_TABLE)} where target_table = %s",
         (STREAMS_TABLE,),
     )[0]
-    columns = set(session.columns(LEDGER_TABLE))
-    tracked = bool(replaced) or bool(
-        columns & {*SUPERSEDED_MARKER_COLUMNS, *SUPERSEDED_FLAG_COLUMNS}
-    )
-    return LedgerCounts(int(loaded), int(quarantined), int(replaced), tracked)
+    return LedgerCounts(int(loaded), int(quarantined), int(replaced))
 
 
 def quarantined_files(session: KpiSession) -> pd.DataFrame:
@@ -261,7 +241,7 @@ def superseded_files(session: KpiSession) -> pd.DataFrame:
     return _frame(
         session,
         "select object_key, etag, row_count, loaded_at, load_id "
-        f"from {session.relation(LEDGER_TABLE)} where {superseded_condition(session)} "
+        f"from {session.relation(LEDGER_TABLE)} where {SUPERSEDED} "
         "order by object_key, loaded_at",
     )
 

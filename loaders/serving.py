@@ -186,10 +186,6 @@ class KpiSession:
         columns = [d[0] for d in cur.description]
         return columns, [tuple(row) for row in cur.fetchall()]
 
-    def columns(self, name: str) -> list[str]:
-        """Column names of a served relation, in order."""
-        return self.query_with_columns(f"select * from {self.relation(name)} where 1 = 0")[0]
-
 
 class KpiReader:
     """Opens read-only sessions over :data:`SERVED`: on the serving copy (DuckDB) or on the

@@ -13,7 +13,7 @@ with ui.kpi_session() as session:
     by_file = kpis.rejects_by_file(session)
     files = kpis.ledger_counts(session)
     quarantined = kpis.quarantined_files(session)
-    superseded = kpis.superseded_files(session) if files.superseded_tracked else None
+    superseded = kpis.superseded_files(session)
     ledger = kpis.ledger_summary(session)
     build = kpis.last_green_build(session)
     published = kpis.published_at(session)
@@ -42,8 +42,7 @@ replaced.metric(
     "Files superseded",
     ui.fmt_int(files.superseded),
     help="Earlier versions of a re-delivered file whose content changed: the latest version "
-    "counts, earlier ones stay in raw for audit."
-    + ("" if files.superseded_tracked else " None recorded by this warehouse's ledger."),
+    "counts, earlier ones stay in raw for audit.",
     border=True,
 )
 built, served, _ = st.columns(3)
@@ -124,12 +123,11 @@ with files_view:
         st.success("No file was refused.")
     else:
         st.dataframe(quarantined, hide_index=True)
-    if superseded is not None:
-        st.markdown("**Superseded versions**")
-        if superseded.empty:
-            st.write("No re-delivered file replaced an earlier version.")
-        else:
-            st.dataframe(superseded, hide_index=True)
+    st.markdown("**Superseded versions**")
+    if superseded.empty:
+        st.write("No re-delivered file replaced an earlier version.")
+    else:
+        st.dataframe(superseded, hide_index=True)
 
 if build:
     st.caption(
