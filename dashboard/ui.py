@@ -62,6 +62,24 @@ def kpi_session() -> Iterator[KpiSession]:
         st.stop()
 
 
+def pick_dates(
+    session: KpiSession, *, key: str, whole_range: bool
+) -> tuple[date, date, date, date]:
+    """The mart's first and last day, and the range the reader picked (by default the whole
+    range, or the last day alone); stops the page saying what to run when nothing is built."""
+    from dashboard import kpis
+
+    bounds = kpis.date_bounds(session)
+    if bounds is None:
+        st.info(what_to_run(settings()))
+        st.stop()
+    first, last = bounds
+    default = (first, last) if whole_range else (last, last)
+    picked = st.date_input("Dates (UTC)", value=default, min_value=first, max_value=last, key=key)
+    start, end = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else default
+    return first, last, start, end
+
+
 def source_caption(session: KpiSession, published: datetime | None) -> None:
     """Where the numbers come from, under a page title."""
     where = session.reader.where

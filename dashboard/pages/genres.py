@@ -12,15 +12,7 @@ DEFAULT_GENRES = 5
 
 st.title("Genres over time")
 with ui.kpi_session() as session:
-    bounds = kpis.date_bounds(session)
-    if bounds is None:
-        st.info(ui.what_to_run(ui.settings()))
-        st.stop()
-    first, last = bounds
-    picked = st.date_input(
-        "Dates (UTC)", value=(first, last), min_value=first, max_value=last, key="genre_dates"
-    )
-    start, end = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else (first, last)
+    first, last, start, end = ui.pick_dates(session, key="genre_dates", whole_range=True)
     # the same choices whatever the dates, so a picked genre never disappears from the list
     names = kpis.genre_names(session, first, last)
     genres = st.multiselect(

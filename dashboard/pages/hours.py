@@ -10,15 +10,7 @@ from dashboard import kpis, ui
 
 st.title("Hours")
 with ui.kpi_session() as session:
-    bounds = kpis.date_bounds(session)
-    if bounds is None:
-        st.info(ui.what_to_run(ui.settings()))
-        st.stop()
-    first, last = bounds
-    picked = st.date_input(
-        "Dates (UTC)", value=(last, last), min_value=first, max_value=last, key="hour_dates"
-    )
-    start, end = (picked[0], picked[-1]) if isinstance(picked, tuple) and picked else (last, last)
+    _, _, start, end = ui.pick_dates(session, key="hour_dates", whole_range=False)
     hourly = kpis.hours(session, start, end)
     ranked = kpis.top_artists(session, start, end)
     ui.source_caption(session, kpis.published_at(session))
