@@ -12,6 +12,7 @@ from typing import Any
 from airflow.sdk import BaseNotifier
 
 from loaders.manifest import failed_nodes
+from music_elt_airflow.runtime import connection
 
 log = logging.getLogger("music_elt.alerts")
 DBT_FAILURES_XCOM_KEY = "dbt_failures"
@@ -49,17 +50,6 @@ def failure_message(context: Any) -> str:
     return "\n".join(lines)
 
 
-def _connection_exists(conn_id: str) -> bool:
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        Connection.get(conn_id)
-    except AirflowNotFoundException:
-        return False
-    return True
-
-
 class PipelineAlert(BaseNotifier):
     """Log the failure; post it to Slack (connection ``slack_webhook``, an incoming webhook)
     and PagerDuty (connection ``pagerduty_events``, an Events API v2 integration key) when those
@@ -75,7 +65,7 @@ class PipelineAlert(BaseNotifier):
     def notify(self, context: Any) -> None:
         message = failure_message(context)
         log.error("%s", message)
-        if _connection_exists(self.slack_conn_id):
+        if connection(self.slack_conn_id) is not None:
             from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
             self._send(
@@ -83,7 +73,7 @@ class PipelineAlert(BaseNotifier):
                 SlackWebhookNotifier(slack_webhook_conn_id=self.slack_conn_id, text=message),
                 context,
             )
-        if _connection_exists(self.pagerduty_conn_id):
+        if connection(self.pagerduty_conn_id) is not None:
             from airflow.providers.pagerduty.notifications.pagerduty import PagerdutyNotifier
 
             notifier = PagerdutyNotifier(
