@@ -24,6 +24,7 @@ the texts matched here:
 
 from __future__ import annotations
 
+import gzip
 import re
 import zlib
 
@@ -85,7 +86,7 @@ def is_bad_data(exc: BaseException) -> bool:
         return True  # PostgreSQL's COPY: bad CSV, wrong column count, invalid encoding
     if isinstance(exc, psycopg2.InternalError):
         return bool(_REDSHIFT_DATA_ERROR.search(str(exc)))
-    return isinstance(exc, EOFError | zlib.error | _gzip_error())
+    return isinstance(exc, EOFError | zlib.error | gzip.BadGzipFile)
 
 
 class ServiceOutage(ConnectionError):
@@ -108,12 +109,6 @@ def describe_outage(exc: BaseException) -> str:
         if pattern.search(text):
             return label
     return "warehouse or storage error"
-
-
-def _gzip_error() -> type[Exception]:
-    import gzip
-
-    return gzip.BadGzipFile
 
 
 _signals_received: list[str] = []

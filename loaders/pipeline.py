@@ -229,7 +229,7 @@ def plan_run(
         name = PurePosixPath(obj.key).name
         if name.startswith((".", "_")) or not name.endswith(STREAM_SUFFIXES):
             continue  # producer markers, temporary files, COPY manifests
-        (ready if obj.etag in ledger.get(obj.key, ()) else new).append(obj)
+        (ready if ledger.get(obj.key) == obj.etag else new).append(obj)
     return Plan(
         run_id=run_id,
         snapshots=changed,

@@ -193,15 +193,14 @@ class Warehouse(ABC):
                 f"(load_id {t}, started_at timestamp, finished_at timestamp)"
             )
 
-    def ledger(self) -> dict[str, set[str]]:
+    def ledger(self) -> dict[str, str]:
         """The etag of the current (latest, not superseded) loaded version of each key."""
-        loaded: dict[str, set[str]] = {}
-        for key, etag in self.query(
-            f"select object_key, etag from {LEDGER_TABLE} "
-            "where status = 'loaded' and superseded_at is null"
-        ):
-            loaded.setdefault(key, set()).add(etag)
-        return loaded
+        return dict(
+            self.query(
+                f"select object_key, etag from {LEDGER_TABLE} "
+                "where status = 'loaded' and superseded_at is null"
+            )
+        )
 
     def latest_snapshots(self) -> dict[str, str]:
         """The fingerprint (etag) of the snapshot last loaded into each raw_rds table."""
