@@ -5,7 +5,7 @@ Each run executes the plan of `loaders.pipeline` (the same steps as `music-elt r
 
 1. **check_rds_available**, then **extract** (mapped, one per RDS table) into landing.
 2. **plan**: what is new (stream files, changed tables) against the warehouse's ledger, whether
-   to run at all and whether dbt must full-refresh. **should_run** skips the rest when nothing
+   to run at all. **should_run** skips the rest when nothing
    is new (the run succeeds and the log says why).
 3. **load** (mapped over the plan's load groups): exactly once through the ledger; files that
    cannot be loaded are quarantined; an outage fails the task and touches nothing.
@@ -109,8 +109,8 @@ def music_streaming_pipeline() -> None:
         print("\n".join(total.lines()))
         return {"loads": total.to_dict(), "build_started_at": pipeline.utcnow().isoformat()}
 
-    # one `dbt build` (full refresh when the plan says so), one task per model reporting it
-    dbt = runtime.dbt_task_group(config, full_refresh="{{ ti.xcom_pull('plan')['full_refresh'] }}")
+    # one `dbt build`, one task per model reporting it
+    dbt = runtime.dbt_task_group(config)
 
     @task(pool=WAREHOUSE)
     def record_build(planned: dict[str, Any], summary: dict[str, Any]) -> None:

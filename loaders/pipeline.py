@@ -2,7 +2,7 @@
 
 Every decision of a run is taken once, here: :func:`plan_run` compares the landing zone and the
 fresh RDS extracts with the warehouse's ledger and returns a :class:`Plan` (what is new, whether
-to run at all, whether dbt must full-refresh, how loads are grouped). The steps execute it:
+to run at all, how loads are grouped). The steps execute it:
 :func:`load` (one :class:`LoadGroup`), dbt (:func:`build` here, Cosmos under Airflow), then
 :func:`record_build`, :func:`archive` and :func:`publish`. The CLI (:func:`run`) and the Airflow
 DAG call the same functions and decide nothing themselves. Every step is safe to repeat:
@@ -133,7 +133,7 @@ class Plan:
     stream_files: tuple[LandedObject, ...] = ()  # stream file versions not in the ledger
     archive_ready: tuple[LandedObject, ...] = ()  # loaded earlier, still in the input prefix
     unbuilt_loads: bool = False  # loads since the last green dbt build
-    songs_changed: bool = False  # songs changed after marts were built from an older snapshot
+    songs_changed: bool = False  # a new songs snapshot: dbt recomputes every KPI period
     forced: bool = False  # the user asked for a build
 
     @property
@@ -147,12 +147,6 @@ class Plan:
             or self.unbuilt_loads
             or self.forced
         )
-
-    @property
-    def full_refresh(self) -> bool:
-        """The incremental marts recompute the periods that have new plays; new song
-        attributes reach periods already built only through a full refresh."""
-        return self.songs_changed
 
     def load_groups(self, files_per_group: int = FILES_PER_LOAD_GROUP) -> list[LoadGroup]:
         """One group per changed RDS table, then the new stream files ``files_per_group`` at
@@ -177,8 +171,8 @@ class Plan:
             parts.append(f"{len(self.archive_ready)} file(s) loaded earlier await archiving")
         if self.unbuilt_loads:
             parts.append("loads since the last dbt build")
-        if self.full_refresh:
-            parts.append("songs changed: full refresh")
+        if self.songs_changed:
+            parts.append("songs changed: every KPI period is recomputed")
         return ", ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,7 +186,6 @@ class Plan:
             "songs_changed": self.songs_changed,
             "forced": self.forced,
             "should_run": self.should_run,
-            "full_refresh": self.full_refresh,
             "description": self.describe(),
         }
 
@@ -386,7 +379,7 @@ def version_key(landing: LandingStore, obj: LandedObject, dst: str) -> str:
 # -- step 4: dbt ---------------------------------------------------------------------------------
 def dbt_build_command(plan: Plan) -> list[str]:
     """The dbt command that builds this plan (the DAG's Cosmos group runs the same)."""
-    return ["build", "--full-refresh"] if plan.full_refresh else ["build"]
+    return ["build"]
 
 
 def build(settings: Settings, plan: Plan) -> DbtReport:
@@ -552,8 +545,6 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
     with step("load"):
         summary.load = load_all(settings, landing, plan, progress=progress)
     with step("dbt build"):
-        if plan.full_refresh:
-            progress("  songs changed since the last build: full refresh of the models")
         started = utcnow()
         summary.dbt = build(settings, plan)
     with step("finish"):

@@ -272,10 +272,10 @@ def render_config(config: DagConfig) -> RenderConfig:
     )
 
 
-def dbt_task_group(config: DagConfig, *, full_refresh: str) -> Any:
+def dbt_task_group(config: DagConfig) -> Any:
     """The Cosmos task group of the dbt project: the watcher producer runs one ``dbt build``
-    (``full_refresh``: a template that renders to the plan's decision), a task per model and
-    one per model's tests report its result; failures are recorded for the alert."""
+    (the CLI's command), a task per model and one per model's tests report its result;
+    failures are recorded for the alert."""
     from cosmos import DbtTaskGroup
 
     from music_elt_airflow.alerts import record_dbt_results
@@ -288,7 +288,6 @@ def dbt_task_group(config: DagConfig, *, full_refresh: str) -> Any:
         render_config=render_config(config),
         operator_args={
             "pool": config.warehouse_pool,
-            "full_refresh": full_refresh,
             "append_env": True,
             "emit_datasets": False,
             "callback": record_dbt_results,

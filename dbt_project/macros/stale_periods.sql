@@ -4,7 +4,9 @@
         `plays` (fct_listens, or a CTE of it with last_loaded_at) differs from the sum of
         listen_count `stored` holds for them, that `stored` lacks or that `plays` no longer
         has, and those with a play loaded since the last green dbt build started (a correction
-        can change a period's plays without changing their count). With no stored relation (it
+        can change a period's plays without changing their count); every period when a songs
+        snapshot was loaded since then (genres, names and artists reach built periods that
+        way, with no re-parse of the streams). With no stored relation (it
         does not exist yet) every period is stale. The KPI marts delete these periods in a
         pre-hook (a period whose plays all vanished must go too: delete+insert only replaces
         periods the new rows name) and then rebuild every period missing from them.
@@ -33,7 +35,9 @@
         union
         select {{ period }}
         from {{ plays }}
-        where last_loaded_at > {{ last_green_build_start() }}
+        where
+            last_loaded_at > {{ last_green_build_start() }}
+            or {{ songs_loaded_since_last_green_build() }}
     {%- else %}
         cross join (select null as {{ period }}) as stored_counts
     {%- endif %}
@@ -45,6 +49,19 @@
     (
         select coalesce(max(builds.started_at), cast('1900-01-01' as timestamp))
         from {{ source('meta', 'dbt_builds') }} as builds
+    )
+{%- endmacro %}
+
+
+{% macro songs_loaded_since_last_green_build() -%}
+    {#- Whether a songs snapshot was loaded after the last green dbt build started. -#}
+    exists (
+        select 1
+        from {{ source('meta', 'load_ledger') }} as ledger
+        where
+            ledger.target_table = 'raw_rds.songs'
+            and ledger.status = 'loaded'
+            and ledger.loaded_at > {{ last_green_build_start() }}
     )
 {%- endmacro %}
 

@@ -231,7 +231,7 @@ def _changed_songs_reach_the_built_marts(scenario: Scenario) -> None:
     states = task_states(dag_run)
     assert dag_run.state == "success", states
     assert states["dbt.fct_genre_kpis_daily.run"] == ["success"]
-    assert _xcom(dag_run, "plan")["full_refresh"] is True
+    assert _xcom(dag_run, "plan")["songs_changed"] is True
     marts = read_marts(scenario.settings)
     genres = {row["track_genre"] for row in marts["fct_genre_kpis_daily"]}
     assert "renamed-genre" in genres and genre not in genres

@@ -14,6 +14,10 @@
     branch reached only when its text is known to be valid.
 #}
 {% macro parse_timestamp_utc(text_expression, allow_date_only=false) -%}
+    {{ return(adapter.dispatch('parse_timestamp_utc', 'music_elt')(text_expression, allow_date_only)) }}
+{%- endmacro %}
+
+{% macro default__parse_timestamp_utc(text_expression, allow_date_only=false) -%}
     {%- if allow_date_only -%}
         {%- set value -%}
             (case when length({{ text_expression }}) = 10 then {{ text_expression }} || ' 00:00:00' else {{ text_expression }} end)
@@ -69,5 +73,31 @@
                         and {{ zone_minutes }} <= 59
                         then {{ dbt.dateadd('minute', '-1 * ' ~ zone_sign ~ ' * (' ~ zone_hours ~ ' * 60 + ' ~ zone_minutes ~ ')', local_timestamp) }}
                 end
+    end
+{%- endmacro %}
+
+{#
+    DuckDB: values without a zone (nearly all of them) take a cheap path, one regex for the
+    shape and DuckDB's own timestamp cast, which returns null for an impossible calendar day,
+    minute or second. The cast is more lenient than the contract in two places, checked here:
+    it reads hour 24 as midnight of the next day and year 0000 as 1 BC. Every other value (a
+    zone, or not the shape) goes through the portable parser above.
+#}
+{% macro duckdb__parse_timestamp_utc(text_expression, allow_date_only=false) -%}
+    {%- if allow_date_only -%}
+        {%- set value -%}
+            (case when length({{ text_expression }}) = 10 then {{ text_expression }} || ' 00:00:00' else {{ text_expression }} end)
+        {%- endset -%}
+    {%- else -%}
+        {%- set value = text_expression -%}
+    {%- endif -%}
+    case
+        when regexp_full_match({{ value }}, '^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,6})?$')
+            then
+                case
+                    when substring({{ value }}, 12, 2) < '24' and substring({{ value }}, 1, 4) <> '0000'
+                        then try_cast({{ value }} as timestamp)
+                end
+        else {{ music_elt.default__parse_timestamp_utc(text_expression, allow_date_only) }}
     end
 {%- endmacro %}

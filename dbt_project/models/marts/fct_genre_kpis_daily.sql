@@ -16,6 +16,7 @@
 }}
 
 -- depends_on: {{ source('meta', 'dbt_builds') }}
+-- depends_on: {{ source('meta', 'load_ledger') }}
 
 /*
     One row per (listen_date, track_genre). Incremental: the pre-hook deletes the stale dates

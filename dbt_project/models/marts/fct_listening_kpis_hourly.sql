@@ -15,6 +15,7 @@
 }}
 
 -- depends_on: {{ source('meta', 'dbt_builds') }}
+-- depends_on: {{ source('meta', 'load_ledger') }}
 
 /*
     One row per listen_hour (UTC timestamp truncated to the hour). Incremental: the pre-hook

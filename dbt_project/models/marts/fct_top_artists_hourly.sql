@@ -12,6 +12,7 @@
 }}
 
 -- depends_on: {{ source('meta', 'dbt_builds') }}
+-- depends_on: {{ source('meta', 'load_ledger') }}
 
 /*
     The top 5 credited artists of each hour (known tracks only); ties: smaller name in byte

@@ -67,27 +67,37 @@ typed as (
 
 ),
 
-final as (
+classified as (
 
     select
-        user_id,
-        track_id,
-        listen_time,
+        *,
         case
             when user_id_text is null then 'missing_user_id'
             when track_id is null then 'missing_track_id'
             when user_id is null then 'invalid_user_id'
             when listen_time is null then 'invalid_listen_time'
             when listen_time > {{ dbt.dateadd('day', 1, '_loaded_at') }} then 'future_listen_time'
-        end as reject_reason,
-        raw_user_id,
-        raw_track_id,
-        raw_listen_time,
+        end as reject_reason
+    from typed
+
+),
+
+final as (
+
+    -- the raw text is kept for rejected rows only: a kept row's typed values are its record
+    select
+        user_id,
+        track_id,
+        listen_time,
+        reject_reason,
+        case when reject_reason is not null then raw_user_id end as raw_user_id,
+        case when reject_reason is not null then raw_track_id end as raw_track_id,
+        case when reject_reason is not null then raw_listen_time end as raw_listen_time,
         _source_file,
         _line_number,
         _loaded_at,
         _load_id
-    from typed
+    from classified
 
 )
 
