@@ -10,9 +10,10 @@ each scenario on one work directory, measuring wall time, CPU time and peak RSS 
 3. nothing new;
 4. a changed songs snapshot (every 7th song moves to another genre), no new plays.
 
-The baseline (bench/baseline_kpis.sql) computes the same three KPI marts from all 8 days' CSV
-files in one DuckDB script, in a process of its own. The bench prints each scenario with its
-ratio to the baseline or to the full run, and writes bench/results/scale-<streams>.json.
+The baseline (bench/baseline_kpis.sql) computes the same three KPI marts from the full run's
+CSV files (days 1-7) in one DuckDB script, in a process of its own. The bench prints each
+scenario with its ratio to the baseline or to the full run, dbt's slowest nodes per scenario
+(from run_results.json), and writes bench/results/scale-<streams>.json.
 """
 
 from __future__ import annotations
@@ -56,6 +57,28 @@ def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
         "peak_rss_gb": round(usage.ru_maxrss / 1024 / 1024, 2),
     }
+
+
+def slowest_nodes(work: Path, top: int = 6) -> dict[str, float]:
+    """dbt's slowest nodes of the run that just finished (its run_results.json)."""
+    results = json.loads((work / "dbt" / "target" / "run_results.json").read_text())
+    timings = {r["unique_id"].split(".")[-1]: r["execution_time"] for r in results["results"]}
+    slowest = sorted(timings.items(), key=lambda item: -item[1])[:top]
+    return {name: round(seconds, 1) for name, seconds in slowest}
+
+
+def scenario(
+    name: str, results: dict[str, Any], cmd: list[str], env: dict[str, str], root: Path
+) -> None:
+    """Run one scenario, record its figures and dbt's slowest nodes, print them."""
+    results[name] = measure(cmd, env, root / f"{name.split()[0]}.log")
+    summary = (root / f"{name.split()[0]}.log").read_text().splitlines()
+    results[name]["summary"] = [
+        line.strip() for line in summary if line.strip().startswith(("time:", "peak RSS"))
+    ]
+    if name != "nothing new":
+        results[name]["slowest dbt nodes"] = slowest_nodes(Path(cmd[-1]))
+    print(name, json.dumps(results[name]), flush=True)
 
 
 def change_songs(songs: Path) -> None:
@@ -108,14 +131,11 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     run = [music_elt, "run", "--workdir", str(work)]
-    results["full run (7 days)"] = measure(run, env, root / "run-full.log")
-    print("full run", results["full run (7 days)"], flush=True)
+    scenario("full run (7 days)", results, run, env, root)
     for path in late:
         shutil.copy(path, work / "landing" / "streams" / path.name)
-    results["+1 day"] = measure(run, env, root / "run-day.log")
-    print("+1 day", results["+1 day"], flush=True)
-    results["nothing new"] = measure(run, env, root / "run-nothing.log")
-    print("nothing new", results["nothing new"], flush=True)
+    scenario("+1 day", results, run, env, root)
+    scenario("nothing new", results, run, env, root)
     change_songs(first / "songs.csv")
     subprocess.run(
         [music_elt, "seed", "--workdir", str(work), "--from-dir", str(first)],
@@ -123,19 +143,18 @@ def main() -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    results["changed songs"] = measure(run, env, root / "run-songs.log")
-    print("changed songs", results["changed songs"], flush=True)
+    scenario("changed songs", results, run, env, root)
 
-    files = sorted(str(p) for p in (data / "streams").iterdir())
+    files = sorted(str(p) for p in (first / "streams").iterdir())
     sql = (REPO / "bench" / "baseline_kpis.sql").read_text()
     script = root / "baseline.sql"
     script.write_text(
         sql.replace("{streams}", repr(files)).replace("{songs}", repr(str(data / "songs.csv")))
     )
-    results["baseline (8 days, one DuckDB script)"] = measure(
+    results["baseline (7 days, one DuckDB script)"] = measure(
         [sys.executable, "-c", _BASELINE, str(script)], env, root / "baseline.log"
     )
-    baseline = results["baseline (8 days, one DuckDB script)"]
+    baseline = results["baseline (7 days, one DuckDB script)"]
     full = results["full run (7 days)"]
     results["ratios"] = {
         "full run CPU / baseline CPU": round(full["cpu_s"] / baseline["cpu_s"], 2),

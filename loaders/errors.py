@@ -133,6 +133,9 @@ def is_interrupt(exc: BaseException) -> bool:
 
     if isinstance(exc, KeyboardInterrupt | duckdb.InterruptException):
         return True
+    # Ctrl-C during a DuckDB query run from Python surfaces as a plain RuntimeError
+    if isinstance(exc, RuntimeError | duckdb.Error) and str(exc) == "Query interrupted":
+        return True
     return isinstance(exc, QueryCanceledError) and "user request" in str(exc)
 
 

@@ -77,26 +77,26 @@
 
 {% macro listens_touched_dates() -%}
     {#-
-        The dates fct_listens must rebuild: those of staged kept rows loaded at or after the
-        latest load time it holds, and those of rows whose file version was superseded (a
-        correction) since. fct_listens deletes them in a pre-hook, so that a date whose plays
-        all moved away is emptied too, and rebuilds them from the current rows.
+        The dates fct_listens must rebuild: those of staged kept rows loaded since the last green
+        dbt build started, and those of rows whose file version was superseded (a correction)
+        since. fct_listens deletes them in a pre-hook, so that a date whose plays all moved away
+        is emptied too, and rebuilds them from the current rows. A failed build leaves the last
+        green one in place, so its loads are rebuilt by the next run.
     -#}
-    select distinct cast(staged.listen_time as date) as listen_date
+    select cast(staged.listen_time as date) as listen_date
     from {{ ref('stg_streams__listens') }} as staged
-    left join {{ ref('stg_meta__landed_objects') }} as file_versions
-        on
-            staged._source_file = file_versions.object_key
-            and staged._loaded_at = file_versions.loaded_at
-            and file_versions.load_status = 'loaded'
-    cross join (
-        select coalesce(max(existing.last_loaded_at), cast('1900-01-01' as timestamp)) as loaded_at
-        from {{ this }} as existing
-    ) as watermark
     where
         staged.reject_reason is null
-        and (
-            staged._loaded_at >= watermark.loaded_at
-            or file_versions.superseded_at > watermark.loaded_at
-        )
+        and staged._loaded_at > {{ last_green_build_start() }}
+    union
+    select cast(staged.listen_time as date) as listen_date
+    from {{ ref('stg_streams__listens') }} as staged
+    inner join {{ ref('stg_meta__landed_objects') }} as superseded
+        on
+            staged._source_file = superseded.object_key
+            and staged._loaded_at = superseded.loaded_at
+    where
+        staged.reject_reason is null
+        and superseded.load_status = 'loaded'
+        and superseded.superseded_at > {{ last_green_build_start() }}
 {%- endmacro %}

@@ -9,6 +9,9 @@ everything else is an outage and must never quarantine anything."""
 from __future__ import annotations
 
 import gzip
+import os
+import signal
+import threading
 import zlib
 from pathlib import Path
 
@@ -127,3 +130,15 @@ def test_a_driver_reporting_an_interrupted_query_is_an_interrupt_not_an_outage()
     assert is_interrupt(QueryCanceledError("canceling statement due to user request"))
     assert not is_interrupt(QueryCanceledError("canceling statement due to statement timeout"))
     assert not is_interrupt(duckdb.IOException("IO Error: No space left on device"))
+
+
+def test_ctrl_c_during_a_duckdb_query_is_an_interrupt() -> None:
+    """What duckdb raises when Ctrl-C reaches a query it runs (a plain RuntimeError)."""
+    from loaders.errors import is_interrupt
+
+    conn = duckdb.connect()
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(BaseException) as caught:
+        conn.execute("select count(*) from range(3000000000) t(x) where x % 7 = 3").fetchall()
+    assert is_interrupt(caught.value), repr(caught.value)
+    assert not is_interrupt(RuntimeError("something else"))

@@ -14,11 +14,13 @@
     One row per kept play: raw rows without a reject reason, of the current version of their
     file (a key delivered again with other content is a correction: only its latest version
     counts), exact duplicates (user_id, track_id, listen_time in UTC) collapsed into one play.
-    Incremental: the dates touched by staged rows loaded at or after the latest load time
-    already here, and the dates of rows whose file version was superseded since, are rebuilt
+    Incremental: the dates touched by staged rows loaded since the last green dbt build started,
+    and the dates of rows whose file version was superseded since, are rebuilt
     whole from the current rows of those dates (delete+insert by listen_date), so late files,
     re-delivered copies and corrections are absorbed and a re-run changes nothing.
 */
+
+-- depends_on: {{ source('meta', 'dbt_builds') }}
 
 with
 
