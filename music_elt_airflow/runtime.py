@@ -86,7 +86,13 @@ class DagConfig:
         DAG (a deployment's ``dags/dbt_project``), then in that parent."""
         env = dict(os.environ if env is None else env)
         root = (dag_folder or REPO / "dags").resolve().parent
-        for name in ("MUSIC_ELT_WORKDIR", "MUSIC_ELT_DUCKDB_PATH", "MUSIC_ELT_DBT_PROJECT_DIR"):
+        paths = (
+            "MUSIC_ELT_WORKDIR",
+            "MUSIC_ELT_DUCKDB_PATH",
+            "MUSIC_ELT_DUCKDB_TEMP_DIR",
+            "MUSIC_ELT_DBT_PROJECT_DIR",
+        )
+        for name in paths:
             if env.get(name):
                 env[name] = str(_absolute(env[name], root))
         env.setdefault("MUSIC_ELT_WORKDIR", str(root / ".music-elt"))
@@ -185,6 +191,7 @@ def settings(config: DagConfig) -> Settings:
         "MUSIC_ELT_TARGET": config.target,
         "MUSIC_ELT_WORKDIR": str(base.workdir),
         "MUSIC_ELT_DUCKDB_PATH": str(base.warehouse.duckdb_path),
+        "MUSIC_ELT_DUCKDB_TEMP_DIR": str(base.warehouse.duckdb_temp_dir),
         "MUSIC_ELT_DBT_PROJECT_DIR": str(base.dbt_project_dir),
         "MUSIC_ELT_DBT_MANIFEST": str(config.manifest),
     }
@@ -225,8 +232,8 @@ def run_id(dag_run: Any) -> str:
 # -- the dbt task group --------------------------------------------------------------------------
 def project_config(config: DagConfig) -> ProjectConfig:
     env = {"MUSIC_ELT_TARGET": config.target, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
-    if config.target == "duckdb":  # not secret; stored with the serialized DAG
-        env["MUSIC_ELT_DUCKDB_PATH"] = str(config.settings.warehouse.duckdb_path)
+    if config.target == "duckdb":  # the file and its memory settings; no secret (serialized)
+        env.update(config.settings.warehouse.dbt_env())
     return ProjectConfig(
         dbt_project_path=config.settings.dbt_project_dir,
         manifest_path=config.manifest,

@@ -183,6 +183,9 @@ def test_retries_pools_and_run_limits(
     assert tasks["check_rds_available"].execution_timeout is not None
     # dbt runs in-process, against an absolute DuckDB path, without dbt deps
     assert Path(producer.env["MUSIC_ELT_DUCKDB_PATH"]).is_absolute()
+    # and with the loaders' DuckDB memory settings, spilling inside the work directory
+    assert producer.env["MUSIC_ELT_DUCKDB_MEMORY_LIMIT"] == "3GB"
+    assert Path(producer.env["MUSIC_ELT_DUCKDB_TEMP_DIR"]).is_absolute()
     assert producer.install_deps is False
     assert producer.emit_datasets is False
 
