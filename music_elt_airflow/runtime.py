@@ -9,6 +9,7 @@ relative DuckDB path would break), plus the few settings only a DAG has. At run 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -26,11 +27,12 @@ from cosmos.constants import (
 )
 from cosmos.profiles import RedshiftUserPasswordProfileMapping
 
-from loaders import manifest
+from loaders import manifest, peak_memory
 from loaders.config import ConfigError, Settings
 from loaders.connections import RDS_CONN_ID, REDSHIFT_CONN_ID, S3_CONN_ID, settings_from_connections
 from loaders.landing import LandingStore
 
+log = logging.getLogger("music_elt.runtime")
 REPO = Path(__file__).resolve().parent.parent
 # How Cosmos runs the dbt project (bench/dag_bench.py measures them side by side):
 COSMOS_MODES = {
@@ -227,6 +229,17 @@ def run_id(dag_run: Any) -> str:
     when = dag_run.run_after or dag_run.logical_date or datetime.now()
     suffix = hashlib.sha256(dag_run.run_id.encode()).hexdigest()[:6]
     return f"{when:%Y%m%dT%H%M%SZ}-{suffix}"
+
+
+def reset_peak_rss(context: Any) -> None:
+    """``on_execute_callback``: the task's peak RSS counts from here (one process may run several
+    tasks, as ``dag.test()`` does; see :mod:`loaders.peak_memory`)."""
+    peak_memory.reset()
+
+
+def log_peak_rss(context: Any) -> None:
+    """``on_success_callback``: the task's peak RSS in its log."""
+    log.info("peak RSS of this task: %s", peak_memory.format_bytes(peak_memory.peak_bytes()))
 
 
 # -- the dbt task group --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ These run dbt for real (DuckDB, and PostgreSQL from pgserver for portability).""
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from dataclasses import replace
 from datetime import datetime
@@ -85,13 +86,21 @@ def run_cli(*args: str) -> None:
 
 
 def test_seed_and_run_produce_the_contract_kpis(
-    source: Path, expected: KpiResult, tmp_path: Path
+    source: Path, expected: KpiResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     work = tmp_path / "work"
     run_cli("seed", "--from-dir", str(source), "--workdir", str(work))
+    capsys.readouterr()
     run_cli("run", "--workdir", str(work))
     settings = Settings.from_env({}, workdir=work)
     assert_marts_match(expected, settings)
+
+    # the summary gives each step's peak RSS (this process: DuckDB and dbt included)
+    (peaks,) = [line for line in capsys.readouterr().out.splitlines() if "peak RSS" in line]
+    assert peaks.startswith("  peak RSS: "), peaks  # each step's own peak (Linux)
+    by_step = {step: float(gb) for step, gb in re.findall(r"(\w[\w ]*?) (\d+\.\d\d) GB", peaks)}
+    assert list(by_step) == ["extract", "plan", "load", "dbt build", "finish"], peaks
+    assert all(0.02 < gb < 4 for gb in by_step.values()), peaks
 
     # counts in equal counts out: raw = kept + rejected + duplicates
     with open_warehouse(settings) as wh:
