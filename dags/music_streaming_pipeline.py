@@ -52,6 +52,8 @@ def _context() -> tuple[Any, str]:
         "retry_delay": timedelta(seconds=30),
         "retry_exponential_backoff": True,
         "on_failure_callback": [PipelineAlert()],
+        "on_execute_callback": [runtime.reset_peak_rss],
+        "on_success_callback": [runtime.log_peak_rss],  # each task's peak RSS in its log
     },
 )
 def music_streaming_pipeline() -> None:

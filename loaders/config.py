@@ -26,6 +26,8 @@ DEFAULT_WORKDIR = Path(".music-elt")
 DEFAULT_RDS_TABLES = ("users", "songs")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+# DuckDB's buffer manager limit: with Python and dbt on top, `music-elt run` stays under 4 GB RSS
+DEFAULT_DUCKDB_MEMORY_LIMIT = "3GB"
 
 
 class ConfigError(ValueError):
@@ -34,6 +36,14 @@ class ConfigError(ValueError):
 
 _MASK = "***"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# What DuckDB's memory_limit accepts: a size with a unit (1000^i or 1024^i bytes) or a share of RAM
+_MEMORY = re.compile(r"^(\d+(\.\d+)?) ?([KMGT]i?B|%)$", re.IGNORECASE)
+# DuckDB's resource settings and the variables that set them (dbt_project/profiles.yml reads these)
+_DUCKDB_VARIABLES = {
+    "memory_limit": "MUSIC_ELT_DUCKDB_MEMORY_LIMIT",
+    "threads": "MUSIC_ELT_DUCKDB_THREADS",
+    "temp_directory": "MUSIC_ELT_DUCKDB_TEMP_DIR",
+}
 
 
 def check_identifier(name: str, what: str) -> str:
@@ -72,6 +82,11 @@ class Environment(BaseSettings):
     s3_endpoint_url: str = Field("", alias="MUSIC_ELT_S3_ENDPOINT_URL")
     target: str = Field("duckdb", alias="MUSIC_ELT_TARGET")
     duckdb_path: Path | None = Field(None, alias="MUSIC_ELT_DUCKDB_PATH")  # <workdir>/...
+    duckdb_memory_limit: str = Field(
+        DEFAULT_DUCKDB_MEMORY_LIMIT, alias="MUSIC_ELT_DUCKDB_MEMORY_LIMIT"
+    )
+    duckdb_threads: int | None = Field(None, alias="MUSIC_ELT_DUCKDB_THREADS")  # DuckDB's default
+    duckdb_temp_dir: Path | None = Field(None, alias="MUSIC_ELT_DUCKDB_TEMP_DIR")  # <workdir>/...
     host: str = Field("localhost", alias="WAREHOUSE_HOST")
     port: int | None = Field(None, alias="WAREHOUSE_PORT")  # 5432, Redshift 5439
     user: str = Field("", alias="WAREHOUSE_USER")
@@ -139,6 +154,9 @@ class WarehouseSettings(_Copyable):
     dbname: str = ""
     iam_role: str = ""  # Redshift COPY ... IAM_ROLE
     region: str = ""  # Redshift COPY ... REGION, when the bucket is in another region
+    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT  # DuckDB's buffer manager, not Python
+    duckdb_threads: int | None = None  # None: DuckDB's default, one per core
+    duckdb_temp_dir: Path = DEFAULT_WORKDIR / "duckdb-tmp"  # where DuckDB spills beyond the limit
 
     def __post_init__(self) -> None:
         if self.kind not in WAREHOUSE_KINDS:
@@ -152,12 +170,37 @@ class WarehouseSettings(_Copyable):
             )
         if self.kind == "redshift" and not self.iam_role:
             raise ConfigError("the redshift warehouse needs MUSIC_ELT_REDSHIFT_IAM_ROLE for COPY")
+        memory = _MEMORY.fullmatch(self.duckdb_memory_limit)
+        if not memory or float(memory.group(1)) <= 0:
+            raise ConfigError(
+                f"MUSIC_ELT_DUCKDB_MEMORY_LIMIT={self.duckdb_memory_limit!r}: give a size such as "
+                "3GB or 512MB (KB, MB, GB, TB; KiB ... TiB) or a share of RAM such as 50%"
+            )
+        if self.duckdb_threads is not None and self.duckdb_threads < 1:
+            raise ConfigError(
+                f"MUSIC_ELT_DUCKDB_THREADS must be at least 1, got {self.duckdb_threads} "
+                "(unset: DuckDB's default, one per core)"
+            )
+
+    def duckdb_settings(self) -> dict[str, str]:
+        """DuckDB's resource settings, given when the database opens: to the loaders'
+        ``duckdb.connect`` and, through :meth:`dbt_env`, to dbt-duckdb (``config_options`` of
+        the profile's duckdb output). ``threads`` only when set, else DuckDB's default."""
+        settings = {
+            "memory_limit": self.duckdb_memory_limit,
+            "temp_directory": str(self.duckdb_temp_dir.resolve()),
+        }
+        if self.duckdb_threads is not None:
+            settings["threads"] = str(self.duckdb_threads)
+        return settings
 
     def dbt_env(self) -> dict[str, str]:
         """Environment variables that ``dbt_project/profiles.yml`` reads for this warehouse."""
         env = {"MUSIC_ELT_TARGET": self.kind}
         if self.kind == "duckdb":
             env["MUSIC_ELT_DUCKDB_PATH"] = str(self.duckdb_path.resolve())
+            duckdb = self.duckdb_settings()  # an empty variable: DuckDB's default
+            env.update({name: duckdb.get(key, "") for key, name in _DUCKDB_VARIABLES.items()})
         else:
             env.update(
                 WAREHOUSE_HOST=self.host,
@@ -241,6 +284,8 @@ class Settings(_Copyable):
         warehouse = self.warehouse
         if warehouse.duckdb_path == self.workdir / "warehouse.duckdb":
             warehouse = replace(warehouse, duckdb_path=workdir / "warehouse.duckdb")
+        if warehouse.duckdb_temp_dir == self.workdir / "duckdb-tmp":
+            warehouse = replace(warehouse, duckdb_temp_dir=workdir / "duckdb-tmp")
         return replace(self, workdir=workdir, warehouse=warehouse)
 
     @classmethod
@@ -264,6 +309,9 @@ class Settings(_Copyable):
             dbname=variables.dbname,
             iam_role=variables.iam_role,
             region=variables.region,
+            duckdb_memory_limit=variables.duckdb_memory_limit.strip(),
+            duckdb_threads=variables.duckdb_threads,
+            duckdb_temp_dir=variables.duckdb_temp_dir or work / "duckdb-tmp",
         )
         return cls(
             workdir=work,

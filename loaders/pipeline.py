@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from loaders import manifest, rds
+from loaders import manifest, peak_memory, rds
 from loaders.config import ConfigError, Settings
 from loaders.dbt import DbtReport, run_dbt
 from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interrupt
@@ -468,6 +468,8 @@ class RunSummary:
     mart_rows: dict[str, int] = field(default_factory=dict)
     rejected_rows: dict[str, int] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    peak_rss: dict[str, int] = field(default_factory=dict)  # bytes, by step
+    peak_rss_per_step: bool = True  # False: the process's peak so far (no reset, not Linux)
 
     def lines(self) -> list[str]:
         out = [f"run {self.run_id}"]
@@ -486,6 +488,10 @@ class RunSummary:
         out.append(
             "  time: " + ", ".join(f"{step} {sec:.1f}s" for step, sec in self.timings.items())
         )
+        if self.peak_rss:
+            label = "peak RSS" if self.peak_rss_per_step else "peak RSS of the process so far"
+            peaks = (f"{step} {peak_memory.format_bytes(n)}" for step, n in self.peak_rss.items())
+            out.append(f"  {label}: " + ", ".join(peaks))
         return out
 
 
@@ -518,6 +524,8 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
     @contextmanager
     def step(name: str) -> Iterator[None]:
         progress(f"==> {name}")
+        if not peak_memory.reset():
+            summary.peak_rss_per_step = False
         started = time.perf_counter()
         try:
             yield
@@ -531,6 +539,7 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
             raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
         finally:
             summary.timings[name] = time.perf_counter() - started
+            summary.peak_rss[name] = peak_memory.peak_bytes()
 
     with step("extract"):
         extracts = extract(settings, landing, run_id, progress=progress)

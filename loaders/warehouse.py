@@ -511,8 +511,8 @@ class DuckDBWarehouse(Warehouse):
 
         path = self.settings.duckdb_path
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return duckdb.connect(str(path))
+        try:  # memory limit, threads, spill directory: the same config dbt-duckdb opens with
+            return duckdb.connect(str(path), config={**self.settings.duckdb_settings()})
         except duckdb.IOException as exc:
             raise ConnectionError(
                 f"cannot open the DuckDB warehouse {path}: {_one_line(exc)} "

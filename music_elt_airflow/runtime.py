@@ -9,6 +9,7 @@ relative DuckDB path would break), plus the few settings only a DAG has. At run 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -26,11 +27,12 @@ from cosmos.constants import (
 )
 from cosmos.profiles import RedshiftUserPasswordProfileMapping
 
-from loaders import manifest
+from loaders import manifest, peak_memory
 from loaders.config import ConfigError, Settings
 from loaders.connections import RDS_CONN_ID, REDSHIFT_CONN_ID, S3_CONN_ID, settings_from_connections
 from loaders.landing import LandingStore
 
+log = logging.getLogger("music_elt.runtime")
 REPO = Path(__file__).resolve().parent.parent
 # How Cosmos runs the dbt project (bench/dag_bench.py measures them side by side):
 COSMOS_MODES = {
@@ -86,7 +88,13 @@ class DagConfig:
         DAG (a deployment's ``dags/dbt_project``), then in that parent."""
         env = dict(os.environ if env is None else env)
         root = (dag_folder or REPO / "dags").resolve().parent
-        for name in ("MUSIC_ELT_WORKDIR", "MUSIC_ELT_DUCKDB_PATH", "MUSIC_ELT_DBT_PROJECT_DIR"):
+        paths = (
+            "MUSIC_ELT_WORKDIR",
+            "MUSIC_ELT_DUCKDB_PATH",
+            "MUSIC_ELT_DUCKDB_TEMP_DIR",
+            "MUSIC_ELT_DBT_PROJECT_DIR",
+        )
+        for name in paths:
             if env.get(name):
                 env[name] = str(_absolute(env[name], root))
         env.setdefault("MUSIC_ELT_WORKDIR", str(root / ".music-elt"))
@@ -185,6 +193,7 @@ def settings(config: DagConfig) -> Settings:
         "MUSIC_ELT_TARGET": config.target,
         "MUSIC_ELT_WORKDIR": str(base.workdir),
         "MUSIC_ELT_DUCKDB_PATH": str(base.warehouse.duckdb_path),
+        "MUSIC_ELT_DUCKDB_TEMP_DIR": str(base.warehouse.duckdb_temp_dir),
         "MUSIC_ELT_DBT_PROJECT_DIR": str(base.dbt_project_dir),
         "MUSIC_ELT_DBT_MANIFEST": str(config.manifest),
     }
@@ -222,11 +231,22 @@ def run_id(dag_run: Any) -> str:
     return f"{when:%Y%m%dT%H%M%SZ}-{suffix}"
 
 
+def reset_peak_rss(context: Any) -> None:
+    """``on_execute_callback``: the task's peak RSS counts from here (one process may run several
+    tasks, as ``dag.test()`` does; see :mod:`loaders.peak_memory`)."""
+    peak_memory.reset()
+
+
+def log_peak_rss(context: Any) -> None:
+    """``on_success_callback``: the task's peak RSS in its log."""
+    log.info("peak RSS of this task: %s", peak_memory.format_bytes(peak_memory.peak_bytes()))
+
+
 # -- the dbt task group --------------------------------------------------------------------------
 def project_config(config: DagConfig) -> ProjectConfig:
     env = {"MUSIC_ELT_TARGET": config.target, "DBT_SEND_ANONYMOUS_USAGE_STATS": "False"}
-    if config.target == "duckdb":  # not secret; stored with the serialized DAG
-        env["MUSIC_ELT_DUCKDB_PATH"] = str(config.settings.warehouse.duckdb_path)
+    if config.target == "duckdb":  # the file and its memory settings; no secret (serialized)
+        env.update(config.settings.warehouse.dbt_env())
     return ProjectConfig(
         dbt_project_path=config.settings.dbt_project_dir,
         manifest_path=config.manifest,

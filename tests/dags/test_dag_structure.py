@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,9 @@ def test_retries_pools_and_run_limits(
     assert tasks["check_rds_available"].execution_timeout is not None
     # dbt runs in-process, against an absolute DuckDB path, without dbt deps
     assert Path(producer.env["MUSIC_ELT_DUCKDB_PATH"]).is_absolute()
+    # and with the loaders' DuckDB memory settings, spilling inside the work directory
+    assert producer.env["MUSIC_ELT_DUCKDB_MEMORY_LIMIT"] == "3GB"
+    assert Path(producer.env["MUSIC_ELT_DUCKDB_TEMP_DIR"]).is_absolute()
     assert producer.install_deps is False
     assert producer.emit_datasets is False
 
@@ -206,6 +210,18 @@ def test_every_task_alerts_on_failure(pipeline_dag: Any) -> None:
         callbacks = task.on_failure_callback
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         assert any(isinstance(cb, BaseNotifier) for cb in callbacks), task.task_id
+
+
+def test_every_task_logs_its_peak_rss(pipeline_dag: Any, caplog: pytest.LogCaptureFixture) -> None:
+    from music_elt_airflow import runtime
+
+    for task in pipeline_dag.tasks:  # Airflow calls both in the task's own process
+        assert runtime.reset_peak_rss in task.on_execute_callback, task.task_id
+        assert runtime.log_peak_rss in task.on_success_callback, task.task_id
+    with caplog.at_level("INFO", logger="music_elt.runtime"):
+        runtime.reset_peak_rss({})
+        runtime.log_peak_rss({})
+    assert re.fullmatch(r"peak RSS of this task: \d+\.\d\d GB", caplog.messages[-1])
 
 
 def test_the_dag_file_is_wiring_only() -> None:

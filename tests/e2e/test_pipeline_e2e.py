@@ -6,6 +6,7 @@ These run dbt for real (DuckDB, and PostgreSQL from pgserver for portability).""
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 from dataclasses import replace
 from datetime import datetime
@@ -17,7 +18,7 @@ import pytest
 from loaders import pipeline
 from loaders.cli import main as cli
 from loaders.config import Settings
-from loaders.dbt import run_dbt
+from loaders.dbt import _release_duckdb, console_args, dbt_args, dbt_environment, run_dbt
 from loaders.warehouse import open_warehouse
 from music_elt_demo.generate import generate
 from tests.conftest import postgres_settings
@@ -85,13 +86,21 @@ def run_cli(*args: str) -> None:
 
 
 def test_seed_and_run_produce_the_contract_kpis(
-    source: Path, expected: KpiResult, tmp_path: Path
+    source: Path, expected: KpiResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     work = tmp_path / "work"
     run_cli("seed", "--from-dir", str(source), "--workdir", str(work))
+    capsys.readouterr()
     run_cli("run", "--workdir", str(work))
     settings = Settings.from_env({}, workdir=work)
     assert_marts_match(expected, settings)
+
+    # the summary gives each step's peak RSS (this process: DuckDB and dbt included)
+    (peaks,) = [line for line in capsys.readouterr().out.splitlines() if "peak RSS" in line]
+    assert peaks.startswith("  peak RSS: "), peaks  # each step's own peak (Linux)
+    by_step = {step: float(gb) for step, gb in re.findall(r"(\w[\w ]*?) (\d+\.\d\d) GB", peaks)}
+    assert list(by_step) == ["extract", "plan", "load", "dbt build", "finish"], peaks
+    assert all(0.02 < gb < 4 for gb in by_step.values()), peaks
 
     # counts in equal counts out: raw = kept + rejected + duplicates
     with open_warehouse(settings) as wh:
@@ -117,6 +126,31 @@ def test_seed_and_run_produce_the_contract_kpis(
     assert summary.plan is not None and not summary.plan.should_run
     assert summary.load is None and summary.dbt is None
     assert marts_snapshot(settings) == before
+
+
+def test_duckdb_settings_reach_the_loaders_and_dbt(tmp_path: Path) -> None:
+    """MUSIC_ELT_DUCKDB_* as DuckDB reports them on the loaders' connection and on dbt's."""
+    settings = Settings.from_env(
+        {"MUSIC_ELT_DUCKDB_MEMORY_LIMIT": "1GB", "MUSIC_ELT_DUCKDB_THREADS": "1"},
+        workdir=tmp_path / "work",
+    )
+    query = (
+        "select current_setting('memory_limit') as memory_limit, "
+        "current_setting('threads') as threads, "
+        "current_setting('temp_directory') as temp_directory"
+    )
+    expected = ("953.6 MiB", 1, str((tmp_path / "work" / "duckdb-tmp").resolve()))  # 1GB
+    with open_warehouse(settings) as wh:
+        assert tuple(wh.query(query)[0]) == expected
+
+    from dbt.cli.main import dbtRunner
+
+    with dbt_environment(settings):  # what run_dbt does, keeping the result `dbt show` returns
+        args = [*dbt_args(settings, ["show", "--inline", query]), *console_args(tty=False)]
+        result = dbtRunner().invoke(args)
+    _release_duckdb()
+    assert result.success, result.exception
+    assert tuple(result.result.results[0].agate_table.rows[0]) == expected
 
 
 def test_incremental_runs_equal_one_run(source: Path, expected: KpiResult, tmp_path: Path) -> None:

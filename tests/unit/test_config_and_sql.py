@@ -116,6 +116,86 @@ def test_settings_copies_are_validated_again() -> None:
         settings.batch_size = 1  # type: ignore[misc]
 
 
+def test_duckdb_resource_settings_are_validated() -> None:
+    with pytest.raises(
+        ConfigError, match=r"^MUSIC_ELT_DUCKDB_MEMORY_LIMIT='lots': give a size such as 3GB"
+    ):
+        Settings.from_env({"MUSIC_ELT_DUCKDB_MEMORY_LIMIT": "lots"})
+    for bad in ("3", "0GB", "-1GB", "3 gigabytes", "3GB'; set threads = 1; --", "0%"):
+        with pytest.raises(ConfigError, match="MUSIC_ELT_DUCKDB_MEMORY_LIMIT"):
+            Settings.from_env({"MUSIC_ELT_DUCKDB_MEMORY_LIMIT": bad})
+    for good in ("512MB", "2GiB", "1.5 GB", "3gb", "50%"):
+        limit = Settings.from_env({"MUSIC_ELT_DUCKDB_MEMORY_LIMIT": f" {good} "}).warehouse
+        assert limit.duckdb_settings()["memory_limit"] == good
+    with pytest.raises(ConfigError, match=r"^MUSIC_ELT_DUCKDB_THREADS must be at least 1, got 0"):
+        Settings.from_env({"MUSIC_ELT_DUCKDB_THREADS": "0"})
+    with pytest.raises(ConfigError, match=r"^MUSIC_ELT_DUCKDB_THREADS='many' is not a number$"):
+        Settings.from_env({"MUSIC_ELT_DUCKDB_THREADS": "many"})
+
+
+def test_duckdb_resource_settings_defaults_and_what_dbt_gets() -> None:
+    settings = Settings.from_env({}, workdir=Path("/tmp/w"))
+    # threads left to DuckDB (one per core); the spill directory inside the work directory
+    assert settings.warehouse.duckdb_settings() == {
+        "memory_limit": "3GB",
+        "temp_directory": "/tmp/w/duckdb-tmp",
+    }
+    assert settings.with_workdir(Path("/tmp/v")).warehouse.duckdb_temp_dir == Path(
+        "/tmp/v/duckdb-tmp"
+    )
+    env = settings.warehouse.dbt_env()
+    assert env["MUSIC_ELT_DUCKDB_MEMORY_LIMIT"] == "3GB"
+    assert env["MUSIC_ELT_DUCKDB_TEMP_DIR"] == "/tmp/w/duckdb-tmp"
+    assert env["MUSIC_ELT_DUCKDB_THREADS"] == ""  # empty: the profile leaves threads out
+    chosen = Settings.from_env(
+        {
+            "MUSIC_ELT_DUCKDB_MEMORY_LIMIT": "1GB",
+            "MUSIC_ELT_DUCKDB_THREADS": "2",
+            "MUSIC_ELT_DUCKDB_TEMP_DIR": "/scratch/spill",
+        },
+        workdir=Path("/tmp/w"),
+    )
+    assert chosen.with_workdir(Path("/tmp/v")).warehouse.duckdb_settings() == {
+        "memory_limit": "1GB",
+        "threads": "2",
+        "temp_directory": "/scratch/spill",  # a chosen directory stays where it was put
+    }
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"MUSIC_ELT_DUCKDB_MEMORY_LIMIT": "1GB", "MUSIC_ELT_DUCKDB_THREADS": "1"},
+        {"MUSIC_ELT_DUCKDB_TEMP_DIR": "/scratch/it's here"},
+    ],
+)
+def test_the_dbt_profile_opens_duckdb_with_the_loaders_settings(env: dict[str, str]) -> None:
+    """What dbt-duckdb passes to ``duckdb.connect``: the profile's ``config_options`` rendered
+    with the variables ``music-elt`` sets for dbt, equal to the loaders' own settings."""
+    from dbt_common.context import set_invocation_context
+
+    warehouse = Settings.from_env(env, workdir=Path("/tmp/w")).warehouse
+    set_invocation_context(warehouse.dbt_env())
+    assert _profile_duckdb_config() == warehouse.duckdb_settings()
+    # dbt by hand, no variable set: the same defaults (a path relative to dbt_project/)
+    set_invocation_context({})
+    assert _profile_duckdb_config() == {
+        "memory_limit": WarehouseSettings().duckdb_memory_limit,
+        "temp_directory": "../.music-elt/duckdb-tmp",
+    }
+
+
+def _profile_duckdb_config() -> dict[str, str]:
+    import yaml
+    from dbt.config.renderer import ProfileRenderer
+
+    profiles = Path(__file__).resolve().parents[2] / "dbt_project" / "profiles.yml"
+    output = yaml.safe_load(profiles.read_text())["music_elt"]["outputs"]["duckdb"]
+    rendered: dict[str, str] = ProfileRenderer({}).render_data(output)["config_options"]
+    return rendered
+
+
 def test_every_variable_is_documented_in_the_readme() -> None:
     from loaders.config import Environment
 
