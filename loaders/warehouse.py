@@ -392,7 +392,8 @@ class Warehouse(ABC):
                 self._lock_ledger(cur)
                 if self._in_ledger(cur, obj.key, obj.etag):
                     return LoadOutcome(obj.key, "skipped")
-                line_number = self._copy_to_temp(cur, landing, [obj.key], len(header))
+                order = self._copy_to_temp(cur, landing, [obj.key], len(header))
+                line_number = self._line_number(cur, order, len(header))
                 picked = ", ".join(f"c{positions[name]}" for name in STREAM_COLUMNS)
                 cur.execute(
                     self._sql(
@@ -496,9 +497,25 @@ class Warehouse(ABC):
     @abstractmethod
     def _copy_to_temp(
         self, cur: Any, landing: LandingStore, keys: list[str], n_columns: int
-    ) -> str:
+    ) -> str | None:
         """COPY the objects (same header, which is skipped) into a temporary table
-        ``_landing(c1 .. cn)``. Returns the SQL expression for a row's line number."""
+        ``_landing(c1 .. cn)``. Returns the column that follows the input's order (None when
+        the warehouse keeps no order)."""
+
+    def _line_number(self, cur: Any, order_column: str | None, n_columns: int) -> str:
+        """SQL for the physical line of each row of ``_landing`` (the header is line 1). A file
+        with no line break inside a quoted field (nearly all) has one line per record, so the
+        line follows from the order column alone; otherwise see :func:`physical_line`."""
+        if order_column is None:
+            return "null"
+        broken = " or ".join(f"strpos(c{i}, chr(10)) > 0" for i in range(1, n_columns + 1))
+        cur.execute(
+            f"select min({order_column}), sum(case when {broken} then 1 else 0 end) from _landing"
+        )
+        first, multiline = cur.fetchone()
+        if first is not None and not multiline:
+            return f"{order_column} - {int(first)} + 2"
+        return physical_line(order_column, n_columns)
 
 
 class DuckDBWarehouse(Warehouse):
@@ -536,7 +553,7 @@ class DuckDBWarehouse(Warehouse):
 
     def _copy_to_temp(
         self, cur: Any, landing: LandingStore, keys: list[str], n_columns: int
-    ) -> str:
+    ) -> str | None:
         columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(1, n_columns + 1)) + "}"
         with _local_copies(landing, keys) as paths:
             cur.execute(
@@ -546,8 +563,7 @@ class DuckDBWarehouse(Warehouse):
                 "compression = 'auto')",
                 ([str(p) for p in paths],),
             )
-        # The temporary table keeps the file's row order (rowids follow it)
-        return physical_line("rowid", n_columns)
+        return "rowid"  # the temporary table keeps the file's row order (rowids follow it)
 
 
 class PostgresWarehouse(Warehouse):
@@ -609,7 +625,7 @@ class PostgresWarehouse(Warehouse):
 
     def _copy_to_temp(
         self, cur: Any, landing: LandingStore, keys: list[str], n_columns: int
-    ) -> str:
+    ) -> str | None:
         columns = ", ".join(f"c{i}" for i in range(1, n_columns + 1))
         cur.execute(
             "create temp table _landing (_n bigint generated always as identity, "
@@ -624,8 +640,7 @@ class PostgresWarehouse(Warehouse):
                     stream,
                     size=1 << 20,
                 )
-        # The identity follows the input order
-        return physical_line("_n", n_columns)
+        return "_n"  # the identity follows the input order
 
 
 class RedshiftWarehouse(PostgresWarehouse):
@@ -662,7 +677,7 @@ class RedshiftWarehouse(PostgresWarehouse):
 
     def _copy_to_temp(
         self, cur: Any, landing: LandingStore, keys: list[str], n_columns: int
-    ) -> str:
+    ) -> str | None:
         uris = [landing.uri(key) for key in keys]
         if not all(uri.startswith("s3://") for uri in uris):
             raise ValueError("the redshift warehouse loads from S3: set MUSIC_ELT_LANDING=s3://...")
@@ -682,7 +697,7 @@ class RedshiftWarehouse(PostgresWarehouse):
                     landing.uri(manifest_key), gzip_compressed=compressed, manifest=True
                 )
             )
-        return "null"
+        return None  # COPY from S3 keeps no order: no line numbers
 
 
 def physical_line(order_column: str, n_columns: int) -> str:
