@@ -1,10 +1,10 @@
 {% macro stale_periods(period, plays, stored=none) -%}
     {#-
         The periods (dates or hours) a KPI mart must recompute: those whose play count in
-        `plays` (fct_listens, or a CTE of it with last_loaded_at) differs from the sum of
+        `plays` (fct_listens, or a CTE of it with first_loaded_at) differs from the sum of
         listen_count `stored` holds for them, that `stored` lacks or that `plays` no longer
-        has, and those with a play loaded since the last green dbt build started (a correction
-        can change a period's plays without changing their count); every period when a songs
+        has, and those with a play first loaded since the last green dbt build started (a new
+        play; a correction can swap plays without changing the count); every period when a songs
         snapshot was loaded since then (genres, names and artists reach built periods that
         way, with no re-parse of the streams). With no stored relation (it
         does not exist yet) every period is stale. The KPI marts delete these periods in a
@@ -36,7 +36,7 @@
         select {{ period }}
         from {{ plays }}
         where
-            last_loaded_at > {{ last_green_build_start() }}
+            first_loaded_at > {{ last_green_build_start() }}
             or {{ songs_loaded_since_last_green_build() }}
     {%- else %}
         cross join (select null as {{ period }}) as stored_counts
@@ -75,21 +75,26 @@
 {%- endmacro %}
 
 
-{% macro listens_touched_dates() -%}
+{% macro plays_to_recompute() -%}
     {#-
-        The dates fct_listens must rebuild: those of staged kept rows loaded since the last green
-        dbt build started, and those of rows whose file version was superseded (a correction)
-        since. fct_listens deletes them in a pre-hook, so that a date whose plays all moved away
-        is emptied too, and rebuilds them from the current rows. A failed build leaves the last
-        green one in place, so its loads are rebuilt by the next run.
+        The plays (user_id, track_id, listen_time) fct_listens must recompute: those of staged
+        kept rows loaded since the last green dbt build started, and those of rows whose file
+        version was superseded (a correction) since. A failed build leaves the last green one in
+        place, so its loads are recomputed by the next run.
     -#}
-    select cast(staged.listen_time as date) as listen_date
+    select
+        staged.user_id,
+        staged.track_id,
+        staged.listen_time
     from {{ ref('stg_streams__listens') }} as staged
     where
         staged.reject_reason is null
         and staged._loaded_at > {{ last_green_build_start() }}
     union
-    select cast(staged.listen_time as date) as listen_date
+    select
+        staged.user_id,
+        staged.track_id,
+        staged.listen_time
     from {{ ref('stg_streams__listens') }} as staged
     inner join {{ ref('stg_meta__landed_objects') }} as superseded
         on
@@ -99,4 +104,18 @@
         staged.reject_reason is null
         and superseded.load_status = 'loaded'
         and superseded.superseded_at > {{ last_green_build_start() }}
+{%- endmacro %}
+
+
+{% macro delete_plays_to_recompute() -%}
+    {#-
+        Pre-hook of fct_listens: delete the plays it recomputes, so that a play whose rows all
+        went away (a correction) is gone too; the model then appends the recomputed ones.
+    -#}
+    delete from {{ this }}
+    using ({{ plays_to_recompute() }}) as recompute
+    where
+        {{ this.identifier }}.user_id = recompute.user_id
+        and {{ this.identifier }}.track_id = recompute.track_id
+        and {{ this.identifier }}.listen_time = recompute.listen_time
 {%- endmacro %}

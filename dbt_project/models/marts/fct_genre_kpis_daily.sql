@@ -32,7 +32,7 @@ listens as (
         listen_date,
         user_id,
         track_id,
-        last_loaded_at
+        first_loaded_at
     from {{ ref('fct_listens') }}
 
 ),

@@ -31,7 +31,7 @@ listens as (
         listen_hour,
         user_id,
         track_id,
-        last_loaded_at
+        first_loaded_at
     from {{ ref('fct_listens') }}
 
 ),

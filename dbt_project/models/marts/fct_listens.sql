@@ -1,12 +1,11 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='listen_date',
+        incremental_strategy='append',
         on_schema_change='fail',
         dist='user_id',
         sort=['listen_date', 'listen_hour'],
-        pre_hook="{% if is_incremental() %}delete from {{ this }} where listen_date in ({{ listens_touched_dates() }}){% endif %}",
+        pre_hook="{% if is_incremental() %}{{ delete_plays_to_recompute() }}{% endif %}",
     )
 }}
 
@@ -14,10 +13,11 @@
     One row per kept play: raw rows without a reject reason, of the current version of their
     file (a key delivered again with other content is a correction: only its latest version
     counts), exact duplicates (user_id, track_id, listen_time in UTC) collapsed into one play.
-    Incremental: the dates touched by staged rows loaded since the last green dbt build started,
-    and the dates of rows whose file version was superseded since, are rebuilt
-    whole from the current rows of those dates (delete+insert by listen_date), so late files,
-    re-delivered copies and corrections are absorbed and a re-run changes nothing.
+    Incremental by play: the plays of staged rows loaded since the last green dbt build started,
+    and the plays of rows whose file version was superseded since, are deleted (pre-hook) and
+    recomputed from all their current rows; a play left with none stays deleted. So a new day
+    costs about its share of the data, late files, re-delivered copies and corrections are
+    absorbed, and a re-run changes nothing.
 */
 
 -- depends_on: {{ source('meta', 'dbt_builds') }}
@@ -30,7 +30,6 @@ staged_listens as (
         user_id,
         track_id,
         listen_time,
-        cast(listen_time as date) as listen_date,
         _source_file,
         _loaded_at
     from {{ ref('stg_streams__listens') }}
@@ -51,47 +50,36 @@ file_versions as (
 
 ),
 
-versioned_listens as (
-
-    select
-        staged_listens.user_id,
-        staged_listens.track_id,
-        staged_listens.listen_time,
-        staged_listens.listen_date,
-        staged_listens._loaded_at,
-        file_versions.superseded_at
-    from staged_listens
-    left join file_versions
-        on
-            staged_listens._source_file = file_versions.object_key
-            and staged_listens._loaded_at = file_versions.loaded_at
-
-),
-
 {% if is_incremental() %}
 
-    touched_dates as (
+    plays_to_recompute as (
 
-        {{ listens_touched_dates() }}
+        {{ plays_to_recompute() }}
 
     ),
 
 {% endif %}
 
-listens_in_scope as (
+current_listens as (
 
     select
-        user_id,
-        track_id,
-        listen_time,
-        listen_date,
-        _loaded_at
-    from versioned_listens
-    where
-        superseded_at is null
-        {% if is_incremental() %}
-            and listen_date in (select touched_dates.listen_date from touched_dates)
-        {% endif %}
+        staged_listens.user_id,
+        staged_listens.track_id,
+        staged_listens.listen_time,
+        staged_listens._loaded_at
+    from staged_listens
+    {% if is_incremental() %}
+        inner join plays_to_recompute
+            on
+                staged_listens.user_id = plays_to_recompute.user_id
+                and staged_listens.track_id = plays_to_recompute.track_id
+                and staged_listens.listen_time = plays_to_recompute.listen_time
+    {% endif %}
+    left join file_versions
+        on
+            staged_listens._source_file = file_versions.object_key
+            and staged_listens._loaded_at = file_versions.loaded_at
+    where file_versions.superseded_at is null
 
 ),
 
@@ -101,16 +89,14 @@ plays as (
         user_id,
         track_id,
         listen_time,
-        listen_date,
         count(*) as raw_row_count,
         min(_loaded_at) as first_loaded_at,
         max(_loaded_at) as last_loaded_at
-    from listens_in_scope
+    from current_listens
     group by
         user_id,
         track_id,
-        listen_time,
-        listen_date
+        listen_time
 
 ),
 
@@ -118,7 +104,7 @@ final as (
 
     select
         listen_time,
-        listen_date,
+        cast(listen_time as date) as listen_date,
         {{ dbt.date_trunc('hour', 'listen_time') }} as listen_hour,
         user_id,
         track_id,

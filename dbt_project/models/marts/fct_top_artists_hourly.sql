@@ -37,7 +37,7 @@ listens as (
     select
         listen_hour,
         track_id,
-        last_loaded_at
+        first_loaded_at
     from {{ ref('fct_listens') }}
 
 ),

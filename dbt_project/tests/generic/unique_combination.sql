@@ -2,13 +2,29 @@
     The combination of `columns` is unique: the primary key of a model whose grain is several
     columns (KPI grains). Rows with a null in any of the columns count as values too.
     Returns one row per duplicated combination.
+
+    recent_column (optional, a timestamp column): unless dbt runs with --full-refresh, only the
+    combinations of rows whose recent_column is after the last green build started are checked
+    (against every row of the model): what an incremental run just wrote, not the whole history
+    again. A full refresh checks every combination.
 #}
-{% test unique_combination(model, columns) %}
+{% test unique_combination(model, columns, recent_column=none) %}
 
     select
         {{ columns | join(',\n        ') }},
         count(*) as row_count
-    from {{ model }}
+    from {{ model }} as checked
+    {% if recent_column and not flags.FULL_REFRESH %}
+        where exists (
+            select 1
+            from {{ model }} as recent
+            where
+                recent.{{ recent_column }} > {{ last_green_build_start() }}
+                {% for column in columns %}
+                    and recent.{{ column }} = checked.{{ column }}
+                {% endfor %}
+        )
+    {% endif %}
     group by
         {{ columns | join(',\n        ') }}
     having count(*) > 1
