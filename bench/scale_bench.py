@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,7 @@ print(conn.execute("select count(*) from genre_kpis_daily").fetchone()[0])
 """
 
 
-def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, float]:
+def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
     """Wall time, CPU time (user + system) and peak RSS of one process."""
     started = time.perf_counter()
     with log.open("w") as out:
@@ -70,15 +71,20 @@ def slowest_nodes(work: Path, top: int = 6) -> dict[str, float]:
 def scenario(
     name: str, results: dict[str, Any], cmd: list[str], env: dict[str, str], root: Path
 ) -> None:
-    """Run one scenario, record its figures and dbt's slowest nodes, print them."""
-    results[name] = measure(cmd, env, root / f"{name.split()[0]}.log")
-    summary = (root / f"{name.split()[0]}.log").read_text().splitlines()
-    results[name]["summary"] = [
-        line.strip() for line in summary if line.strip().startswith(("time:", "peak RSS"))
-    ]
+    """Run one scenario, record its figures and dbt's slowest nodes, print them. The run resets
+    its peak RSS at each step (to report it per step), which also resets what wait4 reports:
+    the process's peak is the largest of its steps' peaks."""
+    log = root / f"{name.split()[0]}.log"
+    results[name] = figures = measure(cmd, env, log)
+    lines = [line.strip() for line in log.read_text().splitlines()]
+    figures["summary"] = [line for line in lines if line.startswith(("time:", "peak RSS"))]
+    steps = [line for line in lines if line.startswith("peak RSS:")]
+    if steps:
+        peaks = re.findall(r"([0-9.]+) GB", steps[-1])
+        figures["peak_rss_gb"] = max([figures["peak_rss_gb"], *map(float, peaks)])
     if name != "nothing new":
-        results[name]["slowest dbt nodes"] = slowest_nodes(Path(cmd[-1]))
-    print(name, json.dumps(results[name]), flush=True)
+        figures["slowest dbt nodes"] = slowest_nodes(Path(cmd[-1]))
+    print(name, json.dumps(figures), flush=True)
 
 
 def change_songs(songs: Path) -> None:
