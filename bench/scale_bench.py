@@ -104,6 +104,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--streams", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--memory-limit",
+        help="MUSIC_ELT_DUCKDB_MEMORY_LIMIT for the runs (default: the product's default)",
+    )
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="music-elt-scale-"))
     data, first, work = root / "data", root / "first", root / "work"
@@ -111,9 +115,15 @@ def main() -> None:
         **{k: v for k, v in os.environ.items() if not k.startswith(("MUSIC_ELT_", "WAREHOUSE_"))},
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
     }
+    if args.memory_limit:
+        env["MUSIC_ELT_DUCKDB_MEMORY_LIMIT"] = args.memory_limit
     music_elt = str(BIN / "music-elt")
     print(f"work in {root}", flush=True)
-    results: dict[str, Any] = {"streams": args.streams, "days": 8}
+    results: dict[str, Any] = {
+        "streams": args.streams,
+        "days": 8,
+        "memory_limit": args.memory_limit or "default",
+    }
 
     results["generate"] = measure(
         [music_elt, "generate", "--out", str(data), "--streams", str(args.streams), "--days", "8"],
@@ -173,7 +183,10 @@ def main() -> None:
     print(json.dumps(results, indent=2))
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"scale-{args.streams}.json").write_text(json.dumps(results, indent=2) + "\n")
+    suffix = f"-{args.memory_limit}" if args.memory_limit else ""
+    (out_dir / f"scale-{args.streams}{suffix}.json").write_text(
+        json.dumps(results, indent=2) + "\n"
+    )
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 

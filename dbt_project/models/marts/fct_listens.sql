@@ -1,11 +1,12 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='append',
+        incremental_strategy='delete+insert',
+        unique_key=['user_id', 'track_id', 'listen_time'],
         on_schema_change='fail',
         dist='user_id',
         sort=['listen_date', 'listen_hour'],
-        pre_hook="{% if is_incremental() %}{{ delete_plays_to_recompute() }}{% endif %}",
+        post_hook="{% if is_incremental() %}delete from {{ this }} where raw_row_count = 0{% endif %}",
     )
 }}
 
@@ -13,29 +14,36 @@
     One row per kept play: raw rows without a reject reason, of the current version of their
     file (a key delivered again with other content is a correction: only its latest version
     counts), exact duplicates (user_id, track_id, listen_time in UTC) collapsed into one play.
-    Incremental by play: the plays of staged rows loaded since the last green dbt build started,
-    and the plays of rows whose file version was superseded since, are deleted (pre-hook) and
-    recomputed from all their current rows; a play left with none stays deleted. So a new day
-    costs about its share of the data, late files, re-delivered copies and corrections are
-    absorbed, and a re-run changes nothing.
+
+    Incremental by play, so that a run costs about its new rows. Rows loaded after the latest
+    load time this table has consumed are counted into their plays: a new play, or one already
+    here whose count grows (delete+insert by play). A play with a row of a file version
+    superseded since then (a correction) is recounted from all its current rows; one left with
+    none is written with raw_row_count 0 and deleted by the post-hook. A failed build leaves
+    this table as it was, so the next run counts the same rows again.
 */
 
--- depends_on: {{ source('meta', 'dbt_builds') }}
+{#-
+    The current kept rows, read as a subquery wherever needed: DuckDB materializes a CTE that is
+    read more than once, which for all staged rows costs more than reading them again.
+-#}
+{%- set current_listens -%}
+    select
+        staged.user_id,
+        staged.track_id,
+        staged.listen_time,
+        staged._loaded_at
+    from {{ ref('stg_streams__listens') }} as staged
+    left join file_versions
+        on
+            staged._source_file = file_versions.object_key
+            and staged._loaded_at = file_versions.loaded_at
+    where
+        staged.reject_reason is null
+        and file_versions.superseded_at is null
+{%- endset %}
 
 with
-
-staged_listens as (
-
-    select
-        user_id,
-        track_id,
-        listen_time,
-        _source_file,
-        _loaded_at
-    from {{ ref('stg_streams__listens') }}
-    where reject_reason is null
-
-),
 
 file_versions as (
 
@@ -52,53 +60,149 @@ file_versions as (
 
 {% if is_incremental() %}
 
-    plays_to_recompute as (
+    consumed as (
 
-        {{ plays_to_recompute() }}
+        select coalesce(max(existing.last_loaded_at), cast('1900-01-01' as timestamp)) as loaded_at
+        from {{ this }} as existing
+
+    ),
+
+    corrected_plays as (
+
+        select distinct
+            staged.user_id,
+            staged.track_id,
+            staged.listen_time
+        from {{ ref('stg_streams__listens') }} as staged
+        inner join file_versions
+            on
+                staged._source_file = file_versions.object_key
+                and staged._loaded_at = file_versions.loaded_at
+        where
+            staged.reject_reason is null
+            and file_versions.superseded_at > (select consumed.loaded_at from consumed)
+
+    ),
+
+    new_rows_by_play as (
+
+        select
+            current_listens.user_id,
+            current_listens.track_id,
+            current_listens.listen_time,
+            count(*) as raw_row_count,
+            min(current_listens._loaded_at) as first_loaded_at,
+            max(current_listens._loaded_at) as last_loaded_at
+        from ({{ current_listens }}) as current_listens
+        where
+            current_listens._loaded_at > (select consumed.loaded_at from consumed)
+            and not exists (
+                select 1
+                from corrected_plays
+                where
+                    corrected_plays.user_id = current_listens.user_id
+                    and corrected_plays.track_id = current_listens.track_id
+                    and corrected_plays.listen_time = current_listens.listen_time
+            )
+        group by
+            current_listens.user_id,
+            current_listens.track_id,
+            current_listens.listen_time
+
+    ),
+
+    grown_plays as (
+
+        -- every row already counted here was loaded before the new ones
+        select
+            new_rows_by_play.user_id,
+            new_rows_by_play.track_id,
+            new_rows_by_play.listen_time,
+            new_rows_by_play.raw_row_count + coalesce(existing.raw_row_count, 0) as raw_row_count,
+            coalesce(existing.first_loaded_at, new_rows_by_play.first_loaded_at) as first_loaded_at,
+            new_rows_by_play.last_loaded_at
+        from new_rows_by_play
+        left join {{ this }} as existing
+            on
+                new_rows_by_play.user_id = existing.user_id
+                and new_rows_by_play.track_id = existing.track_id
+                and new_rows_by_play.listen_time = existing.listen_time
+
+    ),
+
+    recounted_plays as (
+
+        select
+            current_listens.user_id,
+            current_listens.track_id,
+            current_listens.listen_time,
+            count(*) as raw_row_count,
+            min(current_listens._loaded_at) as first_loaded_at,
+            max(current_listens._loaded_at) as last_loaded_at
+        from ({{ current_listens }}) as current_listens
+        inner join corrected_plays
+            on
+                current_listens.user_id = corrected_plays.user_id
+                and current_listens.track_id = corrected_plays.track_id
+                and current_listens.listen_time = corrected_plays.listen_time
+        group by
+            current_listens.user_id,
+            current_listens.track_id,
+            current_listens.listen_time
+
+    ),
+
+    removed_plays as (
+
+        select
+            corrected_plays.user_id,
+            corrected_plays.track_id,
+            corrected_plays.listen_time,
+            0 as raw_row_count,
+            cast(null as timestamp) as first_loaded_at,
+            cast(null as timestamp) as last_loaded_at
+        from corrected_plays
+        where not exists (
+            select 1
+            from recounted_plays
+            where
+                recounted_plays.user_id = corrected_plays.user_id
+                and recounted_plays.track_id = corrected_plays.track_id
+                and recounted_plays.listen_time = corrected_plays.listen_time
+        )
+
+    ),
+
+    plays as (
+
+        select * from grown_plays
+        union all
+        select * from recounted_plays
+        union all
+        select * from removed_plays
+
+    ),
+
+{% else %}
+
+    plays as (
+
+        select
+            user_id,
+            track_id,
+            listen_time,
+            count(*) as raw_row_count,
+            min(_loaded_at) as first_loaded_at,
+            max(_loaded_at) as last_loaded_at
+        from ({{ current_listens }}) as current_listens
+        group by
+            user_id,
+            track_id,
+            listen_time
 
     ),
 
 {% endif %}
-
-current_listens as (
-
-    select
-        staged_listens.user_id,
-        staged_listens.track_id,
-        staged_listens.listen_time,
-        staged_listens._loaded_at
-    from staged_listens
-    {% if is_incremental() %}
-        inner join plays_to_recompute
-            on
-                staged_listens.user_id = plays_to_recompute.user_id
-                and staged_listens.track_id = plays_to_recompute.track_id
-                and staged_listens.listen_time = plays_to_recompute.listen_time
-    {% endif %}
-    left join file_versions
-        on
-            staged_listens._source_file = file_versions.object_key
-            and staged_listens._loaded_at = file_versions.loaded_at
-    where file_versions.superseded_at is null
-
-),
-
-plays as (
-
-    select
-        user_id,
-        track_id,
-        listen_time,
-        count(*) as raw_row_count,
-        min(_loaded_at) as first_loaded_at,
-        max(_loaded_at) as last_loaded_at
-    from current_listens
-    group by
-        user_id,
-        track_id,
-        listen_time
-
-),
 
 final as (
 
