@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except DbtFailed as exc:
         print(f"music-elt: {exc}", file=sys.stderr)
-        print("music-elt: nothing was archived; fix the data and run again", file=sys.stderr)
+        print(f"music-elt: nothing was archived; {exc.hint}", file=sys.stderr)
         return 1
     except Interrupted as exc:
         print(f"music-elt: {exc}", file=sys.stderr)

@@ -48,6 +48,19 @@ class DbtFailed(RuntimeError):
         super().__init__(message)
         self.report = report
 
+    @property
+    def hint(self) -> str:
+        """What to do next: a failing test means bad data; anything else is not the data's."""
+        if "Out of Memory Error" in str(self):
+            return (
+                "DuckDB ran out of memory: raise MUSIC_ELT_DUCKDB_MEMORY_LIMIT (or lower "
+                "MUSIC_ELT_DUCKDB_THREADS) and run again"
+            )
+        failures = self.report.failures if self.report else ()
+        if failures and all(line.startswith("test ") for line in failures):
+            return "fix the data and run again"
+        return "see the dbt log, fix the cause and run again"
+
 
 @dataclass(frozen=True)
 class DbtReport:

@@ -142,3 +142,25 @@ def test_ctrl_c_during_a_duckdb_query_is_an_interrupt() -> None:
         conn.execute("select count(*) from range(3000000000) t(x) where x % 7 = 3").fetchall()
     assert is_interrupt(caught.value), repr(caught.value)
     assert not is_interrupt(RuntimeError("something else"))
+
+
+def test_a_failed_dbt_build_says_what_to_do_next() -> None:
+    """A failing test is the data's; an out-of-memory error or a model error is not."""
+    from collections import Counter
+
+    from loaders.dbt import DbtFailed, DbtReport
+
+    def failed(message: str, *failures: str) -> DbtFailed:
+        report = DbtReport("build", False, {"model": Counter()}, failures=failures)
+        return DbtFailed(message, report)
+
+    assert failed("dbt build failed", "test not_null_x: Got 3 results").hint == (
+        "fix the data and run again"
+    )
+    oom = failed(
+        "model fct_listens: Out of Memory Error: failed to allocate data of size 128.0 MiB",
+        "model fct_listens: Runtime Error in model fct_listens",
+    )
+    assert "MUSIC_ELT_DUCKDB_MEMORY_LIMIT" in oom.hint
+    model_error = failed("dbt build failed", "model fct_x: Runtime Error", "test t: Got 1 result")
+    assert model_error.hint == "see the dbt log, fix the cause and run again"
