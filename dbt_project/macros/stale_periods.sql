@@ -1,7 +1,7 @@
 {% macro stale_periods(period, plays, stored=none) -%}
     {#-
         The periods (dates or hours) a KPI mart must recompute: those whose play count in
-        `plays` (fct_listens, or a CTE of it with first_loaded_at) differs from the sum of
+        `plays` (fct_listens: read it directly, DuckDB materializes a CTE read twice) differs from the sum of
         listen_count `stored` holds for them, that `stored` lacks or that `plays` no longer
         has, and those with a play first loaded since the last green dbt build started (a new
         play; a correction can swap plays without changing the count); every period when a songs

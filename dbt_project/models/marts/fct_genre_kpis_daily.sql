@@ -31,8 +31,7 @@ listens as (
     select
         listen_date,
         user_id,
-        track_id,
-        first_loaded_at
+        track_id
     from {{ ref('fct_listens') }}
 
 ),
@@ -53,7 +52,7 @@ tracks as (
 
     stale_dates as (
 
-        {{ stale_periods('listen_date', 'listens', this) }}
+        {{ stale_periods('listen_date', ref('fct_listens'), this) }}
 
     ),
 

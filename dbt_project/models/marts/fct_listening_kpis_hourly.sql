@@ -30,8 +30,7 @@ listens as (
     select
         listen_hour,
         user_id,
-        track_id,
-        first_loaded_at
+        track_id
     from {{ ref('fct_listens') }}
 
 ),
@@ -51,7 +50,7 @@ top_artists as (
 
     stale_hours as (
 
-        {{ stale_periods('listen_hour', 'listens', this) }}
+        {{ stale_periods('listen_hour', ref('fct_listens'), this) }}
 
     ),
 

@@ -36,8 +36,7 @@ listens as (
 
     select
         listen_hour,
-        track_id,
-        first_loaded_at
+        track_id
     from {{ ref('fct_listens') }}
 
 ),
@@ -55,7 +54,7 @@ artist_credits as (
 
     stale_hours as (
 
-        {{ stale_periods('listen_hour', 'listens', hourly_kpis_relation) }}
+        {{ stale_periods('listen_hour', ref('fct_listens'), hourly_kpis_relation) }}
 
     ),
 
