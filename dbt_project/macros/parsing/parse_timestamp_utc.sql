@@ -17,14 +17,17 @@
     {{ return(adapter.dispatch('parse_timestamp_utc', 'music_elt')(text_expression, allow_date_only)) }}
 {%- endmacro %}
 
-{% macro default__parse_timestamp_utc(text_expression, allow_date_only=false) -%}
+{#- The text to parse: with allow_date_only a bare date gets midnight appended. -#}
+{% macro timestamp_text(text_expression, allow_date_only) -%}
     {%- if allow_date_only -%}
-        {%- set value -%}
-            (case when length({{ text_expression }}) = 10 then {{ text_expression }} || ' 00:00:00' else {{ text_expression }} end)
-        {%- endset -%}
+        (case when length({{ text_expression }}) = 10 then {{ text_expression }} || ' 00:00:00' else {{ text_expression }} end)
     {%- else -%}
-        {%- set value = text_expression -%}
+        {{ text_expression }}
     {%- endif -%}
+{%- endmacro %}
+
+{% macro default__parse_timestamp_utc(text_expression, allow_date_only=false) -%}
+    {%- set value = music_elt.timestamp_text(text_expression, allow_date_only) -%}
     {%- set pattern = '^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,6})?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$' -%}
     {%- set year = music_elt.guarded_cast('substring(' ~ value ~ ', 1, 4)', 'integer') -%}
     {%- set month = music_elt.guarded_cast('substring(' ~ value ~ ', 6, 2)', 'integer') -%}
@@ -84,13 +87,7 @@
     zone, or not the shape) goes through the portable parser above.
 #}
 {% macro duckdb__parse_timestamp_utc(text_expression, allow_date_only=false) -%}
-    {%- if allow_date_only -%}
-        {%- set value -%}
-            (case when length({{ text_expression }}) = 10 then {{ text_expression }} || ' 00:00:00' else {{ text_expression }} end)
-        {%- endset -%}
-    {%- else -%}
-        {%- set value = text_expression -%}
-    {%- endif -%}
+    {%- set value = music_elt.timestamp_text(text_expression, allow_date_only) -%}
     case
         when regexp_full_match({{ value }}, '^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,6})?$')
             then
