@@ -1,15 +1,17 @@
 {% macro stale_periods(period, plays, stored=none) -%}
     {#-
-        The periods (dates or hours) a KPI mart must recompute: those whose play count in
-        `plays` (fct_listens: read it directly, DuckDB materializes a CTE read twice) differs from the sum of
-        listen_count `stored` holds for them, that `stored` lacks or that `plays` no longer
-        has, and those with a play first loaded since the last green dbt build started (a new
-        play; a correction can swap plays without changing the count); every period when a songs
-        snapshot was loaded since then (genres, names and artists reach built periods that
-        way, with no re-parse of the streams). With no stored relation (it
-        does not exist yet) every period is stale. The KPI marts delete these periods in a
-        pre-hook (a period whose plays all vanished must go too: delete+insert only replaces
-        periods the new rows name) and then rebuild every period missing from them.
+        The periods (dates or hours) a KPI mart must recompute:
+        - those whose play count in `plays` (fct_listens, read directly: DuckDB materializes a
+          CTE read twice) differs from the sum of listen_count `stored` holds for them, that
+          `stored` lacks or that `plays` no longer has;
+        - those with a play first loaded since the last green dbt build started (a new play; a
+          correction can swap plays without changing the count);
+        - every period when a songs snapshot was loaded since then (genres, names and artists
+          reach built periods that way, with no re-parse of the streams).
+        With no stored relation (it does not exist yet) every period is stale. The KPI marts
+        delete these periods in a pre-hook (a period whose plays all vanished must go too:
+        delete+insert only replaces periods the new rows name), then rebuild every period
+        missing from them.
     -#}
     select coalesce(current_counts.{{ period }}, stored_counts.{{ period }}) as {{ period }}
     from (
