@@ -377,14 +377,10 @@ def version_key(landing: LandingStore, obj: LandedObject, dst: str) -> str:
 
 
 # -- step 4: dbt ---------------------------------------------------------------------------------
-def dbt_build_command(plan: Plan) -> list[str]:
-    """The dbt command that builds this plan (the DAG's Cosmos group runs the same)."""
-    return ["build"]
-
-
-def build(settings: Settings, plan: Plan) -> DbtReport:
-    """``dbt build`` the project in this process; raises DbtFailed when a node fails."""
-    return run_dbt(settings, dbt_build_command(plan))
+def build(settings: Settings) -> DbtReport:
+    """``dbt build`` the project in this process (the DAG's Cosmos group runs the same command:
+    every incremental rule is in the models); raises DbtFailed when a node fails."""
+    return run_dbt(settings, ["build"])
 
 
 # -- step 5: finish ------------------------------------------------------------------------------
@@ -555,7 +551,7 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         summary.load = load_all(settings, landing, plan, progress=progress)
     with step("dbt build"):
         started = utcnow()
-        summary.dbt = build(settings, plan)
+        summary.dbt = build(settings)
     with step("finish"):
         record_build(settings, plan, started=started)
         summary.archived = archive(settings, landing, plan, summary.load, progress=progress)
