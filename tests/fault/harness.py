@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from unittest import mock
 
 import psycopg2
 
@@ -262,18 +263,13 @@ class Stack:
         """A plain ``music-elt run`` through ``loaders.cli.main`` in this process (the CLI's
         own entry point; cheaper than a subprocess, since this worker imported dbt already),
         in the stack's environment; must exit 0. Its output."""
-        saved = {name: os.environ.get(name) for name in self.env}
         out, err = io.StringIO(), io.StringIO()
-        os.environ.update(self.env)
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = cli(["run", "--workdir", str(self.workdir)])
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+        with (
+            mock.patch.dict(os.environ, self.env),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            code = cli(["run", "--workdir", str(self.workdir)])
         shown = f"{condensed(out.getvalue())}\n{err.getvalue()}"
         assert code == 0, f"music-elt run exited {code}:\n{shown}"
         assert "Traceback" not in shown, shown
