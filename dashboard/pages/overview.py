@@ -27,32 +27,30 @@ st.subheader(f"{ui.fmt_date(day)}, the latest day in the marts")
 against = (
     f"vs {ui.fmt_date(before.day)}" if before else "no plays the day before: nothing to compare"
 )
-plays, listeners, genre_count = st.columns(3)
-plays.metric(
-    "Plays",
-    ui.fmt_int(today.plays),
-    ui.fmt_delta(today.plays - before.plays) if before else None,
-    delta_description=against,
-    help="Kept plays that day (duplicates counted once; unknown tracks included).",
-    border=True,
+HEADLINES = (
+    ("plays", "Plays", "Kept plays that day (duplicates counted once; unknown tracks included)."),
+    (
+        "listeners",
+        "Unique listeners",
+        "Distinct users who played anything that day (not the sum over genres: "
+        "one listener plays several genres).",
+    ),
+    (
+        "genres",
+        "Genres played",
+        "Genres with at least one play that day, `unknown` (tracks not in songs) included.",
+    ),
 )
-listeners.metric(
-    "Unique listeners",
-    ui.fmt_int(today.listeners),
-    ui.fmt_delta(today.listeners - before.listeners) if before else None,
-    delta_description=against,
-    help="Distinct users who played anything that day (not the sum over genres: "
-    "one listener plays several genres).",
-    border=True,
-)
-genre_count.metric(
-    "Genres played",
-    ui.fmt_int(today.genres),
-    ui.fmt_delta(today.genres - before.genres) if before else None,
-    delta_description=against,
-    help="Genres with at least one play that day, `unknown` (tracks not in songs) included.",
-    border=True,
-)
+for column, (field, label, meaning) in zip(st.columns(len(HEADLINES)), HEADLINES, strict=True):
+    value = getattr(today, field)
+    column.metric(
+        label,
+        ui.fmt_int(value),
+        ui.fmt_delta(value - getattr(before, field)) if before else None,
+        delta_description=against,
+        help=meaning,
+        border=True,
+    )
 
 st.markdown(f"#### Top {min(TOP_IN_CHART, len(genres))} genres by plays")
 chart_data = genres.head(TOP_IN_CHART).assign(
