@@ -24,23 +24,32 @@
 */
 
 {#-
-    The current kept rows, read as a subquery wherever needed: DuckDB materializes a CTE that is
-    read more than once, which for all staged rows costs more than reading them again.
+    Staged rows are read as subqueries wherever needed: DuckDB materializes a CTE that is read
+    more than once, which for all staged rows costs more than reading them again.
+    kept_rows: every kept row with when its file version was superseded (null: current).
 -#}
-{%- set current_listens -%}
+{%- set kept_rows -%}
     select
         staged.user_id,
         staged.track_id,
         staged.listen_time,
-        staged._loaded_at
+        staged._loaded_at,
+        file_versions.superseded_at
     from {{ ref('stg_streams__listens') }} as staged
     left join file_versions
         on
             staged._source_file = file_versions.object_key
             and staged._loaded_at = file_versions.loaded_at
-    where
-        staged.reject_reason is null
-        and file_versions.superseded_at is null
+    where staged.reject_reason is null
+{%- endset %}
+{%- set current_listens -%}
+    select
+        kept.user_id,
+        kept.track_id,
+        kept.listen_time,
+        kept._loaded_at
+    from ({{ kept_rows }}) as kept
+    where kept.superseded_at is null
 {%- endset %}
 
 with
@@ -70,17 +79,11 @@ file_versions as (
     corrected_plays as (
 
         select distinct
-            staged.user_id,
-            staged.track_id,
-            staged.listen_time
-        from {{ ref('stg_streams__listens') }} as staged
-        inner join file_versions
-            on
-                staged._source_file = file_versions.object_key
-                and staged._loaded_at = file_versions.loaded_at
-        where
-            staged.reject_reason is null
-            and file_versions.superseded_at > (select consumed.loaded_at from consumed)
+            kept.user_id,
+            kept.track_id,
+            kept.listen_time
+        from ({{ kept_rows }}) as kept
+        where kept.superseded_at > (select consumed.loaded_at from consumed)
 
     ),
 
