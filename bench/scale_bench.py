@@ -60,10 +60,17 @@ def measure(cmd: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
     }
 
 
+def _node_name(unique_id: str) -> str:
+    """``model.music_elt.x`` -> ``x``; a data test's name without its hash; a unit test as
+    ``model.test``."""
+    kind, _project, *rest = unique_id.split(".")
+    return rest[0] if kind == "test" else ".".join(rest)
+
+
 def slowest_nodes(work: Path, top: int = 6) -> dict[str, float]:
     """dbt's slowest nodes of the run that just finished (its run_results.json)."""
     results = json.loads((work / "dbt" / "target" / "run_results.json").read_text())
-    timings = {r["unique_id"].split(".")[-1]: r["execution_time"] for r in results["results"]}
+    timings = {_node_name(r["unique_id"]): r["execution_time"] for r in results["results"]}
     slowest = sorted(timings.items(), key=lambda item: -item[1])[:top]
     return {name: round(seconds, 1) for name, seconds in slowest}
 
