@@ -17,6 +17,7 @@ from typing import Any
 
 from loaders import pipeline
 from loaders.config import ConfigError, Settings
+from loaders.serving import PUBLISHED_SCHEMA
 from loaders.console import console
 from loaders.dbt import DbtFailed, run_dbt
 from loaders.errors import Interrupted, Terminated, note_signal
@@ -106,7 +107,7 @@ def show_marts(settings: Settings) -> None:
                 latest=preview.get("latest", ""),
                 limit=3,
             )
-            _say(f"\n{mart.relation}")
+            _say(f"\n{PUBLISHED_SCHEMA}.{mart.name}")
             _say(_table(names, rows))
 
 

@@ -21,6 +21,7 @@ from loaders.config import Settings
 from loaders.dbt import _release_duckdb, console_args, dbt_args, dbt_environment, run_dbt
 from loaders.warehouse import open_warehouse
 from music_elt_demo.generate import generate
+from tests.checks import published
 from tests.conftest import postgres_settings
 from tests.kpi_reference import MARTS, KpiResult, assert_rows_match, compute_kpis
 
@@ -49,8 +50,7 @@ def reference(source: Path) -> KpiResult:
 
 def fetch(settings: Settings, mart: str) -> list[dict[str, Any]]:
     columns = MARTS[mart].columns
-    with open_warehouse(settings) as wh:
-        rows = wh.query(f"select {', '.join(columns)} from marts.{mart}")
+    rows = published(settings, f"select {', '.join(columns)} from marts.{mart}")
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
