@@ -17,10 +17,10 @@ from typing import Any
 
 from loaders import pipeline
 from loaders.config import ConfigError, Settings
-from loaders.serving import PUBLISHED_SCHEMA
 from loaders.console import console
 from loaders.dbt import DbtFailed, run_dbt
 from loaders.errors import Interrupted, Terminated, note_signal
+from loaders.serving import PUBLISHED_SCHEMA
 
 
 def _say(message: str) -> None:

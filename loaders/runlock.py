@@ -189,7 +189,7 @@ class _LeaseLock:
         self._renewer: threading.Thread | None = None
 
     def _lease(self) -> str:
-        return f"dateadd(second, {LEASE_SECONDS}, {self.now_sql})"
+        return f"{self.now_sql} + interval '{LEASE_SECONDS} seconds'"
 
     def try_acquire(self) -> str | None:
         with open_warehouse(self.settings) as wh:

@@ -296,20 +296,23 @@ def _sync(out: _Target, relation: ServedRelation) -> int:
         count = int(out.execute(f"select count(*) from {new}").fetchone()[0])
     else:
         keys = ", ".join(relation.grain)
+        renamed = ", ".join(f"{c} as _key_{c}" for c in relation.grain)
         out.execute(
-            f"create {out.temp} table {changed} as "
+            f"create {out.temp} table {changed} as select {renamed} from ("
             f"select {keys} from (select * from {published} except select * from {new}) as gone"
             f" union select {keys} from (select * from {new} except select * from {published})"
-            " as came"
+            " as came) as keys"
         )
-        matches = " and ".join(f"{{t}}.{c} = {changed}.{c}" for c in relation.grain)
+        # the changed keys carry other names, so each unqualified grain column below is the
+        # published (or new) table's: no alias needed, which DELETE lacks on Redshift
+        matches = " and ".join(f"changed_keys._key_{c} = {c}" for c in relation.grain)
         out.execute(
             f"delete from {published} where exists "
-            f"(select 1 from {changed} where {matches.format(t=published)})"
+            f"(select 1 from {changed} as changed_keys where {matches})"
         )
         out.execute(
-            f"insert into {published} select {new}.* from {new} where exists "
-            f"(select 1 from {changed} where {matches.format(t=new)})"
+            f"insert into {published} select * from {new} where exists "
+            f"(select 1 from {changed} as changed_keys where {matches})"
         )
         count = int(out.execute(f"select count(*) from {changed}").fetchone()[0])
         out.execute(f"drop table {changed}")

@@ -99,7 +99,7 @@ def test_seed_and_run_produce_the_contract_kpis(
     (peaks,) = [line for line in capsys.readouterr().out.splitlines() if "peak RSS" in line]
     assert peaks.startswith("  peak RSS: "), peaks  # each step's own peak (Linux)
     by_step = {step: float(gb) for step, gb in re.findall(r"(\w[\w ]*?) (\d+\.\d\d) GB", peaks)}
-    assert list(by_step) == ["extract", "plan", "load", "dbt build", "finish"], peaks
+    assert list(by_step) == ["extract", "plan", "load", "dbt build", "archive", "publish"], peaks
     assert all(0.02 < gb < 4 for gb in by_step.values()), peaks
 
     # counts in equal counts out: raw = kept + rejected + duplicates
