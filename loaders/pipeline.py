@@ -445,7 +445,7 @@ def archive(
     done.update({obj.key: obj for obj in loads.files_skipped})
     with warehouse(settings) as wh:
         first_loaded = wh.first_loaded_at()
-        current = wh.ledger()
+        snapshots = wh.latest_snapshot_keys()
     moved = []
     for obj in done.values():
         loaded_at = first_loaded.get((obj.key, obj.etag)) or utcnow()
@@ -460,7 +460,7 @@ def archive(
         moved.append(dst)
     if moved:
         progress(f"  archived {len(moved)} file(s) under {ARCHIVE_PREFIX}{STREAMS_PREFIX}")
-    prune_extracts(settings, landing, keep_loaded=set(current))
+    prune_extracts(settings, landing, keep_loaded=set(snapshots.values()))
     return moved
 
 

@@ -246,4 +246,5 @@ _LOCKS: dict[str, Callable[[Settings, dict[str, Any]], Any]] = {
 
 if __name__ == "__main__":  # pragma: no cover - manual check: hold the lock until Enter
     with run_lock(Settings.from_env(), "python -m loaders.runlock"):
+        print("holding the run lock until Enter", flush=True)
         sys.stdin.readline()

@@ -211,6 +211,18 @@ class Warehouse(ABC):
             )
         )
 
+    def latest_snapshot_keys(self) -> dict[str, str]:
+        """The landing folder (ledger key) of the snapshot each raw_rds table holds."""
+        return dict(
+            self.query(
+                f"select target_table, object_key from {LEDGER_TABLE} l where status = 'loaded' "
+                "and target_table like %s and loaded_at = (select max(loaded_at) from "
+                f"{LEDGER_TABLE} l2 where l2.target_table = l.target_table "
+                "and l2.status = 'loaded')",
+                ("raw_rds.%",),
+            )
+        )
+
     def has_unbuilt_loads(self) -> bool:
         """Whether anything was loaded after the last green dbt build started."""
         (count,) = self.query(
