@@ -14,8 +14,7 @@ Each run executes the plan of `loaders.pipeline` (the same steps as `music-elt r
 5. **archive** and **publish** (Airflow Assets for the KPI marts), each only after checking
    that this run's build is recorded green.
 
-Every task that writes holds the warehouse's run lock (the CLI's too); every task has an
-execution timeout.
+Tasks that write hold the warehouse's run lock (the CLI's too); every task has a timeout.
 
 Connections: `aws_rds_connection`, `aws_conn`, `redshift_conn`; alerts: `slack_webhook`,
 `pagerduty_events`. This file is wiring only (see `dags/README.md`).

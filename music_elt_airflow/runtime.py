@@ -33,6 +33,7 @@ from loaders import manifest, peak_memory
 from loaders.config import ConfigError, Settings
 from loaders.connections import RDS_CONN_ID, REDSHIFT_CONN_ID, S3_CONN_ID, settings_from_connections
 from loaders.landing import LandingStore
+from loaders.serving import PUBLISHED_SCHEMA
 
 log = logging.getLogger("music_elt.runtime")
 REPO = Path(__file__).resolve().parent.parent
@@ -175,12 +176,12 @@ def _redshift_placeholder() -> Any:
 
 
 def kpi_assets(config: DagConfig) -> dict[str, Asset]:
-    """An Airflow Asset per KPI mart, the models the DAG's dbt manifest tags ``kpi`` (parse
-    time: a local file read)."""
+    """An Airflow Asset per published KPI mart (``marts.<name>``), the models the DAG's dbt
+    manifest tags ``kpi`` (parse time: a local file read)."""
     return {
         mart.name: Asset(
             name=f"music_elt.marts.{mart.name}",
-            uri=f"x-music-elt://warehouse/{mart.relation.replace('.', '/')}",
+            uri=f"x-music-elt://warehouse/{PUBLISHED_SCHEMA}/{mart.name}",
         )
         for mart in manifest.kpi_marts(manifest.load_manifest(config.manifest))
     }
