@@ -187,17 +187,21 @@ class _LeaseLock:
         self.holder = json.dumps(holder)
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._set_up = False
 
     def _lease(self) -> str:
         return f"{self.now_sql} + interval '{LEASE_SECONDS} seconds'"
 
     def try_acquire(self) -> str | None:
         with open_warehouse(self.settings) as wh:
-            t = wh.text_type
-            with wh.transaction() as cur:
-                cur.execute(
-                    f"create table if not exists {LOCK_TABLE} (holder {t}, expires_at timestamp)"
-                )
+            if not self._set_up:
+                wh.setup()  # raw_meta and the ledger exist from the first step on
+                with wh.transaction() as cur:
+                    cur.execute(
+                        f"create table if not exists {LOCK_TABLE} "
+                        f"(holder {wh.text_type}, expires_at timestamp)"
+                    )
+                self._set_up = True
             with wh.transaction() as cur:
                 cur.execute(f"lock {LOCK_TABLE}")
                 cur.execute(f"delete from {LOCK_TABLE} where expires_at < {self.now_sql}")
