@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except DbtFailed as exc:
         print(f"music-elt: {exc}", file=sys.stderr)
-        print(f"music-elt: nothing was archived; {exc.hint}", file=sys.stderr)
+        print(f"music-elt: nothing was archived or published; {exc.hint}", file=sys.stderr)
         return 1
     except Interrupted as exc:
         print(f"music-elt: {exc}", file=sys.stderr)
