@@ -104,12 +104,19 @@ def music_streaming_pipeline() -> None:
         done = pipeline.load(settings, landing, LoadGroup.from_dict(group), load_id=run_id)
         return done.to_dict()
 
-    @task(trigger_rule="none_failed")  # no load group (e.g. only archiving left) is no failure
+    @task(pool=WAREHOUSE, trigger_rule="none_failed")  # no load group is no failure
     def loaded(reports: list[dict[str, Any]]) -> dict[str, Any]:
-        """Sum up the loads; now is when the dbt build starts (for the build log)."""
+        """Sum up the loads; now is when the dbt build starts: the ledger's watermark (what
+        the build will hold) and the time, for the build log."""
         total = LoadReport.merge([LoadReport.from_dict(r) for r in runtime.as_list(reports)])
         print("\n".join(total.lines()))
-        return {"loads": total.to_dict(), "build_started_at": pipeline.utcnow().isoformat()}
+        with pipeline.warehouse(_context()[0]) as wh:
+            watermark = wh.ledger_watermark()
+        return {
+            "loads": total.to_dict(),
+            "build_load_seq": watermark,
+            "build_started_at": pipeline.utcnow().isoformat(),
+        }
 
     # one `dbt build`, one task per model reporting it
     dbt = runtime.dbt_task_group(config)
@@ -118,7 +125,10 @@ def music_streaming_pipeline() -> None:
     def record_build(planned: dict[str, Any], summary: dict[str, Any]) -> None:
         """Record the green dbt build: its loads will not be rebuilt by the next run."""
         started = datetime.fromisoformat(summary["build_started_at"])
-        pipeline.record_build(_context()[0], Plan.from_dict(planned), started=started)
+        load_seq = int(summary["build_load_seq"])
+        pipeline.record_build(
+            _context()[0], Plan.from_dict(planned), load_seq=load_seq, started=started
+        )
 
     @task(pool=WAREHOUSE)
     def archive(planned: dict[str, Any], summary: dict[str, Any]) -> list[str]:

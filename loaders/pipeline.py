@@ -384,11 +384,12 @@ def build(settings: Settings) -> DbtReport:
 
 
 # -- step 5: finish ------------------------------------------------------------------------------
-def record_build(settings: Settings, plan: Plan, *, started: datetime) -> None:
-    """Record a green dbt build that started at ``started`` (naive UTC): loads before that time
-    are in the marts, so the next run does not rebuild them."""
+def record_build(settings: Settings, plan: Plan, *, load_seq: int, started: datetime) -> None:
+    """Record a green dbt build that started when the ledger's watermark was ``load_seq``
+    (:meth:`~loaders.warehouse.Warehouse.ledger_watermark`): loads up to it are in the marts,
+    so the next run does not rebuild them. ``started`` (naive UTC) is for people only."""
     with warehouse(settings) as wh:
-        wh.record_build(plan.run_id, started, utcnow())
+        wh.record_build(plan.run_id, load_seq, started, utcnow())
 
 
 def archive(
@@ -551,9 +552,11 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         summary.load = load_all(settings, landing, plan, progress=progress)
     with step("dbt build"):
         started = utcnow()
+        with warehouse(settings) as wh:
+            watermark = wh.ledger_watermark()
         summary.dbt = build(settings)
     with step("finish"):
-        record_build(settings, plan, started=started)
+        record_build(settings, plan, load_seq=watermark, started=started)
         summary.archived = archive(settings, landing, plan, summary.load, progress=progress)
         summary.mart_rows = publish(settings, progress=progress)
         summary.rejected_rows = rejected_rows(settings, load_id=run_id)

@@ -178,7 +178,7 @@ def test_retries_pools_and_run_limits(
     assert producer.retries == 0 and sensors and all(t.retries == 0 for t in sensors)
     assert all(not t.deferrable for t in sensors)
     # every task that touches the DuckDB file shares the pool of one slot
-    writers = [producer, *sensors, *(tasks[t] for t in ("plan", "load", "record_build"))]
+    writers = [producer, *sensors, *(tasks[t] for t in ("plan", "load", "loaded", "record_build"))]
     assert all(t.pool == POOL for t in writers)
     assert tasks["check_rds_available"].retries == 0
     assert tasks["check_rds_available"].execution_timeout is not None
