@@ -61,7 +61,7 @@ LAST_DAY = f"listens_{START + timedelta(days=DAYS - 1)}_"  # the 8th day's deliv
 # Columns that record when (and in which run) a row was loaded: they differ between two work
 # directories fed the same files, and only there.
 LOAD_METADATA = frozenset(
-    {"first_loaded_at", "last_loaded_at", "loaded_at", "load_id", "_loaded_at", "_load_id"}
+    {"first_load_seq", "last_load_seq", "loaded_at", "load_id", "_loaded_at", "_load_id"}
 )
 
 
