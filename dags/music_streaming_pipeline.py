@@ -104,19 +104,15 @@ def music_streaming_pipeline() -> None:
         done = pipeline.load(settings, landing, LoadGroup.from_dict(group), load_id=run_id)
         return done.to_dict()
 
-    @task(pool=WAREHOUSE, trigger_rule="none_failed")  # no load group is no failure
+    @task(pool=WAREHOUSE, trigger_rule="none_failed")  # no load group (only archiving left) is ok
     def loaded(reports: list[dict[str, Any]]) -> dict[str, Any]:
-        """Sum up the loads; now is when the dbt build starts: the ledger's watermark (what
-        the build will hold) and the time, for the build log."""
+        """Sum up the loads; the dbt build starts now: the ledger's watermark and the time."""
         total = LoadReport.merge([LoadReport.from_dict(r) for r in runtime.as_list(reports)])
         print("\n".join(total.lines()))
         with pipeline.warehouse(_context()[0]) as wh:
-            watermark = wh.ledger_watermark()
-        return {
-            "loads": total.to_dict(),
-            "build_load_seq": watermark,
-            "build_started_at": pipeline.utcnow().isoformat(),
-        }
+            seq = wh.ledger_watermark()
+        started = pipeline.utcnow().isoformat()
+        return {"loads": total.to_dict(), "build_load_seq": seq, "build_started_at": started}
 
     # one `dbt build`, one task per model reporting it
     dbt = runtime.dbt_task_group(config)
@@ -125,10 +121,8 @@ def music_streaming_pipeline() -> None:
     def record_build(planned: dict[str, Any], summary: dict[str, Any]) -> None:
         """Record the green dbt build: its loads will not be rebuilt by the next run."""
         started = datetime.fromisoformat(summary["build_started_at"])
-        load_seq = int(summary["build_load_seq"])
-        pipeline.record_build(
-            _context()[0], Plan.from_dict(planned), load_seq=load_seq, started=started
-        )
+        seq = int(summary["build_load_seq"])
+        pipeline.record_build(_context()[0], Plan.from_dict(planned), load_seq=seq, started=started)
 
     @task(pool=WAREHOUSE)
     def archive(planned: dict[str, Any], summary: dict[str, Any]) -> list[str]:
