@@ -232,7 +232,9 @@ def plan_run(
         last_snapshot = wh.latest_snapshots()
         unbuilt = wh.has_unbuilt_loads()
         pending = publish_pending(settings, wh)
-    changed = tuple(e for e in extracts if last_snapshot.get(f"raw_rds.{e.table}") != e.sha256)
+    changed = tuple(
+        e for e in extracts if last_snapshot.get(f"raw_rds.{e.table}", ("", ""))[1] != e.sha256
+    )
     for unchanged in (e for e in extracts if e not in changed and e.prefix not in ledger):
         landing.delete_prefix(unchanged.prefix)
     new: list[LandedObject] = []
@@ -445,7 +447,7 @@ def archive(
     done.update({obj.key: obj for obj in loads.files_skipped})
     with warehouse(settings) as wh:
         first_loaded = wh.first_loaded_at()
-        snapshots = wh.latest_snapshot_keys()
+        snapshots = wh.latest_snapshots()
     moved = []
     for obj in done.values():
         loaded_at = first_loaded.get((obj.key, obj.etag)) or utcnow()
@@ -460,7 +462,7 @@ def archive(
         moved.append(dst)
     if moved:
         progress(f"  archived {len(moved)} file(s) under {ARCHIVE_PREFIX}{STREAMS_PREFIX}")
-    prune_extracts(settings, landing, keep_loaded=set(snapshots.values()))
+    prune_extracts(settings, landing, keep_loaded={key for key, _ in snapshots.values()})
     return moved
 
 

@@ -15,12 +15,22 @@ missing, not CSV) is refused: the transaction rolls back and the caller quaranti
 Raw tables (all data columns text, as received)::
 
     raw_streams.streams   user_id, track_id, listen_time, _source_file, _line_number,
-                          _loaded_at, _load_id              (append-only)
+                          _loaded_at, _load_id, _load_seq    (append-only)
     raw_rds.<table>       every source column, _source_file, _loaded_at, _load_id
                           (the latest snapshot; replaced when the table changed)
     raw_meta.load_ledger  object_key, etag, size_bytes, target_table, row_count, status,
-                          reason, load_id, loaded_at
-    raw_meta.dbt_builds   load_id, started_at, finished_at   (one row per green dbt build)
+                          reason, load_id, loaded_at, superseded_at, load_seq, superseded_seq
+    raw_meta.dbt_builds   load_id, started_at, finished_at, load_seq
+                          (one row per run with a green dbt build)
+
+What is new is decided by the ledger's load sequence, never by comparing clocks (workers'
+clocks differ and step): each ledger row gets ``load_seq``, one more than the largest so far,
+inside the load transaction (the ledger is locked there), and the stream rows it loaded carry
+the same number in ``_load_seq``. A version superseded by a later one records that version's
+number in ``superseded_seq``. A green build records the ledger's largest ``load_seq`` when it
+started (its watermark): every load at or below it is in the marts. ``_loaded_at``,
+``loaded_at``, ``superseded_at`` and the build times are kept for people and for the rule
+"a listen_time later than the load time plus one day is rejected"; no watermark compares them.
 """
 
 from __future__ import annotations
@@ -163,7 +173,7 @@ class Warehouse(ABC):
     # -- setup and ledger -------------------------------------------------------------------
     def setup(self) -> None:
         """Create the raw schemas, the streams table, the ledger and the dbt build log if they
-        do not exist."""
+        do not exist; give those of an earlier version the load sequence (see the module)."""
         t = self.text_type
         with self.transaction() as cur:
             for schema in ("raw_streams", "raw_rds", "raw_meta"):
@@ -171,24 +181,72 @@ class Warehouse(ABC):
             cur.execute(
                 f"""create table if not exists {STREAMS_TABLE} (
                     user_id {t}, track_id {t}, listen_time {t}, _source_file {t},
-                    _line_number bigint, _loaded_at timestamp, _load_id {t})"""
+                    _line_number bigint, _loaded_at timestamp, _load_id {t}, _load_seq bigint)"""
             )
             cur.execute(
                 f"""create table if not exists {LEDGER_TABLE} (
                     object_key {t} not null, etag {t} not null, size_bytes bigint,
                     target_table {t}, row_count bigint, status {t} not null, reason {t},
-                    load_id {t}, loaded_at timestamp, superseded_at timestamp)"""
+                    load_id {t}, loaded_at timestamp, superseded_at timestamp,
+                    load_seq bigint, superseded_seq bigint)"""
             )
             if "superseded_at" not in self._columns(cur, "raw_meta", "load_ledger"):
                 # a ledger from before re-deliveries were corrections: every version current
                 cur.execute(f"alter table {LEDGER_TABLE} add column superseded_at timestamp")
             cur.execute(
-                f"create table if not exists {BUILDS_TABLE} "
-                f"(load_id {t}, started_at timestamp, finished_at timestamp)"
+                f"create table if not exists {BUILDS_TABLE} (load_id {t}, started_at timestamp, "
+                "finished_at timestamp, load_seq bigint)"
             )
             if "published_at" not in self._columns(cur, "raw_meta", "dbt_builds"):
                 # when readers got this build (null: not yet, the next run publishes it)
                 cur.execute(f"alter table {BUILDS_TABLE} add column published_at timestamp")
+            self._migrate_to_load_seq(cur)
+
+    def _migrate_to_load_seq(self, cur: Any) -> None:
+        """Number the ledger of a warehouse set up before the load sequence (in load order, as
+        well as its clocks tell it, once) and carry the numbers to raw stream rows, superseded
+        versions and green builds."""
+        if "load_seq" in self._columns(cur, "raw_meta", "load_ledger"):
+            return
+        for table, column in (
+            (LEDGER_TABLE, "load_seq"),
+            (LEDGER_TABLE, "superseded_seq"),
+            (STREAMS_TABLE, "_load_seq"),
+        ):
+            if column not in self._columns(cur, *table.split(".")):
+                cur.execute(f"alter table {table} add column {column} bigint")
+        if "load_seq" not in self._columns(cur, "raw_meta", "dbt_builds"):
+            cur.execute(f"alter table {BUILDS_TABLE} add column load_seq bigint")
+        version = "object_key, etag, status, load_id, loaded_at"
+        matches = " and ".join(f"{LEDGER_TABLE}.{c} = numbered.{c}" for c in version.split(", "))
+        cur.execute(
+            f"update {LEDGER_TABLE} set load_seq = numbered.seq from (select {version}, "
+            "row_number() over (order by loaded_at, load_id, object_key, etag) as seq "
+            f"from {LEDGER_TABLE}) as numbered where {matches}"
+        )
+        cur.execute(
+            f"update {LEDGER_TABLE} set superseded_seq = later.seq from (select "
+            "earlier.load_seq, min(other.load_seq) as seq "
+            f"from {LEDGER_TABLE} as earlier join {LEDGER_TABLE} as other "
+            "on other.object_key = earlier.object_key and other.load_seq > earlier.load_seq "
+            "group by earlier.load_seq) as later "
+            f"where {LEDGER_TABLE}.load_seq = later.load_seq "
+            f"and {LEDGER_TABLE}.superseded_at is not null"
+        )
+        cur.execute(
+            f"update {STREAMS_TABLE} set _load_seq = {LEDGER_TABLE}.load_seq from {LEDGER_TABLE} "
+            f"where {STREAMS_TABLE}._source_file = {LEDGER_TABLE}.object_key "
+            f"and {STREAMS_TABLE}._loaded_at = {LEDGER_TABLE}.loaded_at "
+            f"and {LEDGER_TABLE}.status = 'loaded'"
+        )
+        cur.execute(
+            f"update {BUILDS_TABLE} set load_seq = watermarks.seq from (select builds.load_id, "
+            "builds.started_at, coalesce(max(ledger.load_seq), 0) as seq "
+            f"from {BUILDS_TABLE} as builds left join {LEDGER_TABLE} as ledger "
+            "on ledger.loaded_at < builds.started_at group by builds.load_id, builds.started_at"
+            f") as watermarks where {BUILDS_TABLE}.load_id = watermarks.load_id "
+            f"and {BUILDS_TABLE}.started_at = watermarks.started_at"
+        )
 
     def ledger(self) -> dict[str, str]:
         """The etag of the current (latest, not superseded) loaded version of each key."""
@@ -199,36 +257,36 @@ class Warehouse(ABC):
             )
         )
 
-    def latest_snapshots(self) -> dict[str, str]:
-        """The fingerprint (etag) of the snapshot last loaded into each raw_rds table."""
-        return dict(
-            self.query(
-                f"select target_table, etag from {LEDGER_TABLE} l where status = 'loaded' "
-                "and target_table like %s and loaded_at = (select max(loaded_at) from "
-                f"{LEDGER_TABLE} l2 where l2.target_table = l.target_table "
-                "and l2.status = 'loaded')",
-                ("raw_rds.%",),
-            )
+    def latest_snapshots(self) -> dict[str, tuple[str, str]]:
+        """The snapshot each raw_rds table holds (the one loaded last): its ledger key (the
+        landing folder of its parts) and its fingerprint (etag), by table."""
+        rows = self.query(
+            f"select target_table, object_key, etag from {LEDGER_TABLE} l "
+            "where status = 'loaded' and target_table like %s and load_seq = "
+            f"(select max(load_seq) from {LEDGER_TABLE} l2 "
+            "where l2.target_table = l.target_table and l2.status = 'loaded')",
+            ("raw_rds.%",),
         )
+        return {table: (key, etag) for table, key, etag in rows}
 
-    def latest_snapshot_keys(self) -> dict[str, str]:
-        """The landing folder (ledger key) of the snapshot each raw_rds table holds."""
-        return dict(
-            self.query(
-                f"select target_table, object_key from {LEDGER_TABLE} l where status = 'loaded' "
-                "and target_table like %s and loaded_at = (select max(loaded_at) from "
-                f"{LEDGER_TABLE} l2 where l2.target_table = l.target_table "
-                "and l2.status = 'loaded')",
-                ("raw_rds.%",),
-            )
-        )
+    def ledger_watermark(self) -> int:
+        """The ledger's largest load sequence number (0 when empty): taken just before a dbt
+        build starts, every load at or below it is in the marts once that build is green."""
+        (seq,) = self.query(f"select coalesce(max(load_seq), 0) from {LEDGER_TABLE}")[0]
+        return int(seq)
 
     def has_unbuilt_loads(self) -> bool:
-        """Whether anything was loaded after the last green dbt build started."""
+        """Whether anything was loaded after the watermark of the last green dbt build."""
         (count,) = self.query(
-            f"select count(*) from {LEDGER_TABLE} where status = 'loaded' and loaded_at > "
-            f"coalesce((select max(started_at) from {BUILDS_TABLE}), cast('1900-01-01' as "
-            "timestamp))"
+            f"select count(*) from {LEDGER_TABLE} where status = 'loaded' and load_seq > "
+            f"(select coalesce(max(load_seq), 0) from {BUILDS_TABLE})"
+        )[0]
+        return int(count) > 0
+
+    def green_build(self, load_id: str) -> bool:
+        """Whether a green dbt build is recorded for the run ``load_id``."""
+        (count,) = self.query(
+            f"select count(*) from {BUILDS_TABLE} where load_id = %s", (load_id,)
         )[0]
         return int(count) > 0
 
@@ -323,6 +381,11 @@ class Warehouse(ABC):
         )
         return int(cur.fetchone()[0]) > 0
 
+    def _next_load_seq(self, cur: Any) -> int:
+        """The load sequence number of the next ledger row (call with the ledger locked)."""
+        cur.execute(f"select coalesce(max(load_seq), 0) + 1 from {LEDGER_TABLE}")
+        return int(cur.fetchone()[0])
+
     def _write_ledger(
         self,
         cur: Any,
@@ -331,11 +394,12 @@ class Warehouse(ABC):
         rows: int,
         load_id: str,
         loaded_at: datetime,
+        load_seq: int,
         reason: str | None = None,
     ) -> int:
-        """Record a landed version of ``obj.key``; every earlier version of that key becomes
-        superseded by it (KPIS.md's re-delivery rule: the latest version counts). Returns how
-        many versions it superseded."""
+        """Record a landed version of ``obj.key`` as load ``load_seq``; every earlier version of
+        that key becomes superseded by it (KPIS.md's re-delivery rule: the latest version
+        counts). Returns how many versions it superseded."""
         cur.execute(
             self._sql(
                 f"select count(*) from {LEDGER_TABLE} "
@@ -347,16 +411,16 @@ class Warehouse(ABC):
         if superseded:
             cur.execute(
                 self._sql(
-                    f"update {LEDGER_TABLE} set superseded_at = %s "
+                    f"update {LEDGER_TABLE} set superseded_at = %s, superseded_seq = %s "
                     "where object_key = %s and superseded_at is null"
                 ),
-                (loaded_at, obj.key),
+                (loaded_at, load_seq, obj.key),
             )
         cur.execute(
             self._sql(
                 f"insert into {LEDGER_TABLE} (object_key, etag, size_bytes, target_table, "
-                "row_count, status, reason, load_id, loaded_at) "
-                "values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                "row_count, status, reason, load_id, loaded_at, load_seq) "
+                "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ),
             (
                 obj.key,
@@ -368,30 +432,25 @@ class Warehouse(ABC):
                 reason,
                 load_id,
                 loaded_at,
+                load_seq,
             ),
         )
         return superseded
 
-    # PROVISIONAL (replaced by the load-sequence branch at merge)
-    def ledger_watermark(self) -> int:
-        return int(self.query(f"select count(*) from {LEDGER_TABLE}")[0][0])
-
-    def green_build(self, load_id: str) -> bool:
-        rows = self.query(f"select count(*) from {BUILDS_TABLE} where load_id = %s", (load_id,))
-        return int(rows[0][0]) > 0
-
     def record_build(
         self, load_id: str, load_seq: int, started: datetime, finished: datetime
     ) -> None:
-        """Record a green dbt build: loads before ``started`` are in the marts."""
+        """Record the green dbt build of run ``load_id``, which started when the ledger's
+        watermark was ``load_seq``: loads up to it are in the marts. A run has one row: a
+        second green build of the same run replaces it."""
         with self.transaction() as cur:
             cur.execute(self._sql(f"delete from {BUILDS_TABLE} where load_id = %s"), (load_id,))
             cur.execute(
                 self._sql(
-                    f"insert into {BUILDS_TABLE} (load_id, started_at, finished_at) "
-                    "values (%s, %s, %s)"
+                    f"insert into {BUILDS_TABLE} (load_id, started_at, finished_at, load_seq) "
+                    "values (%s, %s, %s, %s)"
                 ),
-                (load_id, started, finished),
+                (load_id, started, finished, load_seq),
             )
 
     def record_rejected(
@@ -401,7 +460,8 @@ class Warehouse(ABC):
         earlier versions: it is the latest delivery). Returns how many it superseded."""
         with self.transaction() as cur:
             self._lock_ledger(cur)
-            return self._write_ledger(cur, obj, target, 0, load_id, loaded_at, reason)
+            seq = self._next_load_seq(cur)
+            return self._write_ledger(cur, obj, target, 0, load_id, loaded_at, seq, reason)
 
     # -- loading ----------------------------------------------------------------------------
     def load_stream_file(
@@ -418,15 +478,19 @@ class Warehouse(ABC):
                 order = self._copy_to_temp(cur, landing, [obj.key], len(header))
                 line_number = self._line_number(cur, order, len(header))
                 picked = ", ".join(f"c{positions[name]}" for name in STREAM_COLUMNS)
+                seq = self._next_load_seq(cur)
                 cur.execute(
                     self._sql(
-                        f"insert into {STREAMS_TABLE} select {picked}, %s, {line_number}, %s, %s "
-                        "from _landing"
+                        f"insert into {STREAMS_TABLE} ({', '.join(STREAM_COLUMNS)}, _source_file, "
+                        "_line_number, _loaded_at, _load_id, _load_seq) "
+                        f"select {picked}, %s, {line_number}, %s, %s, %s from _landing"
                     ),
-                    (obj.key, loaded_at, load_id),
+                    (obj.key, loaded_at, load_id, seq),
                 )
                 rows = self._count(cur, "_landing")
-                superseded = self._write_ledger(cur, obj, STREAMS_TABLE, rows, load_id, loaded_at)
+                superseded = self._write_ledger(
+                    cur, obj, STREAMS_TABLE, rows, load_id, loaded_at, seq
+                )
                 self._drop_temp(cur)
         except FileRejected:
             raise
@@ -484,7 +548,8 @@ class Warehouse(ABC):
                     (extract.prefix, loaded_at, load_id),
                 )
                 self._drop_temp(cur)
-            self._write_ledger(cur, obj, table, extract.row_count, load_id, loaded_at)
+            seq = self._next_load_seq(cur)
+            self._write_ledger(cur, obj, table, extract.row_count, load_id, loaded_at, seq)
         return LoadOutcome(obj.key, "loaded", extract.row_count)
 
     def _columns(self, cur: Any, schema: str, table: str) -> set[str]:
@@ -503,7 +568,7 @@ class Warehouse(ABC):
         cur.execute(
             self._sql(
                 f"select etag from {LEDGER_TABLE} where target_table = %s and status = 'loaded' "
-                "order by loaded_at desc limit 1"
+                "order by load_seq desc limit 1"
             ),
             (f"raw_rds.{extract.table}",),
         )

@@ -58,10 +58,18 @@ pytestmark = pytest.mark.slow
 DAYS = 8
 START = date(2026, 1, 5)  # generate()'s first day
 LAST_DAY = f"listens_{START + timedelta(days=DAYS - 1)}_"  # the 8th day's delivery files
-# Columns that record when (and in which run) a row was loaded: they differ between two work
-# directories fed the same files, and only there.
+# Columns that record when (and in which run and load) a row was loaded: they differ between two
+# work directories fed the same files, and only there.
 LOAD_METADATA = frozenset(
-    {"first_loaded_at", "last_loaded_at", "loaded_at", "load_id", "_loaded_at", "_load_id"}
+    {
+        "first_load_seq",
+        "last_load_seq",
+        "_load_seq",
+        "loaded_at",
+        "load_id",
+        "_loaded_at",
+        "_load_id",
+    }
 )
 
 

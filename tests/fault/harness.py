@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -91,10 +91,10 @@ def _default_sigint() -> None:
 class Run:
     """One ``music-elt run`` subprocess, its output read as it comes."""
 
-    def __init__(self, stack: Stack, *args: str) -> None:
+    def __init__(self, stack: Stack, *args: str, wrapper: Sequence[str] = ()) -> None:
         master, slave = pty.openpty()
         self.proc = subprocess.Popen(
-            [str(MUSIC_ELT), "run", "--workdir", str(stack.workdir), *args],
+            [*wrapper, str(MUSIC_ELT), "run", "--workdir", str(stack.workdir), *args],
             stdin=subprocess.DEVNULL,
             stdout=slave,
             stderr=subprocess.PIPE,
@@ -249,12 +249,13 @@ class Stack:
         files = sorted((self.source / "streams").iterdir())
         return [self.deliver(f"streams/{path.name}", path.read_bytes()) for path in files]
 
-    def start(self, *args: str) -> Run:
-        return Run(self, *args)
+    def start(self, *args: str, wrapper: Sequence[str] = ()) -> Run:
+        return Run(self, *args, wrapper=wrapper)
 
-    def run_ok(self) -> str:
-        """One plain ``music-elt run`` subprocess to the end; must exit 0. Its output."""
-        code, out, err = self.start().finish()
+    def run_ok(self, wrapper: Sequence[str] = ()) -> str:
+        """One plain ``music-elt run`` subprocess to the end (run by ``wrapper``, e.g. a
+        ``faketime`` command line, when given); must exit 0. Its output."""
+        code, out, err = self.start(wrapper=wrapper).finish()
         assert code == 0, f"music-elt run exited {code}:\n{condensed(out)}\n{err[-4000:]}"
         assert "Traceback" not in out + err, f"{condensed(out)}\n{err}"
         return out

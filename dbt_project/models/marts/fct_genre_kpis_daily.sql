@@ -22,7 +22,7 @@
 /*
     One row per (listen_date, track_genre). Incremental: the pre-hook deletes the stale dates
     (macros/stale_periods.sql: play count differs from fct_listens, missing here or gone there,
-    or a play loaded since the last green build), then every date missing here is rebuilt.
+    or a play of a load newer than the last green build), then every date missing here is rebuilt.
 */
 
 with
