@@ -68,7 +68,11 @@ def test_the_redshift_lease_row_excludes_and_expires(
     finally:
         first.release()
     assert second.try_acquire() is None
-    # a holder killed with -9 never releases: once its lease ran out, the lock is free
+    # a holder killed with -9 neither renews nor releases: once its lease ran out, the lock is
+    # free
+    second._stop.set()
+    assert second._renewer is not None
+    second._renewer.join()
     with psycopg2.connect(**pg_database) as conn, conn.cursor() as cur:
         cur.execute("update raw_meta.run_lock set expires_at = now() - interval '1 second'")
     conn.close()
