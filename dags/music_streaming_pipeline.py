@@ -81,7 +81,9 @@ def music_streaming_pipeline() -> None:
 
         settings, run_id = _context()
         found = [TableExtract.from_json(e) for e in runtime.as_list(extracts)]
-        decided = pipeline.plan_run(settings, runtime.landing(settings), found, run_id=run_id)
+        decided = pipeline.plan_run(
+            settings, runtime.landing(settings), found, run_id=run_id, progress=print
+        )
         print(decided.describe())
         return decided.to_dict()
 

@@ -25,21 +25,23 @@ from typing import Any
 from loaders import manifest, peak_memory, rds
 from loaders.config import ConfigError, Settings
 from loaders.dbt import DbtReport, run_dbt
-from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interrupt
+from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interrupt, step_outage
 from loaders.landing import (
     ARCHIVE_PREFIX,
     QUARANTINE_PREFIX,
     STREAMS_PREFIX,
     LandedObject,
     LandingStore,
+    is_stream_file_name,
     open_landing,
+    shown,
 )
 from loaders.rds import TableExtract
 from loaders.warehouse import STREAMS_TABLE, FileRejected, Warehouse, open_warehouse
 
 Progress = Callable[[str], None]
-STREAM_SUFFIXES = (".csv", ".csv.gz")
 FILES_PER_LOAD_GROUP = 25
+STAGED_MODEL = "stg_streams__listens"  # one typed row per raw stream row, with its reject reason
 
 
 def new_run_id() -> str:
@@ -135,6 +137,7 @@ class Plan:
     unbuilt_loads: bool = False  # loads since the last green dbt build
     songs_changed: bool = False  # a new songs snapshot: dbt recomputes every KPI period
     forced: bool = False  # the user asked for a build
+    skipped: tuple[tuple[str, str], ...] = ()  # (key, reason): under streams/, not stream files
 
     @property
     def should_run(self) -> bool:
@@ -175,6 +178,11 @@ class Plan:
             parts.append("songs changed: every KPI period is recomputed")
         return ", ".join(parts)
 
+    def skipped_lines(self) -> list[str]:
+        """One line per entry under the streams prefix that is not loaded, with the reason
+        (printed by every run that sees it: the CLI's plan step, the DAG's plan task)."""
+        return [f"skipped {shown(key)}: {reason}" for key, reason in self.skipped]
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form (Airflow XCom); derived decisions included for templates."""
         return {
@@ -185,6 +193,7 @@ class Plan:
             "unbuilt_loads": self.unbuilt_loads,
             "songs_changed": self.songs_changed,
             "forced": self.forced,
+            "skipped": [list(entry) for entry in self.skipped],
             "should_run": self.should_run,
             "description": self.describe(),
         }
@@ -199,7 +208,21 @@ class Plan:
             unbuilt_loads=bool(data["unbuilt_loads"]),
             songs_changed=bool(data["songs_changed"]),
             forced=bool(data.get("forced")),
+            skipped=tuple((str(key), str(reason)) for key, reason in data.get("skipped", ())),
         )
+
+
+def stream_file_problem(key: str) -> str | None:
+    """Why the entry at ``key`` under the streams prefix is not a stream file to load, or None
+    when it is one (the contract's "Keys and files"). The one place that decides it."""
+    name = PurePosixPath(key).name
+    if not name or key.endswith("/"):
+        return "a folder marker, not a file"
+    if name.startswith((".", "_")):
+        return "a hidden, temporary or marker name (starts with '.' or '_')"
+    if not is_stream_file_name(name):
+        return "not a stream file (the name does not end in .csv or .csv.gz, in any case)"
+    return None
 
 
 def plan_run(
@@ -209,8 +232,11 @@ def plan_run(
     *,
     run_id: str,
     force_build: bool = False,
+    progress: Progress | None = None,
 ) -> Plan:
-    """Compare the landing zone and the fresh extracts with the warehouse's ledger."""
+    """Compare the landing zone and the fresh extracts with the warehouse's ledger. Entries
+    under the streams prefix that are not stream files are skipped, each with its reason
+    (printed through ``progress`` when given, and kept in :attr:`Plan.skipped`)."""
     with warehouse(settings) as wh:
         ledger = wh.ledger()
         last_snapshot = wh.latest_snapshots()
@@ -218,12 +244,13 @@ def plan_run(
     changed = tuple(e for e in extracts if last_snapshot.get(f"raw_rds.{e.table}") != e.sha256)
     new: list[LandedObject] = []
     ready: list[LandedObject] = []
+    skipped = list(landing.unlisted(STREAMS_PREFIX))
     for obj in landing.list(STREAMS_PREFIX):
-        name = PurePosixPath(obj.key).name
-        if name.startswith((".", "_")) or not name.endswith(STREAM_SUFFIXES):
-            continue  # producer markers, temporary files, COPY manifests
+        if (problem := stream_file_problem(obj.key)) is not None:
+            skipped.append((obj.key, problem))
+            continue
         (ready if ledger.get(obj.key) == obj.etag else new).append(obj)
-    return Plan(
+    plan = Plan(
         run_id=run_id,
         snapshots=changed,
         stream_files=tuple(new),
@@ -231,7 +258,12 @@ def plan_run(
         unbuilt_loads=unbuilt,
         songs_changed=any(e.table == "songs" and "raw_rds.songs" in last_snapshot for e in changed),
         forced=force_build,
+        skipped=tuple(sorted(skipped)),
     )
+    if progress is not None:
+        for line in plan.skipped_lines():
+            progress(f"  {line}")
+    return plan
 
 
 # -- step 3: load --------------------------------------------------------------------------------
@@ -243,6 +275,8 @@ class LoadReport:
     files_skipped: list[LandedObject] = field(default_factory=list)
     files_rejected: list[tuple[LandedObject, str]] = field(default_factory=list)
     files_superseded: list[str] = field(default_factory=list)  # keys re-delivered: corrections
+    # (key, reason): a later version refused whole; the version loaded before it stays current
+    unloadable_versions: list[tuple[str, str]] = field(default_factory=list)
     stream_rows: int = 0
     snapshot_rows: dict[str, int] = field(default_factory=dict)
 
@@ -252,6 +286,7 @@ class LoadReport:
             "files_skipped": [asdict(obj) for obj in self.files_skipped],
             "files_rejected": [[asdict(obj), reason] for obj, reason in self.files_rejected],
             "files_superseded": self.files_superseded,
+            "unloadable_versions": [list(entry) for entry in self.unloadable_versions],
             "stream_rows": self.stream_rows,
             "snapshot_rows": self.snapshot_rows,
         }
@@ -265,6 +300,9 @@ class LoadReport:
                 (LandedObject(**obj), reason) for obj, reason in data["files_rejected"]
             ],
             files_superseded=list(data.get("files_superseded", ())),
+            unloadable_versions=[
+                (str(key), str(reason)) for key, reason in data.get("unloadable_versions", ())
+            ],
             stream_rows=int(data["stream_rows"]),
             snapshot_rows=dict(data["snapshot_rows"]),
         )
@@ -277,6 +315,7 @@ class LoadReport:
             total.files_skipped += report.files_skipped
             total.files_rejected += report.files_rejected
             total.files_superseded += report.files_superseded
+            total.unloadable_versions += report.unloadable_versions
             total.stream_rows += report.stream_rows
             total.snapshot_rows.update(report.snapshot_rows)
         return total
@@ -288,12 +327,23 @@ class LoadReport:
             f"stream rows loaded: {self.stream_rows:,}",
         ]
         out += [f"raw_rds.{t}: new snapshot, {n:,} rows" for t, n in self.snapshot_rows.items()]
-        out += [f"rejected {obj.key}: {reason}" for obj, reason in self.files_rejected]
+        out += [f"rejected {shown(obj.key)}: {reason}" for obj, reason in self.files_rejected]
         out += [
-            f"re-delivered {key}: a correction, its earlier version is superseded (kept in raw)"
+            f"re-delivered {shown(key)}: a correction, its earlier version is superseded "
+            "(kept in raw)"
             for key in self.files_superseded
         ]
         return out
+
+    def warnings(self) -> list[str]:
+        """What a person must look at although the run succeeded: a new version of a loaded
+        file that could not be loaded at all (quarantined; the earlier version still counts)."""
+        return [
+            f"a new version of {shown(key)} could not be loaded and was quarantined ({reason}); "
+            "it is not a correction: the version loaded before it still counts. "
+            "Deliver a loadable version to correct the file."
+            for key, reason in self.unloadable_versions
+        ]
 
 
 def load(
@@ -321,9 +371,9 @@ def load(
             except FileRejected as exc:
                 quarantine(landing, obj, exc.reason)
                 if wh.record_rejected(obj, STREAMS_TABLE, exc.reason, load_id, loaded_at):
-                    report.files_superseded.append(obj.key)
+                    report.unloadable_versions.append((obj.key, exc.reason))
                 report.files_rejected.append((obj, exc.reason))
-                progress(f"  [{i}/{total}] {obj.key}: REJECTED, {exc.reason}")
+                progress(f"  [{i}/{total}] {shown(obj.key)}: REJECTED, {exc.reason}")
                 continue
             if outcome.status == "loaded":
                 report.files_loaded.append(obj)
@@ -332,7 +382,7 @@ def load(
                     report.files_superseded.append(obj.key)
             else:
                 report.files_skipped.append(obj)
-            progress(f"  [{i}/{total}] {obj.key}: {outcome.status} ({outcome.rows:,} rows)")
+            progress(f"  [{i}/{total}] {shown(obj.key)}: {outcome.status} ({outcome.rows:,} rows)")
     return report
 
 
@@ -440,6 +490,23 @@ def publish(settings: Settings, *, progress: Progress = print) -> dict[str, int]
     return {mart.name: counts[mart.relation] for mart in marts}
 
 
+def correction_effects(
+    settings: Settings, keys: Sequence[str], *, load_id: str
+) -> dict[str, tuple[int, int]]:
+    """For each corrected key of a load (after a green build): the kept plays its new version
+    adds and removes against the version it superseded, by key (the plays of that file; a play
+    another file also holds stays in the marts)."""
+    staged = manifest.model(manifest.load_manifest(settings.dbt_manifest_path), STAGED_MODEL)
+    if staged is None or not keys:
+        return {}
+    effects = {}
+    with open_warehouse(settings) as wh:
+        for key in dict.fromkeys(keys):
+            if (effect := wh.correction_effect(staged.relation, key, load_id)) is not None:
+                effects[key] = effect
+    return effects
+
+
 def rejected_rows(settings: Settings, *, load_id: str) -> dict[str, int]:
     """Rows of one load that the cleaning rules rejected, by reason."""
     rejects = manifest.model(
@@ -463,6 +530,7 @@ class RunSummary:
     archived: list[str] = field(default_factory=list)
     mart_rows: dict[str, int] = field(default_factory=dict)
     rejected_rows: dict[str, int] = field(default_factory=dict)
+    corrections: dict[str, tuple[int, int]] = field(default_factory=dict)  # key: added, removed
     timings: dict[str, float] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)  # bytes, by step
     peak_rss_per_step: bool = True  # False: the process's peak so far (no reset, not Linux)
@@ -471,6 +539,11 @@ class RunSummary:
         out = [f"run {self.run_id}"]
         if self.load:
             out += [f"  {line}" for line in self.load.lines()]
+        out += [
+            f"  correction {shown(key)}: {added:,} play(s) added, {removed:,} removed "
+            "(the new version against the one it superseded)"
+            for key, (added, removed) in self.corrections.items()
+        ]
         if self.dbt:
             out.append(f"  dbt: {self.dbt.line()}")
             rejected = sum(self.rejected_rows.values())
@@ -489,6 +562,13 @@ class RunSummary:
             peaks = (f"{step} {peak_memory.format_bytes(n)}" for step, n in self.peak_rss.items())
             out.append(f"  {label}: " + ", ".join(peaks))
         return out
+
+    def warnings(self) -> list[str]:
+        """The run's warnings: load warnings, then dbt's (warn-level tests)."""
+        return [
+            *(self.load.warnings() if self.load else ()),
+            *(self.dbt.warnings if self.dbt else ()),
+        ]
 
 
 # What an interrupted run leaves, by step (every step is safe to repeat: see the module doc).
@@ -529,10 +609,12 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
             raise Interrupted("SIGTERM", name, INTERRUPTED_STATE[name]) from None
         except KeyboardInterrupt:
             raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
-        except Exception as exc:  # a driver's "query interrupted"
-            if not is_interrupt(exc):
-                raise
-            raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
+        except Exception as exc:  # a driver's "query interrupted", or a service failed
+            if is_interrupt(exc):
+                raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
+            if (failure := step_outage(exc, name, INTERRUPTED_STATE[name])) is not None:
+                raise failure from None
+            raise
         finally:
             summary.timings[name] = time.perf_counter() - started
             summary.peak_rss[name] = peak_memory.peak_bytes()
@@ -541,7 +623,7 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         extracts = extract(settings, landing, run_id, progress=progress)
     with step("plan"):
         plan = summary.plan = plan_run(
-            settings, landing, extracts, run_id=run_id, force_build=force_build
+            settings, landing, extracts, run_id=run_id, force_build=force_build, progress=progress
         )
         progress(f"  {plan.describe()}")
     if not plan.should_run:
@@ -557,4 +639,7 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         summary.archived = archive(settings, landing, plan, summary.load, progress=progress)
         summary.mart_rows = publish(settings, progress=progress)
         summary.rejected_rows = rejected_rows(settings, load_id=run_id)
+        summary.corrections = correction_effects(
+            settings, summary.load.files_superseded, load_id=run_id
+        )
     return summary
