@@ -253,11 +253,19 @@ class Quarantined:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """Not a stream file: never loaded, left where it is, named as skipped by every run with a
+    reason matching ``reason``."""
+
+    reason: str  # a regular expression, searched case-insensitively
+
+
+@dataclass(frozen=True)
 class FileCase:
     label: str
     name: str
     data: bytes
-    expect: Loaded | Quarantined
+    expect: Loaded | Quarantined | Skipped
 
     @property
     def key(self) -> str:
@@ -270,6 +278,8 @@ def _lines(*rows: str, end: str = "\n") -> bytes:
 
 HEADER = "user_id,track_id,listen_time"
 ONE_MB = 1_000_000
+MIB = 1 << 20
+FORGED = "files: 99 loaded, 0 already loaded, 0 rejected"  # a line a file name tries to forge
 GZ_ROWS = _lines(HEADER, f"7,t1,{T0}", "bad,t1,2024-02-29 10:00:00")
 FILE_CASES: list[FileCase] = [
     FileCase(
@@ -373,7 +383,64 @@ FILE_CASES: list[FileCase] = [
     FileCase("non-ASCII name", "ünïcødé-日本語.csv", _lines(HEADER, f"7,odd-4,{T0}"), Loaded(1)),
     FileCase("percent and plus", "100%+plus.csv", _lines(HEADER, f"7,odd-5,{T0}"), Loaded(1)),
     FileCase("glob characters", "glob[1]*?.csv", _lines(HEADER, f"7,odd-6,{T0}"), Loaded(1)),
+    # a key is a literal name, never a pattern: each file is read from its own bytes only
+    FileCase("bracket pattern", "[ab].csv", _lines(HEADER, f"7,lit-ab,{T0}"), Loaded(1)),
+    FileCase("a, matched by [ab]", "a.csv", _lines(HEADER, f"-5,lit-a,{T0}"), Loaded(1)),
+    FileCase("b, matched by [ab]", "b.csv", _lines(HEADER, f"42,lit-b,{T0}"), Loaded(1)),
+    FileCase("star pattern", "g*.csv", _lines(HEADER, f"7,lit-gstar,{T0}"), Loaded(1)),
+    FileCase(
+        "gx, matched by g*",
+        "gx.csv",
+        _lines(HEADER, f"7,lit-gx-1,{T0}", f"7,lit-gx-2,{T0}"),
+        Loaded(2),
+    ),
+    FileCase("brace pattern", "{c,d}.csv", _lines(HEADER, f"7,lit-cd,{T0}"), Loaded(1)),
+    FileCase("c, matched by {c,d}", "c.csv", _lines(HEADER, f"7,lit-c,{T0}"), Loaded(1)),
+    FileCase(
+        "a newline in the name",
+        f"nl\n{FORGED}\r.csv",
+        _lines(HEADER, f"7,lit-newline,{T0}"),
+        Loaded(1, tracks=("lit-newline",)),
+    ),
+    # suffixes without regard to case
+    FileCase("upper-case .CSV", "UPPER.CSV", _lines(HEADER, f"7,case-1,{T0}"), Loaded(1)),
+    FileCase(
+        "gzip as .csv.GZ",
+        "mixed.csv.GZ",
+        gzip.compress(_lines(HEADER, f"7,case-2,{T0}", f"bad,t1,{T0}")),
+        Loaded(2, rejects={3: "invalid_user_id"}, tracks=("case-2",)),
+    ),
+    FileCase(
+        "gzip as .Csv.Gz",
+        "Title.Csv.Gz",
+        gzip.compress(_lines(HEADER, f"7,case-3,{T0}")),
+        Loaded(1, tracks=("case-3",)),
+    ),
+    # long lines: up to 64 MiB like any other; a longer one refuses the file with its reason
+    FileCase(
+        "a 20 MB value and 3 MB of trailing spaces",
+        "huge-values.csv",
+        _lines(
+            HEADER,
+            f"7,huge-1,{T0}{' ' * (3 * ONE_MB)}",  # valid after trimming: kept
+            f"{'9' * (20 * ONE_MB)},t1,{T0}",  # a 20 MB user id: invalid, kept in the rejects
+            f"42,huge-2,{T0}",
+        ),
+        Loaded(3, rejects={3: "invalid_user_id"}, tracks=("huge-1", "huge-2")),
+    ),
+    FileCase(
+        "a line over 64 MiB",
+        "over-long.csv.gz",
+        gzip.compress(_lines(HEADER, f"7,t1,{T0}{' ' * (64 * MIB)}", f"7,t2,{T0}"), 1),
+        Quarantined(r"longer than 64 MiB"),
+    ),
+    # not stream files: skipped by name with a reason, never loaded, left in place
+    FileCase("another extension", "notes.txt", b"not a stream file\n", Skipped(r"not a stream")),
+    FileCase("a backup copy", "x.csv.bak", _lines(HEADER, f"7,bak,{T0}"), Skipped(r"\.csv")),
+    FileCase("a hidden temporary file", ".tmp-part.csv", _lines(HEADER), Skipped(r"hidden")),
+    FileCase("a producer marker", "_SUCCESS", b"", Skipped(r"marker")),
 ]
+STREAM_FILE_CASES = [case for case in FILE_CASES if not isinstance(case.expect, Skipped)]
 
 
 def test_file_expectations_follow_the_reference(tmp_path: Path) -> None:
@@ -382,6 +449,9 @@ def test_file_expectations_follow_the_reference(tmp_path: Path) -> None:
     _write(tmp_path / "users.csv", USERS.encode())
     _write(tmp_path / "songs.csv", SONGS.encode())
     for case in FILE_CASES:
+        if isinstance(case.expect, Skipped):
+            assert pipeline.stream_file_problem(case.key) is not None, case.label
+            continue
         result = compute_kpis(
             tmp_path / "users.csv",
             tmp_path / "songs.csv",
@@ -444,13 +514,15 @@ def deliver(settings: Settings, versions: list[Version], tmp_path: Path) -> None
         landing.put(version.key, staged)
 
 
-def run(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def run(work: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """``music-elt run``, which must exit 0; its output."""
     code = cli(["run", "--workdir", str(work)])
     captured = capsys.readouterr()
     assert code == 0, f"music-elt run exited {code}:\n{captured.err}\n{captured.out[-3000:]}"
     settings = Settings.from_env(workdir=work)
     # the run used the warehouse the environment names (no DuckDB file beside a PostgreSQL one)
     assert settings.warehouse.duckdb_path.exists() == (settings.warehouse.kind == "duckdb")
+    return str(captured.out)
 
 
 def reference(work: Path, versions: list[Version], tmp_path: Path) -> Any:
@@ -553,7 +625,7 @@ def test_file_corpus(
     settings = Settings.from_env(workdir=workdir)
     versions = [Version(case.key, case.data) for case in FILE_CASES]
     deliver(settings, versions, tmp_path)
-    run(workdir, capsys)
+    out = run(workdir, capsys)
 
     ledger = {row["object_key"]: row for row in ledger_rows(settings)}
     quarantine = landing_objects(settings, QUARANTINE)
@@ -567,6 +639,14 @@ def test_file_corpus(
     for case, version in zip(FILE_CASES, versions, strict=True):
         row = ledger.get(case.key)
         status = f"ledger status {row['status']!r} ({row['reason']})" if row else "no ledger row"
+        if isinstance(case.expect, Skipped):
+            if row:
+                problems.append(f"{case.label}: {status}, expected skipped")
+            pattern = re.compile(case.expect.reason, re.IGNORECASE)
+            said = [line for line in out.splitlines() if f"skipped {case.key}:" in line]
+            if not said or not pattern.search(said[0]):
+                problems.append(f"{case.label}: output says {said}, expected a skipped line")
+            continue
         if isinstance(case.expect, Quarantined):
             pattern = re.compile(case.expect.reason, re.IGNORECASE)
             if not row or row["status"] != "rejected":
@@ -590,11 +670,15 @@ def test_file_corpus(
             missing = [t for t in case.expect.tracks if t not in tracks]
             if missing:
                 problems.append(f"{case.label}: plays of {missing} not in marts.fct_listens")
-    loaded = [v for c, v in zip(FILE_CASES, versions, strict=True) if isinstance(c.expect, Loaded)]
-    refused = [v for v in versions if v not in loaded]
+    by_kind: dict[type, list[Version]] = {Loaded: [], Quarantined: [], Skipped: []}
+    for case, version in zip(FILE_CASES, versions, strict=True):
+        by_kind[type(case.expect)].append(version)
+    loaded, refused, skipped = by_kind[Loaded], by_kind[Quarantined], by_kind[Skipped]
     problems += ledger_problems(settings, loaded, refused)
-    problems += landing_problems(settings, loaded, refused)
-    problems += raw_problems(settings, versions)
+    problems += landing_problems(settings, loaded, refused, skipped)
+    problems += raw_problems(settings, loaded + refused)
+    if any(line.startswith(FORGED) for line in out.splitlines()):
+        problems.append(f"a file name forged the output line {FORGED!r}")
     assert_no_problems(problems, f"file corpus, {setup}")
 
     expected = reference(workdir, versions, tmp_path)
