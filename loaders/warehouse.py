@@ -688,11 +688,17 @@ class PostgresWarehouse(Warehouse):
         for key in keys:
             with landing.open(key) as raw:
                 stream: Any = gzip.GzipFile(fileobj=raw) if is_gzip(key) else raw
-                cur.copy_expert(
-                    f"copy _landing ({columns}) from stdin with (format csv, header true)",
-                    _LineLimit(stream, MAX_LINE_BYTES),
-                    size=1 << 20,
-                )
+                limited = _LineLimit(stream, MAX_LINE_BYTES)
+                try:
+                    cur.copy_expert(
+                        f"copy _landing ({columns}) from stdin with (format csv, header true)",
+                        limited,
+                        size=1 << 20,
+                    )
+                except Exception:
+                    if limited.too_long:  # psycopg2 wraps what read() raised in its own error
+                        raise FileRejected(long_line_reason()) from None
+                    raise
         return "_n"  # the identity follows the input order
 
 
@@ -812,6 +818,7 @@ class _LineLimit:
 
     def __init__(self, stream: Any, limit: int) -> None:
         self._stream, self._limit, self._line = stream, limit, 0
+        self.too_long = False
 
     def read(self, size: int = -1) -> bytes:
         chunk: bytes = self._stream.read(size)
@@ -819,10 +826,10 @@ class _LineLimit:
         if first < 0:
             self._line += len(chunk)
         else:
-            if self._line + first > self._limit:
-                raise FileRejected(long_line_reason())
+            self.too_long = self._line + first > self._limit
             self._line = len(chunk) - chunk.rfind(b"\n") - 1
-        if self._line > self._limit:
+        if self.too_long or self._line > self._limit:
+            self.too_long = True
             raise FileRejected(long_line_reason())
         return chunk
 

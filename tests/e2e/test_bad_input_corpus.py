@@ -34,6 +34,7 @@ import pytest
 from loaders import pipeline
 from loaders.cli import main as cli
 from loaders.config import Settings
+from loaders.landing import S3Landing
 from tests.checks import (
     QUARANTINE,
     REASON_SUFFIX,
@@ -266,6 +267,7 @@ class FileCase:
     name: str
     data: bytes
     expect: Loaded | Quarantined | Skipped
+    local_only: bool = False  # moto's S3 server cannot store the key (real S3 can)
 
     @property
     def key(self) -> str:
@@ -401,6 +403,7 @@ FILE_CASES: list[FileCase] = [
         f"nl\n{FORGED}\r.csv",
         _lines(HEADER, f"7,lit-newline,{T0}"),
         Loaded(1, tracks=("lit-newline",)),
+        local_only=True,  # moto answers 404 to a PUT of a key with a newline
     ),
     # suffixes without regard to case
     FileCase("upper-case .CSV", "UPPER.CSV", _lines(HEADER, f"7,case-1,{T0}"), Loaded(1)),
@@ -440,7 +443,6 @@ FILE_CASES: list[FileCase] = [
     FileCase("a hidden temporary file", ".tmp-part.csv", _lines(HEADER), Skipped(r"hidden")),
     FileCase("a producer marker", "_SUCCESS", b"", Skipped(r"marker")),
 ]
-STREAM_FILE_CASES = [case for case in FILE_CASES if not isinstance(case.expect, Skipped)]
 
 
 def test_file_expectations_follow_the_reference(tmp_path: Path) -> None:
@@ -506,9 +508,15 @@ def workdir(setup: str, tmp_path: Path) -> Path:
 
 
 def deliver(settings: Settings, versions: list[Version], tmp_path: Path) -> None:
-    """Write the files into the landing zone's input prefix, as a producer does."""
+    """Write the files into the landing zone's input prefix, as a producer does (on S3 in one
+    part, so that each object's etag is the MD5 the checks expect, also for large files)."""
     landing = pipeline.landing_store(settings)
     for i, version in enumerate(versions):
+        if isinstance(landing, S3Landing):
+            landing.client.put_object(
+                Bucket=landing.bucket, Key=landing.prefix + version.key, Body=version.data
+            )
+            continue
         staged = tmp_path / "staged" / f"{i:03d}"
         _write(staged, version.data)
         landing.put(version.key, staged)
@@ -623,7 +631,8 @@ def test_file_corpus(
     """Every file-level case in one run: loaded (rows in raw, rejects at their physical lines,
     values intact, archived once) or quarantined with its reason, exactly once."""
     settings = Settings.from_env(workdir=workdir)
-    versions = [Version(case.key, case.data) for case in FILE_CASES]
+    cases = [c for c in FILE_CASES if not (c.local_only and setup.endswith("-s3"))]
+    versions = [Version(case.key, case.data) for case in cases]
     deliver(settings, versions, tmp_path)
     out = run(workdir, capsys)
 
@@ -636,7 +645,7 @@ def test_file_corpus(
     ):
         rejects.setdefault(source_file, {})[int(line)] = reason
     problems = []
-    for case, version in zip(FILE_CASES, versions, strict=True):
+    for case, version in zip(cases, versions, strict=True):
         row = ledger.get(case.key)
         status = f"ledger status {row['status']!r} ({row['reason']})" if row else "no ledger row"
         if isinstance(case.expect, Skipped):
@@ -671,7 +680,7 @@ def test_file_corpus(
             if missing:
                 problems.append(f"{case.label}: plays of {missing} not in marts.fct_listens")
     by_kind: dict[type, list[Version]] = {Loaded: [], Quarantined: [], Skipped: []}
-    for case, version in zip(FILE_CASES, versions, strict=True):
+    for case, version in zip(cases, versions, strict=True):
         by_kind[type(case.expect)].append(version)
     loaded, refused, skipped = by_kind[Loaded], by_kind[Quarantined], by_kind[Skipped]
     problems += ledger_problems(settings, loaded, refused)
