@@ -696,8 +696,8 @@ class PostgresWarehouse(Warehouse):
                         size=1 << 20,
                     )
                 except Exception:
-                    if limited.too_long:  # psycopg2 wraps what read() raised in its own error
-                        raise FileRejected(long_line_reason()) from None
+                    if limited.error is not None:  # psycopg2 wraps what read() raised in a
+                        raise limited.error from None  # QueryCanceledError: classify the cause
                     raise
         return "_n"  # the identity follows the input order
 
@@ -814,23 +814,27 @@ class _LineLimit:
     """A binary stream passing ``stream`` through that raises :class:`FileRejected` when a
     line is longer than ``limit`` bytes, the limit DuckDB applies with ``max_line_size`` (so
     that PostgreSQL, whose COPY would take up to 1 GB, refuses the same files). Reads are at
-    most 1 MiB, far below the limit, so only the line across reads needs counting."""
+    most 1 MiB, far below the limit, so only the line across reads needs counting. What a read
+    raised is kept in ``error`` (psycopg2 reports it as a cancelled COPY)."""
 
     def __init__(self, stream: Any, limit: int) -> None:
         self._stream, self._limit, self._line = stream, limit, 0
-        self.too_long = False
+        self.error: BaseException | None = None
 
     def read(self, size: int = -1) -> bytes:
-        chunk: bytes = self._stream.read(size)
-        first = chunk.find(b"\n")
-        if first < 0:
-            self._line += len(chunk)
-        else:
-            self.too_long = self._line + first > self._limit
-            self._line = len(chunk) - chunk.rfind(b"\n") - 1
-        if self.too_long or self._line > self._limit:
-            self.too_long = True
-            raise FileRejected(long_line_reason())
+        try:
+            chunk: bytes = self._stream.read(size)
+            first = chunk.find(b"\n")
+            if first >= 0 and self._line + first > self._limit:
+                raise FileRejected(long_line_reason())
+            self._line = (
+                self._line + len(chunk) if first < 0 else len(chunk) - chunk.rfind(b"\n") - 1
+            )
+            if self._line > self._limit:
+                raise FileRejected(long_line_reason())
+        except BaseException as exc:
+            self.error = exc
+            raise
         return chunk
 
 
@@ -847,14 +851,18 @@ def _split_relation(relation: str) -> tuple[str, str]:
     return check_identifier(schema, "schema"), check_identifier(name, "relation")
 
 
+# The name DuckDB read a file under (:func:`_safely_named_copies`) means nothing to a reader.
+_TEMPORARY_COPY = re.compile(r":? ?\S*music-elt-[^/\s]+/\d{5}\.csv")
+
+
 def rejection_reason(exc: BaseException) -> str:
     """One line saying why a warehouse could not load a file's bytes."""
-    text = str(exc)
+    text = _TEMPORARY_COPY.sub("", str(exc))
     if re.search(r"(?i)maximum line size", text):
         return long_line_reason()
     if re.search(r"(?i)unicode|not utf-?8|invalid byte sequence|encoding", text):
-        return f"not UTF-8 text: {_one_line(exc)}"
-    return f"not loadable as CSV: {_one_line(exc)}"
+        return f"not UTF-8 text: {_one_line(ValueError(text))}"
+    return f"not loadable as CSV: {_one_line(ValueError(text))}"
 
 
 def _quote(text: str) -> str:

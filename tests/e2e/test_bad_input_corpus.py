@@ -693,3 +693,54 @@ def test_file_corpus(
     expected = reference(workdir, versions, tmp_path)
     assert_no_problems(counts_in_equal_counts_out(settings, expected), "counts in, counts out")
     assert_marts_match(expected, settings)
+
+
+# --- re-deliveries that cannot be loaded, and corrections that can -------------------------------
+
+K_KEY, M_KEY = "streams/k.csv.gz", "streams/m.csv"
+K_PLAYS = gzip.compress(
+    _lines(HEADER, *(f"7,redo-k{n},2024-02-29 1{n}:00:00" for n in range(4))), 9
+)
+M_FIRST = _lines(HEADER, f"7,redo-m1,{T0}", f"42,redo-m2,{T0}", f"-5,redo-m3,{T0}")
+M_CORRECTED = _lines(
+    HEADER, f"7,redo-m1,{T0}", f"42,redo-m2,{T0}", f"7,redo-m4,{T0}", f"7,redo-m5,{T0}"
+)
+
+
+@pytest.mark.parametrize("setup", ["duckdb-local", "postgres-s3"], indirect=True)
+def test_an_unloadable_reupload_supersedes_nothing_and_a_correction_says_what_it_changed(
+    setup: str, workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A loaded ``k.csv.gz`` re-uploaded truncated is quarantined with its reason, supersedes
+    nothing (its 4 plays stay in the marts) and the run warns by name; it is not called a
+    correction. ``m.csv`` corrected (one play removed, two added) is a correction, reported with
+    the plays it added and removed."""
+    settings = Settings.from_env(workdir=workdir)
+    first = [Version(K_KEY, K_PLAYS), Version(M_KEY, M_FIRST)]
+    deliver(settings, first, tmp_path / "first")
+    run(workdir, capsys)
+    second = [Version(K_KEY, K_PLAYS[: len(K_PLAYS) * 2 // 3]), Version(M_KEY, M_CORRECTED)]
+    deliver(settings, second, tmp_path / "second")
+    out = run(workdir, capsys)
+
+    lines = out.splitlines()
+    problems = []
+    warned = [line for line in lines if "warn:" in line and K_KEY in line]
+    if not warned or not re.search(r"could not be loaded.*still counts", warned[0]):
+        problems.append(f"no warning naming {K_KEY}: {warned}")
+    said = [line for line in lines if K_KEY in line and "warn:" not in line]
+    if any(re.search(r"(?i)correction|supersed", line) for line in said):
+        problems.append(f"{K_KEY} called a correction:\n{out[-2000:]}")
+    if not any(f"correction {M_KEY}: 2 play(s) added, 1 removed" in line for line in lines):
+        problems.append(f"no correction effect for {M_KEY}:\n{out[-2000:]}")
+    tracks = {t for (t,) in query(settings, "select track_id from marts.fct_listens")}
+    problems += [f"play {t} left the marts" for t in ("redo-k0", "redo-k3") if t not in tracks]
+    versions = first + second
+    problems += ledger_problems(
+        settings, [first[0], *first[1:], second[1]], [second[0]], [first[1]]
+    )
+    problems += landing_problems(settings, [first[0], first[1], second[1]], [second[0]])
+    assert_no_problems(problems, f"re-deliveries, {setup}")
+    expected = reference(workdir, versions, tmp_path)
+    assert [key for key, _ in expected.refused_redeliveries] == [K_KEY]
+    assert_marts_match(expected, settings)
