@@ -104,6 +104,8 @@ def music_streaming_pipeline() -> None:
         settings, run_id = _context()
         landing = runtime.landing(settings)
         done = pipeline.load(settings, landing, LoadGroup.from_dict(group), load_id=run_id)
+        if warnings := done.warnings():  # e.g. a re-delivered file that could not be loaded
+            PipelineAlert().warn(get_current_context(), warnings)
         return done.to_dict()
 
     @task(trigger_rule="none_failed")  # no load group (e.g. only archiving left) is no failure
