@@ -46,26 +46,26 @@ def embedded_server(pgdata: Path) -> Any:
 
         pgdata = pgdata.resolve()
         pgdata.mkdir(parents=True, exist_ok=True)
+        if pgdata not in _watched:  # before the server starts: a kill at any moment is seen
+            _watched.add(pgdata)
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "music_elt_demo.embedded",
+                    "--watch",
+                    str(os.getpid()),
+                    str(pgdata),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # a signal to the run's process group does not reach it
+                close_fds=True,
+            )
         with PostgresServer._lock:
             _live_handles(pgdata)  # a run killed with kill -9 left its handle behind
         server = pgserver.get_server(pgdata, cleanup_mode="stop")
-    if pgdata not in _watched:
-        _watched.add(pgdata)
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "music_elt_demo.embedded",
-                "--watch",
-                str(os.getpid()),
-                str(pgdata),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # a signal to the run's process group does not reach it
-            close_fds=True,
-        )
     return server
 
 
@@ -99,19 +99,21 @@ def watch(pid: int, pgdata: Path, *, poll_seconds: float = 0.5) -> None:
 
     while _running(psutil, pid):
         time.sleep(poll_seconds)
-    with PostgresServer._lock:
-        if _live_handles(pgdata, gone=pid):
-            return
-        info = PostmasterInfo.read_from_pgdata(pgdata)
-        if info is None or not info.is_running():
-            return
-        user = "pgserver" if os.name == "posix" and os.geteuid() == 0 else None
-        try:
-            pg_ctl = _commands.__dict__["pg_ctl"]  # made at import, one per binary of the wheel
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            if info.process is not None and info.process.is_running():
-                info.process.terminate()
+    pg_ctl = _commands.__dict__["pg_ctl"]  # made at import, one per binary of the wheel
+    user = "pgserver" if os.name == "posix" and os.geteuid() == 0 else None
+    for _ in range(10):  # a run killed while starting the server: its pid file comes soon
+        with PostgresServer._lock:  # held briefly: other runs start or attach meanwhile
+            if _live_handles(pgdata, gone=pid):
+                return  # another process uses the server: it stops it
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+            if info is not None and info.is_running():
+                try:
+                    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user, timeout=30)
+                except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                    if info.process is not None and info.process.is_running():
+                        info.process.terminate()
+                return
+        time.sleep(poll_seconds)
 
 
 if __name__ == "__main__":  # the watchdog: python -m music_elt_demo.embedded --watch PID PGDATA
