@@ -792,18 +792,17 @@ def open_warehouse(settings: Settings) -> Warehouse:
 def _safely_named_copies(landing: LandingStore, keys: list[str]) -> Iterator[list[Path]]:
     """Local paths for the objects under names of digits only (``00000.csv``), so that DuckDB,
     which expands glob patterns in the paths it reads (``*``, ``?``, ``[ab]``, ``{a,b}``),
-    reads each object from its own bytes: a hard link to a file of a local zone (a copy when
-    the link cannot be made), else the object's bytes streamed from the store."""
+    reads each object from its own bytes: a symbolic link to a file of a local zone (DuckDB
+    sees only the link's name; the kernel follows it), else the object's bytes streamed from the
+    store into a temporary file."""
     with tempfile.TemporaryDirectory(prefix="music-elt-") as tmp:
         paths = []
         for i, key in enumerate(keys):
             path = Path(tmp, f"{i:05d}.csv")
             source = landing.local_path(key)
-            try:
-                if source is None:
-                    raise OSError("not a local file")
-                os.link(source, path)
-            except OSError:
+            if source is not None:
+                path.symlink_to(source)
+            else:
                 with landing.open(key) as src, path.open("wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
             paths.append(path)
