@@ -7,15 +7,21 @@ Each case states what a person must find afterwards:
   the user id and UTC time the contract gives, or rejected with the reason that must appear in
   ``marts.fct_rejected_listens.reject_reason`` at the row's physical line;
 - **file cases** (BOM, latin-1, quoted comma/newline, header only, zero bytes, binary junk,
-  semicolons, a duplicated column, CRLF, a 1 MB line, odd names): the file is loaded (that many
-  rows in raw, archived once) or quarantined with a reason (in the ledger and the
-  ``.reason.txt``), never both, never left behind.
+  semicolons, a duplicated column, CRLF, 1 MB and 20 MB values, a line over 64 MiB, odd names,
+  names that are glob patterns beside the names they match, a newline in a name, upper-case
+  suffixes): the file is loaded (that many rows in raw, archived once) or quarantined with a
+  reason (in the ledger and the ``.reason.txt``), never both, never left behind; keys that are
+  not stream files (another extension, hidden and marker names) are skipped: named in the
+  run's output with the reason, never loaded, left in place (KPIS.md "Keys and files");
+- **re-deliveries**: a loaded file re-uploaded truncated (quarantined, supersedes nothing, the
+  run warns) and one corrected (a correction, reported with the plays it added and removed).
 
-All row cases go through one run, all file cases through another (on the local landing zone
-and on S3), so the corpus costs three `dbt build`s. Each run also checks counts in equal counts
-out (raw rows = kept + rejected + duplicates), the marts against tests/kpi_reference.py, and
-every file loaded or quarantined exactly once. The expectations themselves are checked
-against the reference in a fast test, so the table and the oracle cannot drift apart.
+All row cases go through one run, all file cases through another (on DuckDB and PostgreSQL,
+local landing zone and S3), the re-deliveries through two. Each run also checks counts in
+equal counts out (raw rows = kept + rejected + duplicates), the marts against
+tests/kpi_reference.py, and every file loaded or quarantined exactly once. The expectations
+themselves are checked against the reference in a fast test, so the table and the oracle
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -624,7 +630,9 @@ def test_row_corpus(
     )
 
 
-@pytest.mark.parametrize("setup", ["duckdb-local", "duckdb-s3", "postgres-local"], indirect=True)
+@pytest.mark.parametrize(
+    "setup", ["duckdb-local", "duckdb-s3", "postgres-local", "postgres-s3"], indirect=True
+)
 def test_file_corpus(
     setup: str, workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
