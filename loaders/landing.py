@@ -79,8 +79,9 @@ class LandingStore(Protocol):
 
     def unlisted(self, prefix: str) -> Entries:
         """Entries under ``prefix`` that :meth:`list` leaves out because they are not regular
-        files (a symlink, a FIFO, a socket, a device; a directory with a file's name), each as
-        ``(key, what it is)``, sorted by key. Always empty on S3, where every key is an object."""
+        files (a symlink, a FIFO, a socket, a device; a directory with a file's name) or cannot
+        be read, each as ``(key, what it is)``, sorted by key. Always empty on S3, where every
+        key is an object."""
         ...
 
     def open(self, key: str) -> IO[bytes]:
@@ -154,7 +155,12 @@ class LocalLanding:
                 except FileNotFoundError:
                     continue  # removed while listing
                 if stat.S_ISREG(info.st_mode):
-                    found.append(LandedObject(key=key, size=info.st_size, etag=_md5(path)))
+                    try:
+                        etag = _md5(path)
+                    except PermissionError:  # e.g. a producer still writing it privately
+                        others.append((key, "a file this process may not read"))
+                        continue
+                    found.append(LandedObject(key=key, size=info.st_size, etag=etag))
                 elif stat.S_ISDIR(info.st_mode):
                     if is_stream_file_name(name):  # walked into; named only if it looks like a file
                         others.append((key, "a directory, not a file"))

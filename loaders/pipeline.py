@@ -327,7 +327,9 @@ class LoadReport:
             f"stream rows loaded: {self.stream_rows:,}",
         ]
         out += [f"raw_rds.{t}: new snapshot, {n:,} rows" for t, n in self.snapshot_rows.items()]
-        out += [f"rejected {shown(obj.key)}: {reason}" for obj, reason in self.files_rejected]
+        out += [
+            f"rejected {shown(obj.key)}: {shown(reason)}" for obj, reason in self.files_rejected
+        ]
         out += [
             f"re-delivered {shown(key)}: a correction, its earlier version is superseded "
             "(kept in raw)"
@@ -339,7 +341,8 @@ class LoadReport:
         """What a person must look at although the run succeeded: a new version of a loaded
         file that could not be loaded at all (quarantined; the earlier version still counts)."""
         return [
-            f"a new version of {shown(key)} could not be loaded and was quarantined ({reason}); "
+            f"a new version of {shown(key)} could not be loaded and was quarantined "
+            f"({shown(reason)}); "
             "it is not a correction: the version loaded before it still counts. "
             "Deliver a loadable version to correct the file."
             for key, reason in self.unloadable_versions
@@ -373,7 +376,7 @@ def load(
                 if wh.record_rejected(obj, STREAMS_TABLE, exc.reason, load_id, loaded_at):
                     report.unloadable_versions.append((obj.key, exc.reason))
                 report.files_rejected.append((obj, exc.reason))
-                progress(f"  [{i}/{total}] {shown(obj.key)}: REJECTED, {exc.reason}")
+                progress(f"  [{i}/{total}] {shown(obj.key)}: REJECTED, {shown(exc.reason)}")
                 continue
             if outcome.status == "loaded":
                 report.files_loaded.append(obj)
