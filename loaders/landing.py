@@ -14,6 +14,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -25,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef, ObjectIdentifierTypeDef
 
 STREAMS_PREFIX = "streams/"
 RDS_PREFIX = "rds/"
@@ -52,6 +54,10 @@ def shown(key: str) -> str:
     if key.isprintable() and "\\" not in key:
         return key
     return repr(key)
+
+
+class VersionChanged(FileExistsError):
+    """The object at a key is no longer the version a run loaded: it is left for the next run."""
 
 
 @dataclass(frozen=True)
@@ -98,15 +104,21 @@ class LandingStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def move(self, src: str, dst: str) -> None:
+    def move(self, src: str, dst: str, *, etag: str | None = None) -> None:
         """Move an object, never overwriting. Idempotent: if ``src`` is gone and ``dst``
         exists, nothing to do; if both exist with the same content (a move interrupted after
         the copy), ``src`` is deleted. If ``dst`` holds other content, FileExistsError and
-        nothing changes: a source is deleted only when its content is at the destination."""
+        nothing changes: a source is deleted only when its content is at the destination.
+        With ``etag``, only that version moves: when ``src`` holds another one (a new version
+        delivered meanwhile), VersionChanged and ``src`` stays where it is."""
         ...
 
     def same_content(self, a: str, b: str) -> bool:
         """Whether the objects ``a`` and ``b`` both exist and hold the same bytes."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (a folder such as ``rds/users/<run>/``)."""
         ...
 
     def uri(self, key: str) -> str:
@@ -186,7 +198,7 @@ class LocalLanding:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def move(self, src: str, dst: str) -> None:
+    def move(self, src: str, dst: str, *, etag: str | None = None) -> None:
         src_path, dst_path = self._path(src), self._path(dst)
         if not src_path.exists():
             if dst_path.exists():
@@ -200,7 +212,22 @@ class LocalLanding:
                 raise FileExistsError(
                     f"will not move {src} to {dst}: {dst} holds other content"
                 ) from None
-        src_path.unlink()
+            linked = False
+        else:
+            linked = True
+        # The link froze one version (an inode): check it is the one asked for.
+        if etag is not None and _md5(dst_path) != etag:
+            if linked:
+                dst_path.unlink()
+            raise VersionChanged(f"{src} now holds another version than the one loaded")
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(src_path).st_ino == os.stat(dst_path).st_ino or not linked:
+                src_path.unlink()  # a version replaced after the link stays for the next run
+
+    def delete_prefix(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path)
 
     def same_content(self, a: str, b: str) -> bool:
         path_a, path_b = self._path(a), self._path(b)
@@ -266,23 +293,46 @@ class S3Landing:
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
 
-    def move(self, src: str, dst: str) -> None:
+    def move(self, src: str, dst: str, *, etag: str | None = None) -> None:
         # S3 has no rename: copy, then delete. A rerun after a crash between the two finds
         # both objects and only deletes the source, once the destination is shown to hold the
-        # source's bytes.
-        if not self.exists(src):
+        # source's bytes. With an etag, the copy and the delete are conditional on it (S3's
+        # If-Match): a version delivered meanwhile is neither archived nor deleted.
+        from botocore.exceptions import ClientError
+
+        head = self._head(src)
+        if head is None:
             if self.exists(dst):
                 return
             raise FileNotFoundError(f"cannot move {src}: it is not in {self.url}")
-        if not self.exists(dst):
-            self.client.copy(
-                {"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst)
-            )
-        if not self.same_content(src, dst):
+        if etag is not None and head["ETag"].strip('"') != etag:
+            raise VersionChanged(f"{src} now holds another version than the one loaded")
+        copied = not self.exists(dst)
+        if copied:
+            source: CopySourceTypeDef = {"Bucket": self.bucket, "Key": self._key(src)}
+            match = {"CopySourceIfMatch": f'"{etag}"'} if etag is not None else {}
+            try:
+                self.client.copy(source, self.bucket, self._key(dst), ExtraArgs=match)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                    raise VersionChanged(
+                        f"{src} now holds another version than the one loaded"
+                    ) from None
+                raise
+        if not copied and not self.same_content(src, dst):
             raise FileExistsError(
                 f"will not move {src} to {dst}: {dst} holds other content (source kept)"
             )
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
+        try:
+            if etag is None:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
+            else:
+                self.client.delete_object(
+                    Bucket=self.bucket, Key=self._key(src), IfMatch=f'"{etag}"'
+                )
+        except ClientError as exc:  # replaced between the copy and the delete: keep it
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                raise
 
     def _head(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
@@ -296,6 +346,15 @@ class S3Landing:
                 return None
             raise
         return head
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys: list[ObjectIdentifierTypeDef] = [
+            {"Key": self._key(obj.key)} for obj in self.list(prefix)
+        ]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes 1000 keys a call
+            self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True}
+            )
 
     def same_content(self, a: str, b: str) -> bool:
         head_a, head_b = self._head(a), self._head(b)

@@ -29,9 +29,11 @@ from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interru
 from loaders.landing import (
     ARCHIVE_PREFIX,
     QUARANTINE_PREFIX,
+    RDS_PREFIX,
     STREAMS_PREFIX,
     LandedObject,
     LandingStore,
+    VersionChanged,
     is_stream_file_name,
     open_landing,
     shown,
@@ -137,12 +139,13 @@ class Plan:
     unbuilt_loads: bool = False  # loads since the last green dbt build
     songs_changed: bool = False  # a new songs snapshot: dbt recomputes every KPI period
     forced: bool = False  # the user asked for a build
+    publish_pending: bool = False  # a green build readers do not see yet (a publish died)
     skipped: tuple[tuple[str, str], ...] = ()  # (key, reason): under streams/, not stream files
 
     @property
-    def should_run(self) -> bool:
-        """Whether to load, build and finish at all. Files loaded by an earlier run that did
-        not finish are rebuilt and archived too, so a run either does everything or nothing."""
+    def needs_build(self) -> bool:
+        """Whether to load, build and archive. Files loaded by an earlier run that did not
+        finish are rebuilt and archived too, so a run either does everything or nothing."""
         return bool(
             self.snapshots
             or self.stream_files
@@ -150,6 +153,11 @@ class Plan:
             or self.unbuilt_loads
             or self.forced
         )
+
+    @property
+    def should_run(self) -> bool:
+        """Whether the run does anything at all: build, or at least publish."""
+        return self.needs_build or self.publish_pending
 
     def load_groups(self, files_per_group: int = FILES_PER_LOAD_GROUP) -> list[LoadGroup]:
         """One group per changed RDS table, then the new stream files ``files_per_group`` at
@@ -176,6 +184,8 @@ class Plan:
             parts.append("loads since the last dbt build")
         if self.songs_changed:
             parts.append("songs changed: every KPI period is recomputed")
+        if self.publish_pending:
+            parts.append("a green build is not published yet")
         return ", ".join(parts)
 
     def skipped_lines(self) -> list[str]:
@@ -193,6 +203,7 @@ class Plan:
             "unbuilt_loads": self.unbuilt_loads,
             "songs_changed": self.songs_changed,
             "forced": self.forced,
+            "publish_pending": self.publish_pending,
             "skipped": [list(entry) for entry in self.skipped],
             "should_run": self.should_run,
             "description": self.describe(),
@@ -208,6 +219,7 @@ class Plan:
             unbuilt_loads=bool(data["unbuilt_loads"]),
             songs_changed=bool(data["songs_changed"]),
             forced=bool(data.get("forced")),
+            publish_pending=bool(data.get("publish_pending")),
             skipped=tuple((str(key), str(reason)) for key, reason in data.get("skipped", ())),
         )
 
@@ -234,14 +246,21 @@ def plan_run(
     force_build: bool = False,
     progress: Progress | None = None,
 ) -> Plan:
-    """Compare the landing zone and the fresh extracts with the warehouse's ledger. Entries
-    under the streams prefix that are not stream files are skipped, each with its reason
-    (printed through ``progress`` when given, and kept in :attr:`Plan.skipped`)."""
+    """Compare the landing zone and the fresh extracts with the warehouse's ledger. An extract
+    equal to the snapshot already loaded is deleted at once: a run with nothing new leaves
+    nothing behind. Entries under the streams prefix that are not stream files are skipped,
+    each with its reason (printed through ``progress`` when given, kept in
+    :attr:`Plan.skipped`)."""
+    from loaders.serving import publish_pending
+
     with warehouse(settings) as wh:
         ledger = wh.ledger()
         last_snapshot = wh.latest_snapshots()
         unbuilt = wh.has_unbuilt_loads()
+        pending = publish_pending(settings, wh)
     changed = tuple(e for e in extracts if last_snapshot.get(f"raw_rds.{e.table}") != e.sha256)
+    for unchanged in (e for e in extracts if e not in changed and e.prefix not in ledger):
+        landing.delete_prefix(unchanged.prefix)
     new: list[LandedObject] = []
     ready: list[LandedObject] = []
     skipped = list(landing.unlisted(STREAMS_PREFIX))
@@ -258,6 +277,7 @@ def plan_run(
         unbuilt_loads=unbuilt,
         songs_changed=any(e.table == "songs" and "raw_rds.songs" in last_snapshot for e in changed),
         forced=force_build,
+        publish_pending=pending,
         skipped=tuple(sorted(skipped)),
     )
     if progress is not None:
@@ -410,7 +430,7 @@ def quarantine(landing: LandingStore, obj: LandedObject, reason: str) -> str:
     already quarantined under that name keeps its place: this one gets its own name)."""
     dst = version_key(landing, obj, QUARANTINE_PREFIX + obj.key)
     landing.write_text(dst + ".reason.txt", reason + "\n")
-    landing.move(obj.key, dst)
+    landing.move(obj.key, dst, etag=obj.etag)
     return dst
 
 
@@ -430,20 +450,37 @@ def version_key(landing: LandingStore, obj: LandedObject, dst: str) -> str:
 
 
 # -- step 4: dbt ---------------------------------------------------------------------------------
-def build(settings: Settings) -> DbtReport:
-    """``dbt build`` the project in this process (the DAG's Cosmos group runs the same command:
-    every incremental rule is in the models); raises DbtFailed when a node fails."""
-    return run_dbt(settings, ["build"])
+class BuildNotGreen(RuntimeError):
+    """A step that follows the dbt build found no green build of this run."""
+
+
+def build(settings: Settings, run_id: str, runner: Callable[[], Any] | None = None) -> Any:
+    """``dbt build`` the project (in this process, or through ``runner``: the DAG's Cosmos
+    producer runs the same command), then record the green build under ``run_id`` with the
+    ledger's load sequence it started from: every load up to it is in the marts. Raises
+    DbtFailed (or the runner's error) when a node fails, and then records nothing."""
+    with warehouse(settings) as wh:
+        watermark = wh.ledger_watermark()
+    started = utcnow()
+    result = runner() if runner is not None else run_dbt(settings, ["build"])
+    with warehouse(settings) as wh:
+        wh.record_build(run_id, watermark, started, utcnow())
+    return result
+
+
+def require_green_build(settings: Settings, run_id: str) -> None:
+    """Raise BuildNotGreen unless the warehouse recorded a green build of run ``run_id``: the
+    steps after dbt (archive, publish) check it instead of assuming it."""
+    with warehouse(settings) as wh:
+        if wh.green_build(run_id):
+            return
+    raise BuildNotGreen(
+        f"no green dbt build of run {run_id} is recorded, so nothing is archived or published: "
+        "clear the dbt task group (its producer) with its downstream tasks, or trigger a new run"
+    )
 
 
 # -- step 5: finish ------------------------------------------------------------------------------
-def record_build(settings: Settings, plan: Plan, *, started: datetime) -> None:
-    """Record a green dbt build that started at ``started`` (naive UTC): loads before that time
-    are in the marts, so the next run does not rebuild them."""
-    with warehouse(settings) as wh:
-        wh.record_build(plan.run_id, started, utcnow())
-
-
 def archive(
     settings: Settings,
     landing: LandingStore,
@@ -452,25 +489,46 @@ def archive(
     *,
     progress: Progress = print,
 ) -> list[str]:
-    """Move the stream files this and earlier runs loaded to archive/streams/<date>/...,
-    <date> being the UTC day the ledger first recorded the object as loaded, so that a rerun
-    (even days later) finishes an interrupted move at the same destination. Call it only
-    after a green dbt build."""
+    """Move the stream file versions this and earlier runs loaded to
+    archive/streams/<date>/..., <date> being the UTC day the ledger first recorded the version,
+    so that a rerun (even days later) finishes an interrupted move at the same destination.
+    Only the version the ledger holds moves: one delivered meanwhile stays for the next run.
+    Then prune old RDS extracts. Call it only after a green dbt build."""
     done = {obj.key: obj for obj in (*plan.archive_ready, *loads.files_loaded)}
     done.update({obj.key: obj for obj in loads.files_skipped})
     with warehouse(settings) as wh:
         first_loaded = wh.first_loaded_at()
+        snapshots = wh.latest_snapshot_keys()
     moved = []
     for obj in done.values():
         loaded_at = first_loaded.get((obj.key, obj.etag)) or utcnow()
         day = loaded_at.date().isoformat()
         dst = f"{ARCHIVE_PREFIX}{STREAMS_PREFIX}{day}/{obj.key[len(STREAMS_PREFIX) :]}"
         dst = version_key(landing, obj, dst)  # every version kept under its own name
-        landing.move(obj.key, dst)
+        try:
+            landing.move(obj.key, dst, etag=obj.etag)
+        except VersionChanged:
+            progress(f"  {shown(obj.key)}: a new version arrived during the run; left for the next run")
+            continue
         moved.append(dst)
     if moved:
         progress(f"  archived {len(moved)} file(s) under {ARCHIVE_PREFIX}{STREAMS_PREFIX}")
+    prune_extracts(settings, landing, keep_loaded=set(snapshots.values()))
     return moved
+
+
+def prune_extracts(settings: Settings, landing: LandingStore, *, keep_loaded: set[str]) -> None:
+    """Delete RDS extract folders ``rds/<table>/<run>/`` but the newest
+    ``MUSIC_ELT_KEEP_RDS_EXTRACTS`` of each table and the snapshot each raw table holds."""
+    folders: dict[str, set[str]] = {}
+    for obj in landing.list(RDS_PREFIX):
+        parts = obj.key.split("/")
+        if len(parts) >= 4:  # rds/<table>/<run>/<file>
+            folders.setdefault(parts[1], set()).add("/".join(parts[:3]) + "/")
+    for names in folders.values():
+        for prefix in sorted(names)[: -settings.keep_rds_extracts]:
+            if prefix not in keep_loaded:
+                landing.delete_prefix(prefix)
 
 
 def kpi_marts(settings: Settings) -> tuple[manifest.Mart, ...]:
@@ -479,17 +537,18 @@ def kpi_marts(settings: Settings) -> tuple[manifest.Mart, ...]:
 
 
 def publish(settings: Settings, *, progress: Progress = print) -> dict[str, int]:
-    """After a green build: publish the marts for readers (on DuckDB a serving copy the
-    dashboard reads without locking the warehouse, :mod:`loaders.serving`) and return the rows
-    in each KPI mart, by mart name (what the DAG attaches to its Airflow Assets and the CLI
-    prints)."""
-    from loaders.serving import publish_serving_copy
+    """Publish the last green build for readers (:mod:`loaders.serving`: every published
+    relation switches at once, then the warehouse records the publish) and return the rows in
+    each KPI mart, by mart name (what the DAG attaches to its Airflow Assets and the CLI
+    prints). A failure is :class:`~loaders.serving.PublishFailed`, an outage: the build stays
+    recorded and the next run publishes it."""
+    from loaders.serving import publish_marts
 
     marts = kpi_marts(settings)
+    outcome = publish_marts(settings, marts)
+    progress(f"  published for readers: {outcome}")
     with open_warehouse(settings) as wh:
         counts = wh.row_counts([mart.relation for mart in marts])
-    if (served := publish_serving_copy(settings)) is not None:
-        progress(f"  published the marts for readers: {served}")
     return {mart.name: counts[mart.relation] for mart in marts}
 
 
@@ -579,8 +638,11 @@ INTERRUPTED_STATE = {
     "extract": "nothing was loaded; the next run extracts again",
     "plan": "nothing was loaded; the next run starts over",
     "load": "each file is in the ledger whole or not at all; the next run loads the rest",
-    "dbt build": "nothing was archived; the next run rebuilds the marts from what is loaded",
-    "finish": "the build is recorded; the next run archives what is left",
+    "dbt build": "nothing was archived or published; the next run rebuilds the marts from "
+    "what is loaded",
+    "archive": "the build is recorded; the next run archives what is left and publishes",
+    "publish": "the build is recorded; readers still see the previous publish until the next "
+    "run publishes it",
 }
 
 
@@ -591,7 +653,7 @@ def run(settings: Settings, *, progress: Progress = print, force_build: bool = F
     :class:`~loaders.errors.Interrupted`, naming the step and the state it left."""
     from loaders.runlock import run_lock
 
-    with run_lock(settings):
+    with run_lock(settings, progress=progress):
         return _run(settings, progress=progress, force_build=force_build)
 
 
@@ -630,19 +692,19 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         )
         progress(f"  {plan.describe()}")
     if not plan.should_run:
-        progress("nothing to do: skipping load, dbt build and archive")
+        progress("nothing to do: skipping load, dbt build, archive and publish")
         return summary
-    with step("load"):
-        summary.load = load_all(settings, landing, plan, progress=progress)
-    with step("dbt build"):
-        started = utcnow()
-        summary.dbt = build(settings)
-    with step("finish"):
-        record_build(settings, plan, started=started)
-        summary.archived = archive(settings, landing, plan, summary.load, progress=progress)
+    if plan.needs_build:
+        with step("load"):
+            summary.load = load_all(settings, landing, plan, progress=progress)
+        with step("dbt build"):
+            summary.dbt = build(settings, run_id)
+        with step("archive"):
+            summary.archived = archive(settings, landing, plan, summary.load, progress=progress)
+    with step("publish"):
         summary.mart_rows = publish(settings, progress=progress)
         summary.rejected_rows = rejected_rows(settings, load_id=run_id)
-        summary.corrections = correction_effects(
-            settings, summary.load.files_superseded, load_id=run_id
-        )
+        if summary.load is not None:
+            superseded = summary.load.files_superseded
+            summary.corrections = correction_effects(settings, superseded, load_id=run_id)
     return summary

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from loaders.config import ConfigError, Settings, WarehouseSettings, check_identifier
-from loaders.errors import RunLocked, is_bad_data, is_interrupt, outage
+from loaders.errors import is_bad_data, is_interrupt, outage
 from loaders.landing import LandedObject, LandingStore, is_gzip
 from loaders.rds import TableExtract
 
@@ -162,12 +162,6 @@ class Warehouse(ABC):
     def _sql(self, sql: str) -> str:
         return sql.replace("%s", self.placeholder) if self.placeholder != "%s" else sql
 
-    @contextmanager
-    def run_lock(self, holder: dict[str, Any]) -> Iterator[None]:
-        """The warehouse's own run lock, held for the block (none by default: the work
-        directory's lock applies, see loaders.runlock)."""
-        yield
-
     # -- setup and ledger -------------------------------------------------------------------
     def setup(self) -> None:
         """Create the raw schemas, the streams table, the ledger and the dbt build log if they
@@ -194,6 +188,9 @@ class Warehouse(ABC):
                 f"create table if not exists {BUILDS_TABLE} "
                 f"(load_id {t}, started_at timestamp, finished_at timestamp)"
             )
+            if "published_at" not in self._columns(cur, "raw_meta", "dbt_builds"):
+                # when readers got this build (null: not yet, the next run publishes it)
+                cur.execute(f"alter table {BUILDS_TABLE} add column published_at timestamp")
 
     def ledger(self) -> dict[str, str]:
         """The etag of the current (latest, not superseded) loaded version of each key."""
@@ -209,6 +206,18 @@ class Warehouse(ABC):
         return dict(
             self.query(
                 f"select target_table, etag from {LEDGER_TABLE} l where status = 'loaded' "
+                "and target_table like %s and loaded_at = (select max(loaded_at) from "
+                f"{LEDGER_TABLE} l2 where l2.target_table = l.target_table "
+                "and l2.status = 'loaded')",
+                ("raw_rds.%",),
+            )
+        )
+
+    def latest_snapshot_keys(self) -> dict[str, str]:
+        """The landing folder (ledger key) of the snapshot each raw_rds table holds."""
+        return dict(
+            self.query(
+                f"select target_table, object_key from {LEDGER_TABLE} l where status = 'loaded' "
                 "and target_table like %s and loaded_at = (select max(loaded_at) from "
                 f"{LEDGER_TABLE} l2 where l2.target_table = l.target_table "
                 "and l2.status = 'loaded')",
@@ -365,11 +374,25 @@ class Warehouse(ABC):
         )
         return superseded
 
-    def record_build(self, load_id: str, started: datetime, finished: datetime) -> None:
+    # PROVISIONAL (replaced by the load-sequence branch at merge)
+    def ledger_watermark(self) -> int:
+        return int(self.query(f"select count(*) from {LEDGER_TABLE}")[0][0])
+
+    def green_build(self, load_id: str) -> bool:
+        rows = self.query(f"select count(*) from {BUILDS_TABLE} where load_id = %s", (load_id,))
+        return int(rows[0][0]) > 0
+
+    def record_build(
+        self, load_id: str, load_seq: int, started: datetime, finished: datetime
+    ) -> None:
         """Record a green dbt build: loads before ``started`` are in the marts."""
         with self.transaction() as cur:
+            cur.execute(self._sql(f"delete from {BUILDS_TABLE} where load_id = %s"), (load_id,))
             cur.execute(
-                self._sql(f"insert into {BUILDS_TABLE} values (%s, %s, %s)"),
+                self._sql(
+                    f"insert into {BUILDS_TABLE} (load_id, started_at, finished_at) "
+                    "values (%s, %s, %s)"
+                ),
                 (load_id, started, finished),
             )
 
@@ -622,40 +645,6 @@ class DuckDBWarehouse(Warehouse):
 class PostgresWarehouse(Warehouse):
     """A PostgreSQL warehouse: object bytes stream into COPY ... FROM STDIN."""
 
-    RUN_LOCK_KEY = 7_143_960_211  # pg_try_advisory_lock key of a music-elt run
-
-    @contextmanager
-    def run_lock(self, holder: dict[str, Any]) -> Iterator[None]:
-        """A session advisory lock: one run per warehouse, across machines; released when
-        this connection closes (also when the process dies)."""
-        with self.transaction() as cur:
-            cur.execute("select pg_try_advisory_lock(%s)", (self.RUN_LOCK_KEY,))
-            (locked,) = cur.fetchone()
-            if not locked:
-                cur.execute(
-                    "select a.pid, a.client_addr, a.application_name, a.backend_start "
-                    "from pg_locks l join pg_stat_activity a on a.pid = l.pid "
-                    "where l.locktype = 'advisory' and l.objid = %s and l.granted",
-                    (self.RUN_LOCK_KEY & 0xFFFFFFFF,),
-                )
-                row = cur.fetchone()
-        if not locked:
-            who = (
-                f"backend pid {row[0]} from {row[1] or 'a local socket'} "
-                f"({row[2] or 'no application name'}) since {row[3]:%Y-%m-%d %H:%M:%S}"
-                if row
-                else "holder unknown"
-            )
-            raise RunLocked(
-                f"another run holds the run lock of the {self.settings.kind} warehouse "
-                f"{self.settings.dbname} ({who}): wait for it to finish, or stop it, then run again"
-            )
-        try:
-            yield
-        finally:
-            with self.transaction() as cur:
-                cur.execute("select pg_advisory_unlock(%s)", (self.RUN_LOCK_KEY,))
-
     def _connect(self) -> Any:
         import psycopg2
 
@@ -710,11 +699,6 @@ class RedshiftWarehouse(PostgresWarehouse):
     """
 
     text_type = "varchar(65535)"
-
-    @contextmanager
-    def run_lock(self, holder: dict[str, Any]) -> Iterator[None]:
-        """Redshift has no advisory locks: the work directory's lock applies."""
-        yield
 
     def _lock_ledger(self, cur: Any) -> None:
         cur.execute(f"lock {LEDGER_TABLE}")

@@ -47,9 +47,9 @@ from loaders import manifest, pipeline
 from loaders.config import Settings
 from loaders.dbt import run_dbt
 from loaders.landing import STREAMS_PREFIX
-from loaders.warehouse import open_warehouse
 from music_elt_demo.generate import generate
 from music_elt_demo.seed import seed
+from tests.checks import published
 from tests.conftest import postgres_settings
 from tests.kpi_reference import MARTS, KpiResult, compute_kpis, diff_rows
 
@@ -271,13 +271,10 @@ def postgres_differences(
 def reference_differences(expected: KpiResult, settings: Settings) -> list[str]:
     """How the KPI marts differ from tests/kpi_reference.py (relative tolerance 1e-9)."""
     problems = []
-    with open_warehouse(settings) as wh:
-        for mart, spec in MARTS.items():
-            rows = wh.query(f"select {', '.join(spec.columns)} from marts.{mart}")
-            found = diff_rows(
-                expected.rows(mart), rows, key=spec.key, columns=spec.columns, limit=5
-            )
-            problems += [f"marts.{mart}: {problem}" for problem in found]
+    for mart, spec in MARTS.items():
+        rows = published(settings, f"select {', '.join(spec.columns)} from marts.{mart}")
+        found = diff_rows(expected.rows(mart), rows, key=spec.key, columns=spec.columns, limit=5)
+        problems += [f"marts.{mart}: {problem}" for problem in found]
     return problems
 
 

@@ -50,6 +50,24 @@ def test_kill_9_then_a_plain_rerun_recovers(stack: Stack, moment: str) -> None:
     stack.assert_recovered()
 
 
+def test_kill_9_during_publish_is_repaired_by_a_plain_run(stack: Stack) -> None:
+    """Green means green, defect 5: kill -9 during publish. Observed before: the build was
+    recorded and the files archived, so the next run said "marts up to date" and readers kept
+    the stale copy, with the temporary file left behind. Expected: the next plain run publishes
+    the recorded build (even with nothing new to load) and removes the leftovers."""
+    stack.deliver_generated()
+    stack.start().killed_at(Trigger("the publish step", lambda line: "==> publish" in line))
+    out = stack.rerun()
+    settings = stack.settings
+    (unpublished,) = query(
+        settings, "select count(*) from raw_meta.dbt_builds where published_at is null"
+    )[0]
+    assert unpublished == 0, out
+    leftovers = [p.name for p in stack.workdir.iterdir() if p.name.startswith(".serving")]
+    assert leftovers == []
+    stack.assert_recovered()
+
+
 def loaded_keys(stack: Stack) -> list[str]:
     if not stack.settings.warehouse.duckdb_path.exists():
         return []
