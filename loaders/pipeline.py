@@ -508,7 +508,9 @@ def archive(
         try:
             landing.move(obj.key, dst, etag=obj.etag)
         except VersionChanged:
-            progress(f"  {shown(obj.key)}: a new version arrived during the run; left for the next run")
+            progress(
+                f"  {shown(obj.key)}: a new version arrived during the run; left for the next run"
+            )
             continue
         moved.append(dst)
     if moved:
