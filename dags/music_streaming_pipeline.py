@@ -75,8 +75,7 @@ def music_streaming_pipeline() -> None:
     def extract(table: str) -> str:
         """One RDS table in batches into landing: rds/<table>/<run id>/part-*.csv.gz."""
         settings, run_id = _context()
-        landing = runtime.landing(settings)
-        (done,) = pipeline.extract(settings, landing, run_id, tables=[table], progress=print)
+        (done,) = pipeline.extract(settings, runtime.landing(settings), run_id, tables=[table])
         return done.to_json()
 
     @task(pool=WAREHOUSE)
@@ -87,9 +86,7 @@ def music_streaming_pipeline() -> None:
         settings, run_id = _context()
         found = [TableExtract.from_json(e) for e in runtime.as_list(extracts)]
         with runtime.run_lock(settings):
-            decided = pipeline.plan_run(
-                settings, runtime.landing(settings), found, run_id=run_id, progress=print
-            )
+            decided = pipeline.plan_run(settings, runtime.landing(settings), found, run_id=run_id)
         print(decided.describe())
         return decided.to_dict()
 
@@ -111,8 +108,7 @@ def music_streaming_pipeline() -> None:
         landing = runtime.landing(settings)
         with runtime.run_lock(settings):
             done = pipeline.load(settings, landing, LoadGroup.from_dict(group), load_id=run_id)
-        if warnings := done.warnings():  # e.g. a re-delivered file that could not be loaded
-            PipelineAlert().warn(get_current_context(), warnings)
+        PipelineAlert().warn(get_current_context(), done.warnings())  # e.g. a broken re-upload
         return done.to_dict()
 
     @task(trigger_rule="none_failed")  # no load group (e.g. only archiving left) is no failure

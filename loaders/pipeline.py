@@ -244,13 +244,12 @@ def plan_run(
     *,
     run_id: str,
     force_build: bool = False,
-    progress: Progress | None = None,
+    progress: Progress = print,
 ) -> Plan:
     """Compare the landing zone and the fresh extracts with the warehouse's ledger. An extract
     equal to the snapshot already loaded is deleted at once: a run with nothing new leaves
     nothing behind. Entries under the streams prefix that are not stream files are skipped,
-    each with its reason (printed through ``progress`` when given, kept in
-    :attr:`Plan.skipped`)."""
+    each with its reason (printed through ``progress`` and kept in :attr:`Plan.skipped`)."""
     from loaders.serving import publish_pending
 
     with warehouse(settings) as wh:
@@ -280,9 +279,8 @@ def plan_run(
         publish_pending=pending,
         skipped=tuple(sorted(skipped)),
     )
-    if progress is not None:
-        for line in plan.skipped_lines():
-            progress(f"  {line}")
+    for line in plan.skipped_lines():
+        progress(f"  {line}")
     return plan
 
 

@@ -69,7 +69,10 @@ class PipelineAlert(BaseNotifier):
 
     def warn(self, context: Any, warnings: list[str]) -> None:
         """Alert on a task that succeeded with warnings (a re-delivered file that could not be
-        loaded): a warning log record, and the same channels as a failure."""
+        loaded): a warning log record, and the same channels as a failure. No warnings, no
+        alert."""
+        if not warnings:
+            return
         ti = context.get("ti") or context.get("task_instance")
         dag_run = context.get("dag_run")
         run_id = getattr(dag_run, "run_id", None) or context.get("run_id", "?")
