@@ -75,8 +75,7 @@ def music_streaming_pipeline() -> None:
     def extract(table: str) -> str:
         """One RDS table in batches into landing: rds/<table>/<run id>/part-*.csv.gz."""
         settings, run_id = _context()
-        landing = runtime.landing(settings)
-        (done,) = pipeline.extract(settings, landing, run_id, tables=[table], progress=print)
+        (done,) = pipeline.extract(settings, runtime.landing(settings), run_id, tables=[table])
         return done.to_json()
 
     @task(pool=WAREHOUSE)
@@ -109,6 +108,7 @@ def music_streaming_pipeline() -> None:
         landing = runtime.landing(settings)
         with runtime.run_lock(settings):
             done = pipeline.load(settings, landing, LoadGroup.from_dict(group), load_id=run_id)
+        PipelineAlert().warn(get_current_context(), done.warnings())  # e.g. a broken re-upload
         return done.to_dict()
 
     @task(trigger_rule="none_failed")  # no load group (e.g. only archiving left) is no failure

@@ -28,8 +28,9 @@ def _say(message: str) -> None:
 
 
 def _say_warnings(summary: pipeline.RunSummary) -> None:
-    """One line per dbt warning of the run (by design: the rows are kept): what, where to look."""
-    for warning in summary.dbt.warnings if summary.dbt else ():
+    """One line per warning of the run (a re-delivered file that could not be loaded; a dbt
+    warn-level test, whose rows are kept by design): what, where to look."""
+    for warning in summary.warnings():
         _say(f"  warn: {warning}")
 
 

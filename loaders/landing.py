@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,28 @@ STREAMS_PREFIX = "streams/"
 RDS_PREFIX = "rds/"
 ARCHIVE_PREFIX = "archive/"
 QUARANTINE_PREFIX = "quarantine/"
+STREAM_SUFFIXES = (".csv", ".csv.gz")
 _CHUNK = 1 << 20
+
+
+def is_gzip(key: str) -> bool:
+    """Whether the object at ``key`` is gzip-compressed: its name ends in ``.gz``, in any
+    case (``x.csv.GZ``)."""
+    return key.lower().endswith(".gz")
+
+
+def is_stream_file_name(key: str) -> bool:
+    """Whether ``key`` names a stream file: it ends in ``.csv`` or ``.csv.gz``, in any case."""
+    return key.lower().endswith(STREAM_SUFFIXES)
+
+
+def shown(key: str) -> str:
+    """``key`` as printed in a run's output: as it is when every character is printable (and
+    none is a backslash), else as a Python string literal with the rest escaped, so that a
+    name holding a newline, a carriage return or a terminal escape cannot forge a line."""
+    if key.isprintable() and "\\" not in key:
+        return key
+    return repr(key)
 
 
 class VersionChanged(FileExistsError):
@@ -47,13 +69,25 @@ class LandedObject:
     etag: str
 
 
+Objects = list[LandedObject]
+Entries = list[tuple[str, str]]
+"""Entries of a landing zone as ``(key, what it is)``."""
+
+
 class LandingStore(Protocol):
     """What the loaders need from a landing zone."""
 
     url: str
 
     def list(self, prefix: str) -> list[LandedObject]:
-        """Objects under ``prefix``, sorted by key."""
+        """Objects under ``prefix``, sorted by key (regular files only, in a local zone)."""
+        ...
+
+    def unlisted(self, prefix: str) -> Entries:
+        """Entries under ``prefix`` that :meth:`list` leaves out because they are not regular
+        files (a symlink, a FIFO, a socket, a device; a directory with a file's name) or cannot
+        be read, each as ``(key, what it is)``, sorted by key. Always empty on S3, where every
+        key is an object."""
         ...
 
     def open(self, key: str) -> IO[bytes]:
@@ -111,16 +145,40 @@ class LocalLanding:
         return path
 
     def list(self, prefix: str) -> list[LandedObject]:
+        return self._scan(prefix)[0]
+
+    def unlisted(self, prefix: str) -> Entries:
+        return self._scan(prefix)[1]
+
+    def _scan(self, prefix: str) -> tuple[Objects, Entries]:
+        """The regular files under ``prefix`` and the other entries, never following a
+        symlink (a link's target may be anywhere, or nowhere)."""
         base = self._path(prefix) if prefix.strip("/") else self.root
         if not base.is_dir():
-            return []
-        found = []
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
+            return [], []
+        found: Objects = []
+        others: Entries = []
+        for dirpath, dirs, files in os.walk(base):  # followlinks=False: links stay entries
+            for name in sorted(dirs + files):
                 path = Path(dirpath, name)
                 key = path.relative_to(self.root).as_posix()
-                found.append(LandedObject(key=key, size=path.stat().st_size, etag=_md5(path)))
-        return sorted(found, key=lambda obj: obj.key)
+                try:
+                    info = path.lstat()
+                except FileNotFoundError:
+                    continue  # removed while listing
+                if stat.S_ISREG(info.st_mode):
+                    try:
+                        etag = _md5(path)
+                    except PermissionError:  # e.g. a producer still writing it privately
+                        others.append((key, "a file this process may not read"))
+                        continue
+                    found.append(LandedObject(key=key, size=info.st_size, etag=etag))
+                elif stat.S_ISDIR(info.st_mode):
+                    if is_stream_file_name(name):  # walked into; named only if it looks like a file
+                        others.append((key, "a directory, not a file"))
+                else:
+                    others.append((key, _what(path, info.st_mode)))
+        return sorted(found, key=lambda obj: obj.key), sorted(others)
 
     def open(self, key: str) -> IO[bytes]:
         return self._path(key).open("rb")
@@ -218,6 +276,9 @@ class S3Landing:
                     )
                 )
         return sorted(found, key=lambda obj: obj.key)
+
+    def unlisted(self, prefix: str) -> Entries:
+        return []
 
     def open(self, key: str) -> IO[bytes]:
         body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
@@ -330,6 +391,21 @@ def iter_chunks(stream: IO[bytes]) -> Iterator[bytes]:
     """Read a binary stream in 1 MiB chunks."""
     while chunk := stream.read(_CHUNK):
         yield chunk
+
+
+def _what(path: Path, mode: int) -> str:
+    """What a non-regular entry of a local landing zone is, in a few words."""
+    if stat.S_ISLNK(mode):
+        target = os.readlink(path)
+        broken = "" if path.exists() else ", which does not exist"
+        return f"a symbolic link to {shown(target)}{broken}"
+    kinds = {
+        stat.S_ISFIFO: "a named pipe (FIFO)",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+    }
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
 
 
 def _md5(path: Path) -> str:

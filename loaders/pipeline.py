@@ -25,7 +25,7 @@ from typing import Any
 from loaders import manifest, peak_memory, rds
 from loaders.config import ConfigError, Settings
 from loaders.dbt import DbtReport, run_dbt
-from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interrupt
+from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interrupt, step_outage
 from loaders.landing import (
     ARCHIVE_PREFIX,
     QUARANTINE_PREFIX,
@@ -34,14 +34,16 @@ from loaders.landing import (
     LandedObject,
     LandingStore,
     VersionChanged,
+    is_stream_file_name,
     open_landing,
+    shown,
 )
 from loaders.rds import TableExtract
 from loaders.warehouse import STREAMS_TABLE, FileRejected, Warehouse, open_warehouse
 
 Progress = Callable[[str], None]
-STREAM_SUFFIXES = (".csv", ".csv.gz")
 FILES_PER_LOAD_GROUP = 25
+STAGED_MODEL = "stg_streams__listens"  # one typed row per raw stream row, with its reject reason
 
 
 def new_run_id() -> str:
@@ -138,6 +140,7 @@ class Plan:
     songs_changed: bool = False  # a new songs snapshot: dbt recomputes every KPI period
     forced: bool = False  # the user asked for a build
     publish_pending: bool = False  # a green build readers do not see yet (a publish died)
+    skipped: tuple[tuple[str, str], ...] = ()  # (key, reason): under streams/, not stream files
 
     @property
     def needs_build(self) -> bool:
@@ -185,6 +188,11 @@ class Plan:
             parts.append("a green build is not published yet")
         return ", ".join(parts)
 
+    def skipped_lines(self) -> list[str]:
+        """One line per entry under the streams prefix that is not loaded, with the reason
+        (printed by every run that sees it: the CLI's plan step, the DAG's plan task)."""
+        return [f"skipped {shown(key)}: {reason}" for key, reason in self.skipped]
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form (Airflow XCom); derived decisions included for templates."""
         return {
@@ -196,6 +204,7 @@ class Plan:
             "songs_changed": self.songs_changed,
             "forced": self.forced,
             "publish_pending": self.publish_pending,
+            "skipped": [list(entry) for entry in self.skipped],
             "should_run": self.should_run,
             "description": self.describe(),
         }
@@ -211,7 +220,21 @@ class Plan:
             songs_changed=bool(data["songs_changed"]),
             forced=bool(data.get("forced")),
             publish_pending=bool(data.get("publish_pending")),
+            skipped=tuple((str(key), str(reason)) for key, reason in data.get("skipped", ())),
         )
+
+
+def stream_file_problem(key: str) -> str | None:
+    """Why the entry at ``key`` under the streams prefix is not a stream file to load, or None
+    when it is one (the contract's "Keys and files"). The one place that decides it."""
+    name = PurePosixPath(key).name
+    if not name or key.endswith("/"):
+        return "a folder marker, not a file"
+    if name.startswith((".", "_")):
+        return "a hidden, temporary or marker name (starts with '.' or '_')"
+    if not is_stream_file_name(name):
+        return "not a stream file (the name does not end in .csv or .csv.gz, in any case)"
+    return None
 
 
 def plan_run(
@@ -221,10 +244,12 @@ def plan_run(
     *,
     run_id: str,
     force_build: bool = False,
+    progress: Progress = print,
 ) -> Plan:
     """Compare the landing zone and the fresh extracts with the warehouse's ledger. An extract
     equal to the snapshot already loaded is deleted at once: a run with nothing new leaves
-    nothing behind."""
+    nothing behind. Entries under the streams prefix that are not stream files are skipped,
+    each with its reason (printed through ``progress`` and kept in :attr:`Plan.skipped`)."""
     from loaders.serving import publish_pending
 
     with warehouse(settings) as wh:
@@ -239,12 +264,13 @@ def plan_run(
         landing.delete_prefix(unchanged.prefix)
     new: list[LandedObject] = []
     ready: list[LandedObject] = []
+    skipped = list(landing.unlisted(STREAMS_PREFIX))
     for obj in landing.list(STREAMS_PREFIX):
-        name = PurePosixPath(obj.key).name
-        if name.startswith((".", "_")) or not name.endswith(STREAM_SUFFIXES):
-            continue  # producer markers, temporary files, COPY manifests
+        if (problem := stream_file_problem(obj.key)) is not None:
+            skipped.append((obj.key, problem))
+            continue
         (ready if ledger.get(obj.key) == obj.etag else new).append(obj)
-    return Plan(
+    plan = Plan(
         run_id=run_id,
         snapshots=changed,
         stream_files=tuple(new),
@@ -253,7 +279,11 @@ def plan_run(
         songs_changed=any(e.table == "songs" and "raw_rds.songs" in last_snapshot for e in changed),
         forced=force_build,
         publish_pending=pending,
+        skipped=tuple(sorted(skipped)),
     )
+    for line in plan.skipped_lines():
+        progress(f"  {line}")
+    return plan
 
 
 # -- step 3: load --------------------------------------------------------------------------------
@@ -265,6 +295,8 @@ class LoadReport:
     files_skipped: list[LandedObject] = field(default_factory=list)
     files_rejected: list[tuple[LandedObject, str]] = field(default_factory=list)
     files_superseded: list[str] = field(default_factory=list)  # keys re-delivered: corrections
+    # (key, reason): a later version refused whole; the version loaded before it stays current
+    unloadable_versions: list[tuple[str, str]] = field(default_factory=list)
     stream_rows: int = 0
     snapshot_rows: dict[str, int] = field(default_factory=dict)
 
@@ -274,6 +306,7 @@ class LoadReport:
             "files_skipped": [asdict(obj) for obj in self.files_skipped],
             "files_rejected": [[asdict(obj), reason] for obj, reason in self.files_rejected],
             "files_superseded": self.files_superseded,
+            "unloadable_versions": [list(entry) for entry in self.unloadable_versions],
             "stream_rows": self.stream_rows,
             "snapshot_rows": self.snapshot_rows,
         }
@@ -287,6 +320,9 @@ class LoadReport:
                 (LandedObject(**obj), reason) for obj, reason in data["files_rejected"]
             ],
             files_superseded=list(data.get("files_superseded", ())),
+            unloadable_versions=[
+                (str(key), str(reason)) for key, reason in data.get("unloadable_versions", ())
+            ],
             stream_rows=int(data["stream_rows"]),
             snapshot_rows=dict(data["snapshot_rows"]),
         )
@@ -299,6 +335,7 @@ class LoadReport:
             total.files_skipped += report.files_skipped
             total.files_rejected += report.files_rejected
             total.files_superseded += report.files_superseded
+            total.unloadable_versions += report.unloadable_versions
             total.stream_rows += report.stream_rows
             total.snapshot_rows.update(report.snapshot_rows)
         return total
@@ -310,12 +347,26 @@ class LoadReport:
             f"stream rows loaded: {self.stream_rows:,}",
         ]
         out += [f"raw_rds.{t}: new snapshot, {n:,} rows" for t, n in self.snapshot_rows.items()]
-        out += [f"rejected {obj.key}: {reason}" for obj, reason in self.files_rejected]
         out += [
-            f"re-delivered {key}: a correction, its earlier version is superseded (kept in raw)"
+            f"rejected {shown(obj.key)}: {shown(reason)}" for obj, reason in self.files_rejected
+        ]
+        out += [
+            f"re-delivered {shown(key)}: a correction, its earlier version is superseded "
+            "(kept in raw)"
             for key in self.files_superseded
         ]
         return out
+
+    def warnings(self) -> list[str]:
+        """What a person must look at although the run succeeded: a new version of a loaded
+        file that could not be loaded at all (quarantined; the earlier version still counts)."""
+        return [
+            f"a new version of {shown(key)} could not be loaded and was quarantined "
+            f"({shown(reason)}); "
+            "it is not a correction: the version loaded before it still counts. "
+            "Deliver a loadable version to correct the file."
+            for key, reason in self.unloadable_versions
+        ]
 
 
 def load(
@@ -343,9 +394,9 @@ def load(
             except FileRejected as exc:
                 quarantine(landing, obj, exc.reason)
                 if wh.record_rejected(obj, STREAMS_TABLE, exc.reason, load_id, loaded_at):
-                    report.files_superseded.append(obj.key)
+                    report.unloadable_versions.append((obj.key, exc.reason))
                 report.files_rejected.append((obj, exc.reason))
-                progress(f"  [{i}/{total}] {obj.key}: REJECTED, {exc.reason}")
+                progress(f"  [{i}/{total}] {shown(obj.key)}: REJECTED, {shown(exc.reason)}")
                 continue
             if outcome.status == "loaded":
                 report.files_loaded.append(obj)
@@ -354,7 +405,7 @@ def load(
                     report.files_superseded.append(obj.key)
             else:
                 report.files_skipped.append(obj)
-            progress(f"  [{i}/{total}] {obj.key}: {outcome.status} ({outcome.rows:,} rows)")
+            progress(f"  [{i}/{total}] {shown(obj.key)}: {outcome.status} ({outcome.rows:,} rows)")
     return report
 
 
@@ -457,7 +508,9 @@ def archive(
         try:
             landing.move(obj.key, dst, etag=obj.etag)
         except VersionChanged:
-            progress(f"  {obj.key}: a new version arrived during the run; left for the next run")
+            progress(
+                f"  {shown(obj.key)}: a new version arrived during the run; left for the next run"
+            )
             continue
         moved.append(dst)
     if moved:
@@ -501,6 +554,23 @@ def publish(settings: Settings, *, progress: Progress = print) -> dict[str, int]
     return {mart.name: counts[mart.relation] for mart in marts}
 
 
+def correction_effects(
+    settings: Settings, keys: Sequence[str], *, load_id: str
+) -> dict[str, tuple[int, int]]:
+    """For each corrected key of a load (after a green build): the kept plays its new version
+    adds and removes against the version it superseded, by key (the plays of that file; a play
+    another file also holds stays in the marts)."""
+    staged = manifest.model(manifest.load_manifest(settings.dbt_manifest_path), STAGED_MODEL)
+    if staged is None or not keys:
+        return {}
+    effects = {}
+    with open_warehouse(settings) as wh:
+        for key in dict.fromkeys(keys):
+            if (effect := wh.correction_effect(staged.relation, key, load_id)) is not None:
+                effects[key] = effect
+    return effects
+
+
 def rejected_rows(settings: Settings, *, load_id: str) -> dict[str, int]:
     """Rows of one load that the cleaning rules rejected, by reason."""
     rejects = manifest.model(
@@ -524,6 +594,7 @@ class RunSummary:
     archived: list[str] = field(default_factory=list)
     mart_rows: dict[str, int] = field(default_factory=dict)
     rejected_rows: dict[str, int] = field(default_factory=dict)
+    corrections: dict[str, tuple[int, int]] = field(default_factory=dict)  # key: added, removed
     timings: dict[str, float] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)  # bytes, by step
     peak_rss_per_step: bool = True  # False: the process's peak so far (no reset, not Linux)
@@ -532,6 +603,11 @@ class RunSummary:
         out = [f"run {self.run_id}"]
         if self.load:
             out += [f"  {line}" for line in self.load.lines()]
+        out += [
+            f"  correction {shown(key)}: {added:,} play(s) added, {removed:,} removed "
+            "(the new version against the one it superseded)"
+            for key, (added, removed) in self.corrections.items()
+        ]
         if self.dbt:
             out.append(f"  dbt: {self.dbt.line()}")
             rejected = sum(self.rejected_rows.values())
@@ -550,6 +626,13 @@ class RunSummary:
             peaks = (f"{step} {peak_memory.format_bytes(n)}" for step, n in self.peak_rss.items())
             out.append(f"  {label}: " + ", ".join(peaks))
         return out
+
+    def warnings(self) -> list[str]:
+        """The run's warnings: load warnings, then dbt's (warn-level tests)."""
+        return [
+            *(self.load.warnings() if self.load else ()),
+            *(self.dbt.warnings if self.dbt else ()),
+        ]
 
 
 # What an interrupted run leaves, by step (every step is safe to repeat: see the module doc).
@@ -593,10 +676,12 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
             raise Interrupted("SIGTERM", name, INTERRUPTED_STATE[name]) from None
         except KeyboardInterrupt:
             raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
-        except Exception as exc:  # a driver's "query interrupted"
-            if not is_interrupt(exc):
-                raise
-            raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
+        except Exception as exc:  # a driver's "query interrupted", or a service failed
+            if is_interrupt(exc):
+                raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
+            if (failure := step_outage(exc, name, INTERRUPTED_STATE[name])) is not None:
+                raise failure from None
+            raise
         finally:
             summary.timings[name] = time.perf_counter() - started
             summary.peak_rss[name] = peak_memory.peak_bytes()
@@ -605,7 +690,7 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         extracts = extract(settings, landing, run_id, progress=progress)
     with step("plan"):
         plan = summary.plan = plan_run(
-            settings, landing, extracts, run_id=run_id, force_build=force_build
+            settings, landing, extracts, run_id=run_id, force_build=force_build, progress=progress
         )
         progress(f"  {plan.describe()}")
     if not plan.should_run:
@@ -621,4 +706,7 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
     with step("publish"):
         summary.mart_rows = publish(settings, progress=progress)
         summary.rejected_rows = rejected_rows(settings, load_id=run_id)
+        if summary.load is not None:
+            superseded = summary.load.files_superseded
+            summary.corrections = correction_effects(settings, superseded, load_id=run_id)
     return summary

@@ -54,7 +54,7 @@ from typing import Any
 
 from loaders.config import ConfigError, Settings, WarehouseSettings, check_identifier
 from loaders.errors import is_bad_data, is_interrupt, outage
-from loaders.landing import LandedObject, LandingStore
+from loaders.landing import LandedObject, LandingStore, is_gzip
 from loaders.rds import TableExtract
 
 STREAM_COLUMNS = ("user_id", "track_id", "listen_time")
@@ -62,6 +62,8 @@ STREAMS_TABLE = "raw_streams.streams"
 LEDGER_TABLE = "raw_meta.load_ledger"
 BUILDS_TABLE = "raw_meta.dbt_builds"
 _HEADER_BYTES = 64 * 1024
+MAX_LINE_BYTES = 64 << 20  # the contract: a line up to 64 MiB loads like any other
+MANIFEST_PREFIX = "manifests/"  # Redshift COPY manifests, outside the input prefix
 
 
 class FileRejected(Exception):
@@ -88,7 +90,7 @@ def read_header(landing: LandingStore, key: str) -> list[str]:
         head = raw.read(_HEADER_BYTES)
     if not head:
         raise FileRejected("empty file: no header line")
-    if key.endswith(".gz"):
+    if is_gzip(key):
         try:
             head = gzip.GzipFile(fileobj=io.BytesIO(head)).read1(_HEADER_BYTES)
         except (OSError, EOFError) as exc:
@@ -455,13 +457,71 @@ class Warehouse(ABC):
 
     def record_rejected(
         self, obj: LandedObject, target: str, reason: str, load_id: str, loaded_at: datetime
-    ) -> int:
-        """Record a refused object in the ledger with its reason (it supersedes the key's
-        earlier versions: it is the latest delivery). Returns how many it superseded."""
+    ) -> datetime | None:
+        """Record a refused object in the ledger with its reason. It supersedes nothing: a
+        version that cannot be loaded at all is not a correction, and the version loaded
+        before it stays current. Returns when that earlier version was loaded (None when the
+        key has no loaded version), for the run's warning."""
         with self.transaction() as cur:
             self._lock_ledger(cur)
-            seq = self._next_load_seq(cur)
-            return self._write_ledger(cur, obj, target, 0, load_id, loaded_at, seq, reason)
+            cur.execute(
+                self._sql(
+                    f"select max(loaded_at) from {LEDGER_TABLE} where object_key = %s "
+                    "and status = 'loaded' and superseded_at is null"
+                ),
+                (obj.key,),
+            )
+            current = cur.fetchone()[0]
+            cur.execute(
+                self._sql(
+                    f"insert into {LEDGER_TABLE} (object_key, etag, size_bytes, target_table, "
+                    "row_count, status, reason, load_id, loaded_at, load_seq) "
+                    "values (%s, %s, %s, %s, 0, 'rejected', %s, %s, %s, %s)"
+                ),
+                (
+                    obj.key,
+                    obj.etag,
+                    obj.size,
+                    target,
+                    reason,
+                    load_id,
+                    loaded_at,
+                    self._next_load_seq(cur),
+                ),
+            )
+        return current
+
+    def correction_effect(self, staged: str, key: str, load_id: str) -> tuple[int, int] | None:
+        """What the version of ``key`` loaded by ``load_id`` changed against the version it
+        superseded: the kept plays (user, track, UTC time, after the cleaning rules) found only
+        in the new version and only in the old one, read from the staged rows (``staged``, the
+        dbt staging model) of those two versions. None when either version is not there."""
+        schema, name = _split_relation(staged)
+        (new_seq,) = self.query(
+            f"select max(load_seq) from {LEDGER_TABLE} where object_key = %s "
+            "and load_id = %s and status = 'loaded'",
+            (key, load_id),
+        )[0]
+        if new_seq is None:
+            return None
+        (old_seq,) = self.query(
+            f"select max(load_seq) from {LEDGER_TABLE} where object_key = %s "
+            "and status = 'loaded' and superseded_seq = %s",
+            (key, new_seq),
+        )[0]
+        if old_seq is None or not self.exists(schema, name):
+            return None
+        added, removed = self.query(
+            "select coalesce(sum(case when in_new = 1 and in_old = 0 then 1 else 0 end), 0), "
+            "coalesce(sum(case when in_old = 1 and in_new = 0 then 1 else 0 end), 0) from ("
+            "select user_id, track_id, listen_time, "
+            "max(case when _load_seq = %s then 1 else 0 end) as in_new, "
+            "max(case when _load_seq = %s then 1 else 0 end) as in_old "
+            f"from {schema}.{name} where _source_file = %s and reject_reason is null "
+            "and _load_seq in (%s, %s) group by user_id, track_id, listen_time) as plays",
+            (new_seq, old_seq, key, new_seq, old_seq),
+        )[0]
+        return int(added), int(removed)
 
     # -- loading ----------------------------------------------------------------------------
     def load_stream_file(
@@ -643,12 +703,13 @@ class DuckDBWarehouse(Warehouse):
         self, cur: Any, landing: LandingStore, keys: list[str], n_columns: int
     ) -> str | None:
         columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(1, n_columns + 1)) + "}"
-        with _local_copies(landing, keys) as paths:
+        compression = "gzip" if is_gzip(keys[0]) else "none"
+        with _safely_named_copies(landing, keys) as paths:
             cur.execute(
                 "create temp table _landing as select * from read_csv(?, header = true, "
                 f"auto_detect = false, columns = {columns}, delim = ',', quote = '\"', "
                 "escape = '\"', strict_mode = true, null_padding = false, "
-                "compression = 'auto')",
+                f"compression = '{compression}', max_line_size = {MAX_LINE_BYTES})",
                 ([str(p) for p in paths],),
             )
         return "rowid"  # the temporary table keeps the file's row order (rowids follow it)
@@ -688,12 +749,18 @@ class PostgresWarehouse(Warehouse):
         )
         for key in keys:
             with landing.open(key) as raw:
-                stream: Any = gzip.GzipFile(fileobj=raw) if key.endswith(".gz") else raw
-                cur.copy_expert(
-                    f"copy _landing ({columns}) from stdin with (format csv, header true)",
-                    stream,
-                    size=1 << 20,
-                )
+                stream: Any = gzip.GzipFile(fileobj=raw) if is_gzip(key) else raw
+                limited = _LineLimit(stream, MAX_LINE_BYTES)
+                try:
+                    cur.copy_expert(
+                        f"copy _landing ({columns}) from stdin with (format csv, header true)",
+                        limited,
+                        size=1 << 20,
+                    )
+                except Exception:
+                    if limited.error is not None:  # psycopg2 wraps what read() raised in a
+                        raise limited.error from None  # QueryCanceledError: classify the cause
+                    raise
         return "_n"  # the identity follows the input order
 
 
@@ -735,17 +802,19 @@ class RedshiftWarehouse(PostgresWarehouse):
             + ", ".join(f"c{i} {self.text_type}" for i in range(1, n_columns + 1))
             + ")"
         )
-        compressed = keys[0].endswith(".gz")
-        if len(keys) == 1:
-            cur.execute(self.copy_statement(uris[0], gzip_compressed=compressed, manifest=False))
-        else:
-            manifest_key = keys[0].rsplit("/", 1)[0] + "/_redshift.manifest"
-            landing.write_text(manifest_key, redshift_manifest(uris))
-            cur.execute(
-                self.copy_statement(
-                    landing.uri(manifest_key), gzip_compressed=compressed, manifest=True
-                )
+        # Always through a manifest that lists each object's exact URL: COPY from a plain
+        # 's3://.../x.csv' reads every object whose key starts with it (x.csv.gz, x.csv.bak).
+        # The manifest lives outside the input prefix: manifests/<key>.manifest for one object,
+        # manifests/<folder>/copy.manifest for the parts of a folder.
+        compressed = is_gzip(keys[0])
+        named = keys[0] if len(keys) == 1 else keys[0].rsplit("/", 1)[0] + "/copy"
+        manifest_key = f"{MANIFEST_PREFIX}{named}.manifest"
+        landing.write_text(manifest_key, redshift_manifest(uris))
+        cur.execute(
+            self.copy_statement(
+                landing.uri(manifest_key), gzip_compressed=compressed, manifest=True
             )
+        )
         return None  # COPY from S3 keeps no order: no line numbers
 
 
@@ -777,20 +846,60 @@ def open_warehouse(settings: Settings) -> Warehouse:
 
 
 @contextmanager
-def _local_copies(landing: LandingStore, keys: list[str]) -> Iterator[list[Path]]:
-    """Local paths for the objects: their own path on a local zone, else a streamed copy."""
-    local = [landing.local_path(key) for key in keys]
-    if all(path is not None for path in local):
-        yield [path for path in local if path is not None]
-        return
+def _safely_named_copies(landing: LandingStore, keys: list[str]) -> Iterator[list[Path]]:
+    """Local paths for the objects under names of digits only (``00000.csv``), so that DuckDB,
+    which expands glob patterns in the paths it reads (``*``, ``?``, ``[ab]``, ``{a,b}``),
+    reads each object from its own bytes: a symbolic link to a file of a local zone (DuckDB
+    sees only the link's name; the kernel follows it), else the object's bytes streamed from the
+    store into a temporary file."""
     with tempfile.TemporaryDirectory(prefix="music-elt-") as tmp:
         paths = []
         for i, key in enumerate(keys):
-            path = Path(tmp, f"{i:05d}-{Path(key).name}")
-            with landing.open(key) as src, path.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            path = Path(tmp, f"{i:05d}.csv")
+            source = landing.local_path(key)
+            if source is not None:
+                path.symlink_to(source)
+            else:
+                with landing.open(key) as src, path.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
             paths.append(path)
         yield paths
+
+
+class _LineLimit:
+    """A binary stream passing ``stream`` through that raises :class:`FileRejected` when a
+    line is longer than ``limit`` bytes, the limit DuckDB applies with ``max_line_size`` (so
+    that PostgreSQL, whose COPY would take up to 1 GB, refuses the same files). Reads are at
+    most 1 MiB, far below the limit, so only the line across reads needs counting. What a read
+    raised is kept in ``error`` (psycopg2 reports it as a cancelled COPY)."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream, self._limit, self._line = stream, limit, 0
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            chunk: bytes = self._stream.read(size)
+            first = chunk.find(b"\n")
+            if first >= 0 and self._line + first > self._limit:
+                raise FileRejected(long_line_reason())
+            self._line = (
+                self._line + len(chunk) if first < 0 else len(chunk) - chunk.rfind(b"\n") - 1
+            )
+            if self._line > self._limit:
+                raise FileRejected(long_line_reason())
+        except BaseException as exc:
+            self.error = exc
+            raise
+        return chunk
+
+
+def long_line_reason() -> str:
+    """Why a file with a line longer than the limit is refused."""
+    return (
+        f"a line is longer than {MAX_LINE_BYTES >> 20} MiB, the longest a stream file may "
+        "hold: split the file's long values or lines"
+    )
 
 
 def _split_relation(relation: str) -> tuple[str, str]:
@@ -798,12 +907,18 @@ def _split_relation(relation: str) -> tuple[str, str]:
     return check_identifier(schema, "schema"), check_identifier(name, "relation")
 
 
+# The name DuckDB read a file under (:func:`_safely_named_copies`) means nothing to a reader.
+_TEMPORARY_COPY = re.compile(r":? ?\S*music-elt-[^/\s]+/\d{5}\.csv")
+
+
 def rejection_reason(exc: BaseException) -> str:
     """One line saying why a warehouse could not load a file's bytes."""
-    text = str(exc)
+    text = _TEMPORARY_COPY.sub("", str(exc))
+    if re.search(r"(?i)maximum line size", text):
+        return long_line_reason()
     if re.search(r"(?i)unicode|not utf-?8|invalid byte sequence|encoding", text):
-        return f"not UTF-8 text: {_one_line(exc)}"
-    return f"not loadable as CSV: {_one_line(exc)}"
+        return f"not UTF-8 text: {_one_line(ValueError(text))}"
+    return f"not loadable as CSV: {_one_line(ValueError(text))}"
 
 
 def _quote(text: str) -> str:

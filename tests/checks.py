@@ -205,13 +205,22 @@ def landing_problems(
     settings: Settings,
     loaded: Iterable[Version],
     quarantined: Iterable[Version] = (),
+    skipped: Iterable[Version] = (),
 ) -> list[str]:
     """Each loaded version archived exactly once and each refused one quarantined exactly once
-    (with a reason beside it), none left in the input prefix, nothing else archived."""
+    (with a reason beside it), none left in the input prefix but the ``skipped`` ones (not
+    stream files: left where they are, untouched), nothing else archived."""
     archive = landing_objects(settings, ARCHIVE)
     quarantine = landing_objects(settings, QUARANTINE)
-    left = sorted(landing_objects(settings, STREAMS))
+    streams = landing_objects(settings, STREAMS)
+    stay = {version.key: version.data for version in skipped}
+    left = sorted(key for key in streams if key not in stay)
     problems = [f"left in {STREAMS}: {left}"] if left else []
+    problems += [
+        f"skipped {key} was moved or changed"
+        for key, data in stay.items()
+        if streams.get(key) != data
+    ]
     loaded, quarantined = list(loaded), list(quarantined)
     for version in loaded:
         found = find_by_content(archive, version)

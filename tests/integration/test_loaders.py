@@ -398,3 +398,28 @@ def test_setup_numbers_a_ledger_from_before_the_load_sequence(
         assert wh.query("select count(*) from raw_meta.load_ledger where load_seq > 3") == [(0,)]
         wh.record_build("r2", 3, pipeline.utcnow(), pipeline.utcnow())  # idempotent per run
         assert wh.query("select count(*) from raw_meta.dbt_builds") == [(2,)]
+
+
+def test_duckdb_reads_each_file_under_a_name_that_is_no_pattern(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """DuckDB's read_csv expands ``*``, ``?``, ``[ab]`` in the paths it gets: it is given a
+    link named with digits only, to the one file, with the compression and the 64 MiB line
+    limit spelled out (a ``.GZ`` suffix is gzip too)."""
+    from loaders.warehouse import DuckDBWarehouse
+
+    landing = LocalLanding(tmp_path / "landing")
+    for key in ("streams/[ab].CSV.GZ", "streams/a.CSV.GZ"):
+        put(landing, key, gzip.compress(b"user_id,track_id,listen_time\n7,t1,x\n"), tmp_path)
+    seen: list[tuple[str, Any]] = []
+
+    class Cursor:
+        def execute(self, sql: str, params: Any = None) -> None:
+            (paths,) = params
+            seen.append((" ".join(sql.split()), [(Path(p).name, Path(p).resolve()) for p in paths]))
+
+    duckdb_wh = DuckDBWarehouse(settings.warehouse)
+    duckdb_wh._copy_to_temp(Cursor(), landing, ["streams/[ab].CSV.GZ"], 3)
+    ((sql, paths),) = seen
+    assert paths == [("00000.csv", landing.local_path("streams/[ab].CSV.GZ"))]
+    assert "compression = 'gzip', max_line_size = 67108864)" in sql
