@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,7 @@ RUN_TIMEOUT = 240  # seconds for one DAG run on a few thousand plays (about a mi
 # What Cosmos logs when a producer's retry skips the build, or a model task runs dbt alone
 SKIPPED_BUILD = "skipping execution"
 MODEL_ALONE = ("Retry attempt", "Falling back to running model", "Running model")
+DBT_NODE_STARTED = re.compile(r"\b\d+ of \d+ START ")  # dbt's line as a node starts building
 
 # The DAG's environment (read when Airflow parses the DAG file)
 DAG_ENV = {
@@ -357,6 +359,14 @@ def _e_f_run_with_a_held_lock_and_a_cli_run(stack: Stack) -> tuple[Any, Any]:
         run_id=run_id,
         interval=0.2,
     )
+
+    def building() -> bool:  # dbt has the warehouse open: its first node started
+        ti = airflow.task_instance(run_id, PRODUCER)
+        if ti["state"] != "running":
+            return ti["state"] in TRY_OVER or ti["state"] == "success"
+        return bool(DBT_NODE_STARTED.search(airflow.task_log(run_id, PRODUCER, ti["try_number"])))
+
+    airflow.wait_until(building, 120, "the producer's dbt build did not start", run_id=run_id)
     if states().get(PRODUCER) == ["running"]:
         landing_before = stack.keys()
         started = time.monotonic()
