@@ -343,16 +343,24 @@ class Airflow:
                 lines.append(str(event))
         return "\n".join(lines)
 
+    def task(self, task_id: str) -> dict[str, Any]:
+        """A task of the DAG as parsed: retries, retry_delay, execution_timeout, pool, ..."""
+        task: dict[str, Any] = self.get(f"/api/v2/dags/{DAG_ID}/tasks/{_q(task_id)}")
+        return task
+
     def pool(self, name: str) -> dict[str, Any]:
         pool: dict[str, Any] = self.get(f"/api/v2/pools/{_q(name)}")
         return pool
 
     # -- diagnostics -----------------------------------------------------------------------------
     def log_tail(self, name: str, lines: int = 40) -> str:
+        """The last lines of a component's log, without the task output the LocalExecutor
+        copies into the scheduler's (the task logs are shown apart)."""
         path = self.home / f"{name}.log"
         if not path.is_file():
             return f"({path} missing)"
-        tail = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        tail = [line for line in text if "[cosmos." not in line and "[task]" not in line][-lines:]
         return f"--- tail of {path}:\n" + "\n".join(tail)
 
     def explain(self, run_id: str | None = None) -> str:
@@ -373,7 +381,7 @@ class Airflow:
                 )
             )
             for ti in tis:
-                if ti["state"] in ("success", "skipped", None) or ti["try_number"] < 1:
+                if ti["state"] in ("success", "skipped", "removed", None) or ti["try_number"] < 1:
                     continue
                 try:
                     text = self.task_log(run_id, ti["task_id"], ti["try_number"], ti["map_index"])

@@ -46,7 +46,7 @@ from music_elt_demo.embedded import embedded_server
 from music_elt_demo.generate import generate
 from music_elt_demo.seed import seed, seed_table
 from tests.conftest import pg_dsn, postgres_settings
-from tests.dags.helpers import assert_marts_match_reference, webhook_server
+from tests.dags.helpers import DAG_ID, assert_marts_match_reference, webhook_server
 from tests.dags.scheduler import Airflow, airflow_instance, pipeline_run_id
 
 pytestmark = pytest.mark.slow
@@ -67,7 +67,7 @@ DAG_ENV = {
     "MUSIC_ELT_TASK_RETRIES": "1",  # e: the load's first try fails, its retry loads
     "MUSIC_ELT_RETRY_DELAY_SECONDS": "3",
     "MUSIC_ELT_LOCK_WAIT_SECONDS": "5",
-    "MUSIC_ELT_TASK_TIMEOUT_SECONDS": "300",
+    "MUSIC_ELT_TASK_TIMEOUT_SECONDS": "300",  # TASK_TIMEOUT
     "MUSIC_ELT_BUILD_TIMEOUT_SECONDS": "600",
     "MUSIC_ELT_RDS_WAIT_SECONDS": "20",
 }
@@ -221,6 +221,8 @@ def _a_green_run(stack: Stack) -> None:
     assert run["state"] == "success", airflow.explain(run_id)
     assert all(s == "success" for task in states.values() for s in task), states
     assert len(states["extract"]) == 2
+    runs = airflow.get(f"/api/v2/dags/{DAG_ID}/dagRuns")["dag_runs"]
+    assert [r["dag_run_id"] for r in runs] == [run_id], "the DAG scheduled runs of its own"
     assert stack.waiting() == []
     assert stack.archived() == Counter(p.name for p in stack.delivered)
     assert stack.builds() == [pipeline_run_id(run)]
@@ -306,10 +308,11 @@ def _c_cleared_failed_run_does_the_work(stack: Stack) -> None:
     after = airflow.wait_for_run(run_id, RUN_TIMEOUT)
     producer = airflow.task_instance(run_id, PRODUCER)
     log = airflow.task_log(run_id, PRODUCER, producer["try_number"])
-    assert SKIPPED_BUILD not in log, (
-        f"the producer's try {producer['try_number']} skipped the build"
+    assert producer["state"] == "success" and DBT_NODE_STARTED.search(log), (
+        f"the producer's try {producer['try_number']} ended {producer['state']} without a dbt "
+        f"build (Cosmos skips a producer's retry: {SKIPPED_BUILD!r}):\n{airflow.explain(run_id)}"
     )
-    assert (after["state"], producer["state"]) == ("success", "success"), airflow.explain(run_id)
+    assert after["state"] == "success", airflow.explain(run_id)
     assert pipeline_run_id(run) in stack.builds(), "no green build recorded for the cleared run"
     assert stack.waiting() == []
     assert stack.archived() == Counter(p.name for p in stack.delivered)
@@ -340,7 +343,7 @@ def _e_f_run_with_a_held_lock_and_a_cli_run(stack: Stack) -> tuple[Any, Any]:
         lambda: states().get("plan") == ["success"], 120, "plan did not succeed", run_id=run_id
     )
     load_first_try: list[str] = []
-    with run_lock(stack.settings, "tests/dags/test_scheduler_runs.py: holding the warehouse"):
+    with run_lock(stack.settings, HOLDER):
 
         def first_try_over() -> bool:
             loads = [ti for ti in airflow.task_instances(run_id) if ti["task_id"] == "load"]
@@ -404,6 +407,13 @@ def _e_f_run_with_a_held_lock_and_a_cli_run(stack: Stack) -> tuple[Any, Any]:
             f"the load's first try did not fail while the test held the run lock: {load_first_try}"
         )
         loads = [ti for ti in airflow.task_instances(run_id) if ti["task_id"] == "load"]
+        for ti in loads:
+            first = airflow.task_log(run_id, "load", 1, ti["map_index"])
+            assert HOLDER in first, (
+                "the load's first try does not name the lock's holder (it should wait "
+                "MUSIC_ELT_LOCK_WAIT_SECONDS for the run lock, then fail naming it):\n"
+                + "\n".join(first.splitlines()[-15:])
+            )
         assert [(ti["state"], ti["try_number"]) for ti in loads] == [("success", 2)] * len(loads), (
             airflow.explain(run_id)
         )
@@ -435,10 +445,19 @@ def _e_f_run_with_a_held_lock_and_a_cli_run(stack: Stack) -> tuple[Any, Any]:
 
 
 TRY_OVER = ("up_for_retry", "failed")
+HOLDER = "tests/dags/test_scheduler_runs.py holds the run lock"  # the command the lock records
 
 
 # -- g -------------------------------------------------------------------------------------------
 BUILD_TIMEOUT = 45  # seconds: the producer's execution_timeout in g
+TASK_TIMEOUT = int(DAG_ENV["MUSIC_ELT_TASK_TIMEOUT_SECONDS"])
+
+
+def _seconds(delta: dict[str, int] | None) -> float | None:
+    """A TimeDelta of the REST API ({days, seconds, microseconds}) in seconds."""
+    if delta is None:
+        return None
+    return delta["days"] * 86400 + delta["seconds"] + delta["microseconds"] / 1e6
 
 
 def test_hung_build_times_out_alerts_and_frees_its_slot(
@@ -472,6 +491,12 @@ def test_hung_build_times_out_alerts_and_frees_its_slot(
         stop.callback(_stop_embedded_rds, settings)
         data, files = _prepare(tmp_path, settings)
         airflow.start()
+        timeouts = {t: airflow.task(t)["execution_timeout"] for t in (PRODUCER, "load", "archive")}
+        assert {t: _seconds(v) for t, v in timeouts.items()} == {
+            PRODUCER: BUILD_TIMEOUT,
+            "load": TASK_TIMEOUT,
+            "archive": TASK_TIMEOUT,
+        }, f"execution_timeout from MUSIC_ELT_BUILD/TASK_TIMEOUT_SECONDS: {timeouts}"
 
         run = airflow.trigger()
         run_id = run["dag_run_id"]
