@@ -45,10 +45,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def airflow_env(home: Path, port: int, dag_env: Mapping[str, str]) -> dict[str, str]:
+def airflow_env(home: Path, port: int) -> dict[str, str]:
     """The environment of every Airflow process: this process's, without any AIRFLOW_*,
     MUSIC_ELT_*, WAREHOUSE_* setting it may carry, then Airflow's configuration for a fast
-    single-machine instance, then ``dag_env`` (what the DAG reads at parse time)."""
+    single-machine instance."""
     base = {
         name: value
         for name, value in os.environ.items()
@@ -83,7 +83,6 @@ def airflow_env(home: Path, port: int, dag_env: Mapping[str, str]) -> dict[str, 
         "AIRFLOW__COSMOS__CACHE_DIR": str(home / "cosmos-cache"),
         "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
         "DO_NOT_TRACK": "1",
-        **dag_env,
     }
 
 
@@ -121,10 +120,12 @@ class Airflow:
         self.processes["migrate"] = self._spawn("migrate", "db", "migrate")
         return self.processes["migrate"]
 
-    def start(self, timeout: float = 180) -> None:
-        """Wait for the migration, start the four components, wait until the API answers and
-        the DAG is parsed without import errors; create the DuckDB pool; unpause the DAG."""
+    def start(self, dag_env: Mapping[str, str], timeout: float = 180) -> None:
+        """Wait for the migration, start the four components with ``dag_env`` (what the DAG
+        reads at parse time) added to their environment, wait until the API answers and the
+        DAG is parsed without import errors; create the DuckDB pool; unpause the DAG."""
         deadline = time.monotonic() + timeout
+        self.env.update(dag_env)
         migrate = self.processes.get("migrate") or self.migrate()
         if migrate.wait(timeout=timeout) != 0:
             raise AirflowError(f"airflow db migrate failed:\n{self.log_tail('migrate')}")
@@ -259,6 +260,7 @@ class Airflow:
             timeout,
             f"run {run_id} did not end",
             run_id=run_id,
+            interval=1,
         )
 
     def wait_until(
@@ -399,12 +401,12 @@ def _q(value: str) -> str:
 
 
 @contextlib.contextmanager
-def airflow_instance(home: Path, dag_env: Mapping[str, str]) -> Iterator[Airflow]:
-    """An Airflow being migrated in ``home``, with ``dag_env`` for the DAG: call ``start()`` on
-    it (after preparing the data, which overlaps the migration). Stopped when the block ends."""
+def airflow_instance(home: Path) -> Iterator[Airflow]:
+    """An Airflow whose metadata DB is being migrated in ``home`` (about 15 s): prepare the
+    data meanwhile, then call ``start(dag_env)``. Everything stops when the block ends."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    airflow = Airflow(home=home, env=airflow_env(home, port, dag_env), port=port)
+    airflow = Airflow(home=home, env=airflow_env(home, port), port=port)
     try:
         airflow.migrate()
         yield airflow

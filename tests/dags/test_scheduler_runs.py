@@ -173,22 +173,25 @@ def _slack_env(url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, dbt_manifest: Path) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("scheduler")
     workdir = root / "work"
     settings = Settings.from_env({}, workdir=workdir)
     with ExitStack() as stop:
+        airflow = stop.enter_context(airflow_instance(root / "airflow"))  # migrates meanwhile:
+        dbt_manifest = request.getfixturevalue("dbt_manifest")
         url, alerts = stop.enter_context(webhook_server())
+        stop.callback(_stop_embedded_rds, settings)
+        data, files = _prepare(root, settings)
         dag_env = {
             **DAG_ENV,
             "MUSIC_ELT_WORKDIR": str(workdir),
             "MUSIC_ELT_DBT_MANIFEST": str(dbt_manifest),
             **_slack_env(url),
         }
-        airflow = stop.enter_context(airflow_instance(root / "airflow", dag_env))
-        stop.callback(_stop_embedded_rds, settings)
-        data, files = _prepare(root, settings)  # while Airflow's metadata DB migrates
-        airflow.start()
+        airflow.start(dag_env)
         stack = Stack(airflow, data, workdir, settings, files, alerts)
         stack.delivered = files[:FIRST_FILES]
         yield stack
@@ -449,7 +452,7 @@ HOLDER = "tests/dags/test_scheduler_runs.py holds the run lock"  # the command t
 
 
 # -- g -------------------------------------------------------------------------------------------
-BUILD_TIMEOUT = 45  # seconds: the producer's execution_timeout in g
+BUILD_TIMEOUT = 90  # seconds: the producer's execution_timeout in g (a green build takes ~40)
 TASK_TIMEOUT = int(DAG_ENV["MUSIC_ELT_TASK_TIMEOUT_SECONDS"])
 
 
@@ -460,37 +463,46 @@ def _seconds(delta: dict[str, int] | None) -> float | None:
     return delta["days"] * 86400 + delta["seconds"] + delta["microseconds"] / 1e6
 
 
-def test_hung_build_times_out_alerts_and_frees_its_slot(
-    tmp_path: Path, dbt_manifest: Path, pg_database: dict[str, Any]
-) -> None:
+@pytest.fixture
+def pg_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A second Airflow, on a PostgreSQL warehouse (pgserver), no retries, the producer's
+    execution_timeout BUILD_TIMEOUT seconds."""
+    with ExitStack() as stop:
+        airflow = stop.enter_context(airflow_instance(tmp_path / "airflow"))  # migrates meanwhile:
+        dbt_manifest: Path = request.getfixturevalue("dbt_manifest")
+        db: dict[str, Any] = request.getfixturevalue("pg_database")
+        workdir = tmp_path / "work"
+        settings = postgres_settings(Settings.from_env({}, workdir=workdir), db)
+        url, alerts = stop.enter_context(webhook_server())
+        stop.callback(_stop_embedded_rds, settings)
+        data, files = _prepare(tmp_path, settings)
+        airflow.start(
+            {
+                **DAG_ENV,
+                "MUSIC_ELT_TARGET": "postgres",
+                "WAREHOUSE_HOST": db["host"],
+                "WAREHOUSE_PORT": str(db["port"]),
+                "WAREHOUSE_USER": db["user"],
+                "WAREHOUSE_DBNAME": db["dbname"],
+                "MUSIC_ELT_TASK_RETRIES": "0",
+                "MUSIC_ELT_BUILD_TIMEOUT_SECONDS": str(BUILD_TIMEOUT),
+                "MUSIC_ELT_WORKDIR": str(workdir),
+                "MUSIC_ELT_DBT_MANIFEST": str(dbt_manifest),
+                **_slack_env(url),
+            }
+        )
+        yield Stack(airflow, data, workdir, settings, files, alerts, files[:FIRST_FILES])
+
+
+def test_hung_build_times_out_alerts_and_frees_its_slot(pg_stack: Stack) -> None:
     """On PostgreSQL, the test holds an ACCESS EXCLUSIVE lock on raw_streams.streams once the
     loads are done: dbt waits on it. The producer ends on its execution_timeout
     (MUSIC_ELT_BUILD_TIMEOUT_SECONDS), the Slack alert fires, its pool slot is freed and its
     session leaves PostgreSQL; once the lock is released a new run succeeds."""
-    workdir = tmp_path / "work"
-    settings = postgres_settings(Settings.from_env({}, workdir=workdir), pg_database)
-    warehouse_env = {
-        "MUSIC_ELT_TARGET": "postgres",
-        "WAREHOUSE_HOST": pg_database["host"],
-        "WAREHOUSE_PORT": str(pg_database["port"]),
-        "WAREHOUSE_USER": pg_database["user"],
-        "WAREHOUSE_DBNAME": pg_database["dbname"],
-    }
+    airflow, settings, alerts = pg_stack.airflow, pg_stack.settings, pg_stack.alerts
+    w = settings.warehouse
+    pg_database = {"host": w.host, "port": w.port, "user": w.user, "dbname": w.dbname}
     with ExitStack() as stop:
-        url, alerts = stop.enter_context(webhook_server())
-        dag_env = {
-            **DAG_ENV,
-            **warehouse_env,
-            "MUSIC_ELT_TASK_RETRIES": "0",
-            "MUSIC_ELT_BUILD_TIMEOUT_SECONDS": str(BUILD_TIMEOUT),
-            "MUSIC_ELT_WORKDIR": str(workdir),
-            "MUSIC_ELT_DBT_MANIFEST": str(dbt_manifest),
-            **_slack_env(url),
-        }
-        airflow = stop.enter_context(airflow_instance(tmp_path / "airflow", dag_env))
-        stop.callback(_stop_embedded_rds, settings)
-        data, files = _prepare(tmp_path, settings)
-        airflow.start()
         timeouts = {t: airflow.task(t)["execution_timeout"] for t in (PRODUCER, "load", "archive")}
         assert {t: _seconds(v) for t, v in timeouts.items()} == {
             PRODUCER: BUILD_TIMEOUT,
@@ -532,7 +544,7 @@ def test_hung_build_times_out_alerts_and_frees_its_slot(
         run2 = airflow.trigger()
         final2 = airflow.wait_for_run(run2["dag_run_id"], RUN_TIMEOUT)
         assert final2["state"] == "success", airflow.explain(run2["dag_run_id"])
-        assert_marts_match_reference(published_marts(settings), data, files[:FIRST_FILES])
+        assert_marts_match_reference(published_marts(settings), pg_stack.data, pg_stack.delivered)
 
 
 def _lock_waiters(db: dict[str, Any], wait: float = 10) -> list[tuple[Any, ...]]:
