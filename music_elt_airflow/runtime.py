@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -406,22 +408,53 @@ def wire_watchers(config: DagConfig, group: Any) -> None:
 
 
 def _building(config: DagConfig, cosmos_execute: Any) -> Any:
-    """The producer's execute: Cosmos's ``dbt build`` inside the pipeline's build step."""
+    """The producer's execute: Cosmos's ``dbt build`` inside the pipeline's build step, stopped
+    as Ctrl-C stops it shortly before the task's execution timeout. Airflow's own timeout
+    raises an exception dbt does not handle: its threads stay blocked in their queries (a table
+    lock, a stuck warehouse) and the task process cannot end. Ctrl-C makes dbt cancel its
+    queries on the warehouse and return."""
 
     def execute(context: Any, **kwargs: Any) -> Any:
+        from airflow.sdk.exceptions import AirflowException
+
         from loaders import pipeline
 
         current = settings(config)
         first_try = {**context, "ti": _FirstTry(context["ti"])}
         first_try["task_instance"] = first_try["ti"]
-        with run_lock(current):
-            return pipeline.build(
-                current,
-                run_id(context["dag_run"]),
-                runner=lambda: cosmos_execute(first_try, **kwargs),
-            )
+        timeout = config.build_timeout_seconds
+        fired = threading.Event()
+        stop = threading.Timer(max(1.0, timeout - min(10.0, timeout / 10)), _interrupt, [fired])
+        stop.daemon = True
+        # the task runner leaves SIGINT at the system default (the process would just die)
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            with run_lock(current):
+                stop.start()
+                return pipeline.build(
+                    current,
+                    run_id(context["dag_run"]),
+                    runner=lambda: cosmos_execute(first_try, **kwargs),
+                )
+        except BaseException:
+            if fired.is_set():
+                raise AirflowException(
+                    f"the dbt build timed out (MUSIC_ELT_BUILD_TIMEOUT_SECONDS="
+                    f"{timeout:g}): its queries were cancelled, nothing is recorded, archived or "
+                    "published; find what blocked it (locks, warehouse load), then clear the run"
+                ) from None
+            raise
+        finally:
+            stop.cancel()
+            signal.signal(signal.SIGINT, previous)
 
     return execute
+
+
+def _interrupt(fired: threading.Event) -> None:
+    """Ctrl-C to this process (the task's): dbt cancels its warehouse queries and stops."""
+    fired.set()
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 class _FirstTry:
