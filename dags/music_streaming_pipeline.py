@@ -4,13 +4,17 @@
 Each run executes the plan of `loaders.pipeline` (the same steps as `music-elt run`):
 
 1. **check_rds_available**, then **extract** (mapped, one per RDS table) into landing.
-2. **plan**: what is new (stream files, changed tables) against the warehouse's ledger, whether
-   to run at all. **should_run** skips the rest when nothing
-   is new (the run succeeds and the log says why).
+2. **plan**: what is new (stream files, changed tables, a green build not yet published)
+   against the warehouse's ledger. **should_run** skips the rest when there is nothing to do
+   (the run succeeds and the log says why).
 3. **load** (mapped over the plan's load groups): exactly once through the ledger; files that
    cannot be loaded are quarantined; an outage fails the task and touches nothing.
-4. **dbt** (Cosmos watcher mode): one `dbt build`, reported by one task per model and its tests.
-5. **record_build**, then **archive** and **publish** (Airflow Assets for the KPI marts).
+4. **dbt** (Cosmos watcher mode): one `dbt build` that records the green build of this run,
+   reported by one task per model and its tests; a clear builds again.
+5. **archive** and **publish** (Airflow Assets for the KPI marts), each only after checking
+   that this run's build is recorded green.
+
+Tasks that write hold the warehouse's run lock (the CLI's too); every task has a timeout.
 
 Connections: `aws_rds_connection`, `aws_conn`, `redshift_conn`; alerts: `slack_webhook`,
 `pagerduty_events`. This file is wiring only (see `dags/README.md`).
@@ -49,7 +53,8 @@ def _context() -> tuple[Any, str]:
     default_args={
         "owner": "data-eng",
         "retries": config.retries,
-        "retry_delay": timedelta(seconds=30),
+        "retry_delay": timedelta(seconds=config.retry_delay_seconds),
+        "execution_timeout": config.task_timeout,
         "retry_exponential_backoff": True,
         "on_failure_callback": [PipelineAlert()],
         "on_execute_callback": [runtime.reset_peak_rss],
@@ -70,8 +75,7 @@ def music_streaming_pipeline() -> None:
     def extract(table: str) -> str:
         """One RDS table in batches into landing: rds/<table>/<run id>/part-*.csv.gz."""
         settings, run_id = _context()
-        landing = runtime.landing(settings)
-        (done,) = pipeline.extract(settings, landing, run_id, tables=[table], progress=print)
+        (done,) = pipeline.extract(settings, runtime.landing(settings), run_id, tables=[table])
         return done.to_json()
 
     @task(pool=WAREHOUSE)
@@ -81,7 +85,8 @@ def music_streaming_pipeline() -> None:
 
         settings, run_id = _context()
         found = [TableExtract.from_json(e) for e in runtime.as_list(extracts)]
-        decided = pipeline.plan_run(settings, runtime.landing(settings), found, run_id=run_id)
+        with runtime.run_lock(settings):
+            decided = pipeline.plan_run(settings, runtime.landing(settings), found, run_id=run_id)
         print(decided.describe())
         return decided.to_dict()
 
@@ -101,38 +106,42 @@ def music_streaming_pipeline() -> None:
         """Load one changed table or one group of stream files, exactly once via the ledger."""
         settings, run_id = _context()
         landing = runtime.landing(settings)
-        done = pipeline.load(settings, landing, LoadGroup.from_dict(group), load_id=run_id)
+        with runtime.run_lock(settings):
+            done = pipeline.load(settings, landing, LoadGroup.from_dict(group), load_id=run_id)
+        PipelineAlert().warn(get_current_context(), done.warnings())  # e.g. a broken re-upload
         return done.to_dict()
 
     @task(trigger_rule="none_failed")  # no load group (e.g. only archiving left) is no failure
     def loaded(reports: list[dict[str, Any]]) -> dict[str, Any]:
-        """Sum up the loads; now is when the dbt build starts (for the build log)."""
+        """Sum up the loads."""
         total = LoadReport.merge([LoadReport.from_dict(r) for r in runtime.as_list(reports)])
         print("\n".join(total.lines()))
-        return {"loads": total.to_dict(), "build_started_at": pipeline.utcnow().isoformat()}
+        return total.to_dict()
 
-    # one `dbt build`, one task per model reporting it
+    # one `dbt build` that records this run's green build, one task per model reporting it
     dbt = runtime.dbt_task_group(config)
 
     @task(pool=WAREHOUSE)
-    def record_build(planned: dict[str, Any], summary: dict[str, Any]) -> None:
-        """Record the green dbt build: its loads will not be rebuilt by the next run."""
-        started = datetime.fromisoformat(summary["build_started_at"])
-        pipeline.record_build(_context()[0], Plan.from_dict(planned), started=started)
-
-    @task(pool=WAREHOUSE)
-    def archive(planned: dict[str, Any], summary: dict[str, Any]) -> list[str]:
-        """Move the stream files this and earlier runs loaded to archive/streams/<date>/."""
-        settings, _ = _context()
-        loads = LoadReport.from_dict(summary["loads"])
-        plan_ = Plan.from_dict(planned)
-        return pipeline.archive(settings, runtime.landing(settings), plan_, loads, progress=print)
+    def archive(planned: dict[str, Any], loads: dict[str, Any]) -> list[str]:
+        """Move the stream file versions this and earlier runs loaded to archive/streams/."""
+        settings, run_id = _context()
+        with runtime.run_lock(settings):
+            runtime.require_green_build(settings, run_id)
+            return pipeline.archive(
+                settings,
+                runtime.landing(settings),
+                Plan.from_dict(planned),
+                LoadReport.from_dict(loads),
+                progress=print,
+            )
 
     @task(pool=WAREHOUSE, outlets=list(KPI_ASSETS.values()))
     def publish() -> dict[str, int]:
         """Publish the marts for readers; an asset event per KPI mart (extra: rows, run id)."""
         settings, run_id = _context()
-        counts = pipeline.publish(settings, progress=print)
+        with runtime.run_lock(settings):
+            runtime.require_green_build(settings, run_id)
+            counts = pipeline.publish(settings, progress=print)
         events = get_current_context()["outlet_events"]
         for name, asset in KPI_ASSETS.items():
             events[asset].extra = {"rows": counts.get(name, 0), "load_id": run_id}
@@ -143,9 +152,9 @@ def music_streaming_pipeline() -> None:
     planned = plan(extracts)
     groups = load_groups(planned)
     should_run(planned) >> groups
-    summary = loaded(load.expand(group=groups))
-    built = record_build(planned, summary)
-    summary >> dbt >> built >> [archive(planned, summary), publish()]
+    loads = loaded(load.expand(group=groups))
+    archived = archive(planned, loads)
+    loads >> dbt >> archived >> publish()
 
 
 music_streaming_pipeline()

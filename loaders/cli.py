@@ -20,6 +20,7 @@ from loaders.config import ConfigError, Settings
 from loaders.console import console
 from loaders.dbt import DbtFailed, run_dbt
 from loaders.errors import Interrupted, Terminated, note_signal
+from loaders.serving import PUBLISHED_SCHEMA
 
 
 def _say(message: str) -> None:
@@ -27,8 +28,9 @@ def _say(message: str) -> None:
 
 
 def _say_warnings(summary: pipeline.RunSummary) -> None:
-    """One line per dbt warning of the run (by design: the rows are kept): what, where to look."""
-    for warning in summary.dbt.warnings if summary.dbt else ():
+    """One line per warning of the run (a re-delivered file that could not be loaded; a dbt
+    warn-level test, whose rows are kept by design): what, where to look."""
+    for warning in summary.warnings():
         _say(f"  warn: {warning}")
 
 
@@ -106,7 +108,7 @@ def show_marts(settings: Settings) -> None:
                 latest=preview.get("latest", ""),
                 limit=3,
             )
-            _say(f"\n{mart.relation}")
+            _say(f"\n{PUBLISHED_SCHEMA}.{mart.name}")
             _say(_table(names, rows))
 
 
@@ -193,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except DbtFailed as exc:
         print(f"music-elt: {exc}", file=sys.stderr)
-        print(f"music-elt: nothing was archived; {exc.hint}", file=sys.stderr)
+        print(f"music-elt: nothing was archived or published; {exc.hint}", file=sys.stderr)
         return 1
     except Interrupted as exc:
         print(f"music-elt: {exc}", file=sys.stderr)

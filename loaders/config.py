@@ -97,6 +97,8 @@ class Environment(BaseSettings):
     dbt_project_dir: Path = Field(DEFAULT_DBT_PROJECT_DIR, alias="MUSIC_ELT_DBT_PROJECT_DIR")
     dbt_threads: int = Field(1, alias="MUSIC_ELT_DBT_THREADS")
     dbt_manifest: Path | None = Field(None, alias="MUSIC_ELT_DBT_MANIFEST")
+    lock_wait_seconds: float = Field(120.0, alias="MUSIC_ELT_LOCK_WAIT_SECONDS")
+    keep_rds_extracts: int = Field(3, alias="MUSIC_ELT_KEEP_RDS_EXTRACTS")
 
     @classmethod
     def read(cls, env: Mapping[str, str] | None = None) -> Environment:
@@ -226,12 +228,22 @@ class Settings(_Copyable):
     dbt_project_dir: Path = DEFAULT_DBT_PROJECT_DIR
     dbt_threads: int = 1
     dbt_manifest: Path | None = None  # the DAG's pre-built manifest; default: the last build's
+    lock_wait_seconds: float = 120.0  # how long a second run waits for the run lock
+    keep_rds_extracts: int = 3  # RDS extract folders kept per table after a green build
 
     def __post_init__(self) -> None:
         for table in self.rds_tables:
             check_identifier(table, "RDS table")
         if self.batch_size < 1:
             raise ConfigError(f"MUSIC_ELT_BATCH_SIZE must be positive, got {self.batch_size}")
+        if self.lock_wait_seconds < 0:
+            raise ConfigError(
+                f"MUSIC_ELT_LOCK_WAIT_SECONDS must be 0 or more, got {self.lock_wait_seconds}"
+            )
+        if self.keep_rds_extracts < 1:
+            raise ConfigError(
+                f"MUSIC_ELT_KEEP_RDS_EXTRACTS must be at least 1, got {self.keep_rds_extracts}"
+            )
         if self.landing_url and not (
             self.landing_url.startswith("s3://") or "://" not in self.landing_url
         ):
@@ -324,4 +336,6 @@ class Settings(_Copyable):
             dbt_project_dir=variables.dbt_project_dir,
             dbt_threads=variables.dbt_threads,
             dbt_manifest=variables.dbt_manifest,
+            lock_wait_seconds=variables.lock_wait_seconds,
+            keep_rds_extracts=variables.keep_rds_extracts,
         )

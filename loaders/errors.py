@@ -28,6 +28,8 @@ import gzip
 import re
 import zlib
 
+from loaders.landing import shown
+
 _REDSHIFT_DATA_ERROR = re.compile(
     r"stl_load_errors|failed to inflate|incomplete deflate data|zlib error|"
     r"invalid gzip|gzip: (?:stdin: )?(?:not in gzip format|unexpected end)",
@@ -95,11 +97,41 @@ class ServiceOutage(ConnectionError):
 
 def outage(exc: BaseException, key: str) -> ServiceOutage:
     """The run-failing error for ``exc`` raised while loading ``key``, naming the outage."""
-    first = " ".join(str(exc).split())[:300] or type(exc).__name__
     return ServiceOutage(
-        f"{describe_outage(exc)} while loading {key}: {first} "
+        f"{describe_outage(exc)} while loading {shown(key)}: {_first_words(exc)} "
         "(nothing was quarantined; the next run retries it)"
     )
+
+
+def is_service_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a driver's, the network's or the operating system's error (a
+    database, S3 or file system failed or went away), as opposed to a bug in this code."""
+    import duckdb
+    import psycopg2
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(
+        exc, OSError | psycopg2.Error | duckdb.Error | BotoCoreError | ClientError | EOFError
+    )
+
+
+def step_outage(exc: BaseException, step: str, state: str) -> ConnectionError | None:
+    """The one-line, run-failing error for ``exc`` raised during the run's ``step`` (extract,
+    plan, load, finish) when it is a service error (:func:`is_service_error`), else None (a bug,
+    whose traceback helps). ``state`` says what the step left and what the next run does.
+    Files with bad bytes never get here: loading decides those first (:func:`is_bad_data`)."""
+    if type(exc) is ConnectionError or isinstance(exc, ServiceOutage | RunLocked):
+        return exc  # already one line that names the service (this package's own messages)
+    if not is_service_error(exc):
+        return None
+    return ServiceOutage(
+        f"{describe_outage(exc)} during {step}: {type(exc).__name__}: {_first_words(exc)} ({state})"
+    )
+
+
+def _first_words(exc: BaseException) -> str:
+    """The error's text on one line (every run of whitespace, newlines too, one space)."""
+    return shown(" ".join(str(exc).split())[:300] or type(exc).__name__)
 
 
 def describe_outage(exc: BaseException) -> str:

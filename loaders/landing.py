@@ -14,9 +14,11 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +26,38 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef, ObjectIdentifierTypeDef
 
 STREAMS_PREFIX = "streams/"
 RDS_PREFIX = "rds/"
 ARCHIVE_PREFIX = "archive/"
 QUARANTINE_PREFIX = "quarantine/"
+STREAM_SUFFIXES = (".csv", ".csv.gz")
 _CHUNK = 1 << 20
+
+
+def is_gzip(key: str) -> bool:
+    """Whether the object at ``key`` is gzip-compressed: its name ends in ``.gz``, in any
+    case (``x.csv.GZ``)."""
+    return key.lower().endswith(".gz")
+
+
+def is_stream_file_name(key: str) -> bool:
+    """Whether ``key`` names a stream file: it ends in ``.csv`` or ``.csv.gz``, in any case."""
+    return key.lower().endswith(STREAM_SUFFIXES)
+
+
+def shown(key: str) -> str:
+    """``key`` as printed in a run's output: as it is when every character is printable (and
+    none is a backslash), else as a Python string literal with the rest escaped, so that a
+    name holding a newline, a carriage return or a terminal escape cannot forge a line."""
+    if key.isprintable() and "\\" not in key:
+        return key
+    return repr(key)
+
+
+class VersionChanged(FileExistsError):
+    """The object at a key is no longer the version a run loaded: it is left for the next run."""
 
 
 @dataclass(frozen=True)
@@ -41,13 +69,25 @@ class LandedObject:
     etag: str
 
 
+Objects = list[LandedObject]
+Entries = list[tuple[str, str]]
+"""Entries of a landing zone as ``(key, what it is)``."""
+
+
 class LandingStore(Protocol):
     """What the loaders need from a landing zone."""
 
     url: str
 
     def list(self, prefix: str) -> list[LandedObject]:
-        """Objects under ``prefix``, sorted by key."""
+        """Objects under ``prefix``, sorted by key (regular files only, in a local zone)."""
+        ...
+
+    def unlisted(self, prefix: str) -> Entries:
+        """Entries under ``prefix`` that :meth:`list` leaves out because they are not regular
+        files (a symlink, a FIFO, a socket, a device; a directory with a file's name) or cannot
+        be read, each as ``(key, what it is)``, sorted by key. Always empty on S3, where every
+        key is an object."""
         ...
 
     def open(self, key: str) -> IO[bytes]:
@@ -64,15 +104,21 @@ class LandingStore(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
-    def move(self, src: str, dst: str) -> None:
+    def move(self, src: str, dst: str, *, etag: str | None = None) -> None:
         """Move an object, never overwriting. Idempotent: if ``src`` is gone and ``dst``
         exists, nothing to do; if both exist with the same content (a move interrupted after
         the copy), ``src`` is deleted. If ``dst`` holds other content, FileExistsError and
-        nothing changes: a source is deleted only when its content is at the destination."""
+        nothing changes: a source is deleted only when its content is at the destination.
+        With ``etag``, only that version moves: when ``src`` holds another one (a new version
+        delivered meanwhile), VersionChanged and ``src`` stays where it is."""
         ...
 
     def same_content(self, a: str, b: str) -> bool:
         """Whether the objects ``a`` and ``b`` both exist and hold the same bytes."""
+        ...
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (a folder such as ``rds/users/<run>/``)."""
         ...
 
     def uri(self, key: str) -> str:
@@ -99,16 +145,40 @@ class LocalLanding:
         return path
 
     def list(self, prefix: str) -> list[LandedObject]:
+        return self._scan(prefix)[0]
+
+    def unlisted(self, prefix: str) -> Entries:
+        return self._scan(prefix)[1]
+
+    def _scan(self, prefix: str) -> tuple[Objects, Entries]:
+        """The regular files under ``prefix`` and the other entries, never following a
+        symlink (a link's target may be anywhere, or nowhere)."""
         base = self._path(prefix) if prefix.strip("/") else self.root
         if not base.is_dir():
-            return []
-        found = []
-        for dirpath, _dirs, files in os.walk(base):
-            for name in files:
+            return [], []
+        found: Objects = []
+        others: Entries = []
+        for dirpath, dirs, files in os.walk(base):  # followlinks=False: links stay entries
+            for name in sorted(dirs + files):
                 path = Path(dirpath, name)
                 key = path.relative_to(self.root).as_posix()
-                found.append(LandedObject(key=key, size=path.stat().st_size, etag=_md5(path)))
-        return sorted(found, key=lambda obj: obj.key)
+                try:
+                    info = path.lstat()
+                except FileNotFoundError:
+                    continue  # removed while listing
+                if stat.S_ISREG(info.st_mode):
+                    try:
+                        etag = _md5(path)
+                    except PermissionError:  # e.g. a producer still writing it privately
+                        others.append((key, "a file this process may not read"))
+                        continue
+                    found.append(LandedObject(key=key, size=info.st_size, etag=etag))
+                elif stat.S_ISDIR(info.st_mode):
+                    if is_stream_file_name(name):  # walked into; named only if it looks like a file
+                        others.append((key, "a directory, not a file"))
+                else:
+                    others.append((key, _what(path, info.st_mode)))
+        return sorted(found, key=lambda obj: obj.key), sorted(others)
 
     def open(self, key: str) -> IO[bytes]:
         return self._path(key).open("rb")
@@ -128,7 +198,7 @@ class LocalLanding:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def move(self, src: str, dst: str) -> None:
+    def move(self, src: str, dst: str, *, etag: str | None = None) -> None:
         src_path, dst_path = self._path(src), self._path(dst)
         if not src_path.exists():
             if dst_path.exists():
@@ -142,7 +212,22 @@ class LocalLanding:
                 raise FileExistsError(
                     f"will not move {src} to {dst}: {dst} holds other content"
                 ) from None
-        src_path.unlink()
+            linked = False
+        else:
+            linked = True
+        # The link froze one version (an inode): check it is the one asked for.
+        if etag is not None and _md5(dst_path) != etag:
+            if linked:
+                dst_path.unlink()
+            raise VersionChanged(f"{src} now holds another version than the one loaded")
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(src_path).st_ino == os.stat(dst_path).st_ino or not linked:
+                src_path.unlink()  # a version replaced after the link stays for the next run
+
+    def delete_prefix(self, prefix: str) -> None:
+        path = self._path(prefix)
+        if path.is_dir():
+            shutil.rmtree(path)
 
     def same_content(self, a: str, b: str) -> bool:
         path_a, path_b = self._path(a), self._path(b)
@@ -192,6 +277,9 @@ class S3Landing:
                 )
         return sorted(found, key=lambda obj: obj.key)
 
+    def unlisted(self, prefix: str) -> Entries:
+        return []
+
     def open(self, key: str) -> IO[bytes]:
         body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         return body  # type: ignore[return-value]
@@ -205,23 +293,46 @@ class S3Landing:
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
 
-    def move(self, src: str, dst: str) -> None:
+    def move(self, src: str, dst: str, *, etag: str | None = None) -> None:
         # S3 has no rename: copy, then delete. A rerun after a crash between the two finds
         # both objects and only deletes the source, once the destination is shown to hold the
-        # source's bytes.
-        if not self.exists(src):
+        # source's bytes. With an etag, the copy and the delete are conditional on it (S3's
+        # If-Match): a version delivered meanwhile is neither archived nor deleted.
+        from botocore.exceptions import ClientError
+
+        head = self._head(src)
+        if head is None:
             if self.exists(dst):
                 return
             raise FileNotFoundError(f"cannot move {src}: it is not in {self.url}")
-        if not self.exists(dst):
-            self.client.copy(
-                {"Bucket": self.bucket, "Key": self._key(src)}, self.bucket, self._key(dst)
-            )
-        if not self.same_content(src, dst):
+        if etag is not None and head["ETag"].strip('"') != etag:
+            raise VersionChanged(f"{src} now holds another version than the one loaded")
+        copied = not self.exists(dst)
+        if copied:
+            source: CopySourceTypeDef = {"Bucket": self.bucket, "Key": self._key(src)}
+            match = {"CopySourceIfMatch": f'"{etag}"'} if etag is not None else {}
+            try:
+                self.client.copy(source, self.bucket, self._key(dst), ExtraArgs=match)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412"):
+                    raise VersionChanged(
+                        f"{src} now holds another version than the one loaded"
+                    ) from None
+                raise
+        if not copied and not self.same_content(src, dst):
             raise FileExistsError(
                 f"will not move {src} to {dst}: {dst} holds other content (source kept)"
             )
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
+        try:
+            if etag is None:
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(src))
+            else:
+                self.client.delete_object(
+                    Bucket=self.bucket, Key=self._key(src), IfMatch=f'"{etag}"'
+                )
+        except ClientError as exc:  # replaced between the copy and the delete: keep it
+            if exc.response.get("Error", {}).get("Code") not in ("PreconditionFailed", "412"):
+                raise
 
     def _head(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
@@ -235,6 +346,15 @@ class S3Landing:
                 return None
             raise
         return head
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys: list[ObjectIdentifierTypeDef] = [
+            {"Key": self._key(obj.key)} for obj in self.list(prefix)
+        ]
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes 1000 keys a call
+            self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True}
+            )
 
     def same_content(self, a: str, b: str) -> bool:
         head_a, head_b = self._head(a), self._head(b)
@@ -271,6 +391,21 @@ def iter_chunks(stream: IO[bytes]) -> Iterator[bytes]:
     """Read a binary stream in 1 MiB chunks."""
     while chunk := stream.read(_CHUNK):
         yield chunk
+
+
+def _what(path: Path, mode: int) -> str:
+    """What a non-regular entry of a local landing zone is, in a few words."""
+    if stat.S_ISLNK(mode):
+        target = os.readlink(path)
+        broken = "" if path.exists() else ", which does not exist"
+        return f"a symbolic link to {shown(target)}{broken}"
+    kinds = {
+        stat.S_ISFIFO: "a named pipe (FIFO)",
+        stat.S_ISSOCK: "a socket",
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+    }
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
 
 
 def _md5(path: Path) -> str:

@@ -25,21 +25,25 @@ from typing import Any
 from loaders import manifest, peak_memory, rds
 from loaders.config import ConfigError, Settings
 from loaders.dbt import DbtReport, run_dbt
-from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interrupt
+from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interrupt, step_outage
 from loaders.landing import (
     ARCHIVE_PREFIX,
     QUARANTINE_PREFIX,
+    RDS_PREFIX,
     STREAMS_PREFIX,
     LandedObject,
     LandingStore,
+    VersionChanged,
+    is_stream_file_name,
     open_landing,
+    shown,
 )
 from loaders.rds import TableExtract
 from loaders.warehouse import STREAMS_TABLE, FileRejected, Warehouse, open_warehouse
 
 Progress = Callable[[str], None]
-STREAM_SUFFIXES = (".csv", ".csv.gz")
 FILES_PER_LOAD_GROUP = 25
+STAGED_MODEL = "stg_streams__listens"  # one typed row per raw stream row, with its reject reason
 
 
 def new_run_id() -> str:
@@ -135,11 +139,13 @@ class Plan:
     unbuilt_loads: bool = False  # loads since the last green dbt build
     songs_changed: bool = False  # a new songs snapshot: dbt recomputes every KPI period
     forced: bool = False  # the user asked for a build
+    publish_pending: bool = False  # a green build readers do not see yet (a publish died)
+    skipped: tuple[tuple[str, str], ...] = ()  # (key, reason): under streams/, not stream files
 
     @property
-    def should_run(self) -> bool:
-        """Whether to load, build and finish at all. Files loaded by an earlier run that did
-        not finish are rebuilt and archived too, so a run either does everything or nothing."""
+    def needs_build(self) -> bool:
+        """Whether to load, build and archive. Files loaded by an earlier run that did not
+        finish are rebuilt and archived too, so a run either does everything or nothing."""
         return bool(
             self.snapshots
             or self.stream_files
@@ -147,6 +153,11 @@ class Plan:
             or self.unbuilt_loads
             or self.forced
         )
+
+    @property
+    def should_run(self) -> bool:
+        """Whether the run does anything at all: build, or at least publish."""
+        return self.needs_build or self.publish_pending
 
     def load_groups(self, files_per_group: int = FILES_PER_LOAD_GROUP) -> list[LoadGroup]:
         """One group per changed RDS table, then the new stream files ``files_per_group`` at
@@ -173,7 +184,14 @@ class Plan:
             parts.append("loads since the last dbt build")
         if self.songs_changed:
             parts.append("songs changed: every KPI period is recomputed")
+        if self.publish_pending:
+            parts.append("a green build is not published yet")
         return ", ".join(parts)
+
+    def skipped_lines(self) -> list[str]:
+        """One line per entry under the streams prefix that is not loaded, with the reason
+        (printed by every run that sees it: the CLI's plan step, the DAG's plan task)."""
+        return [f"skipped {shown(key)}: {reason}" for key, reason in self.skipped]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form (Airflow XCom); derived decisions included for templates."""
@@ -185,6 +203,8 @@ class Plan:
             "unbuilt_loads": self.unbuilt_loads,
             "songs_changed": self.songs_changed,
             "forced": self.forced,
+            "publish_pending": self.publish_pending,
+            "skipped": [list(entry) for entry in self.skipped],
             "should_run": self.should_run,
             "description": self.describe(),
         }
@@ -199,7 +219,22 @@ class Plan:
             unbuilt_loads=bool(data["unbuilt_loads"]),
             songs_changed=bool(data["songs_changed"]),
             forced=bool(data.get("forced")),
+            publish_pending=bool(data.get("publish_pending")),
+            skipped=tuple((str(key), str(reason)) for key, reason in data.get("skipped", ())),
         )
+
+
+def stream_file_problem(key: str) -> str | None:
+    """Why the entry at ``key`` under the streams prefix is not a stream file to load, or None
+    when it is one (the contract's "Keys and files"). The one place that decides it."""
+    name = PurePosixPath(key).name
+    if not name or key.endswith("/"):
+        return "a folder marker, not a file"
+    if name.startswith((".", "_")):
+        return "a hidden, temporary or marker name (starts with '.' or '_')"
+    if not is_stream_file_name(name):
+        return "not a stream file (the name does not end in .csv or .csv.gz, in any case)"
+    return None
 
 
 def plan_run(
@@ -209,21 +244,33 @@ def plan_run(
     *,
     run_id: str,
     force_build: bool = False,
+    progress: Progress = print,
 ) -> Plan:
-    """Compare the landing zone and the fresh extracts with the warehouse's ledger."""
+    """Compare the landing zone and the fresh extracts with the warehouse's ledger. An extract
+    equal to the snapshot already loaded is deleted at once: a run with nothing new leaves
+    nothing behind. Entries under the streams prefix that are not stream files are skipped,
+    each with its reason (printed through ``progress`` and kept in :attr:`Plan.skipped`)."""
+    from loaders.serving import publish_pending
+
     with warehouse(settings) as wh:
         ledger = wh.ledger()
         last_snapshot = wh.latest_snapshots()
         unbuilt = wh.has_unbuilt_loads()
-    changed = tuple(e for e in extracts if last_snapshot.get(f"raw_rds.{e.table}") != e.sha256)
+        pending = publish_pending(settings, wh)
+    changed = tuple(
+        e for e in extracts if last_snapshot.get(f"raw_rds.{e.table}", ("", ""))[1] != e.sha256
+    )
+    for unchanged in (e for e in extracts if e not in changed and e.prefix not in ledger):
+        landing.delete_prefix(unchanged.prefix)
     new: list[LandedObject] = []
     ready: list[LandedObject] = []
+    skipped = list(landing.unlisted(STREAMS_PREFIX))
     for obj in landing.list(STREAMS_PREFIX):
-        name = PurePosixPath(obj.key).name
-        if name.startswith((".", "_")) or not name.endswith(STREAM_SUFFIXES):
-            continue  # producer markers, temporary files, COPY manifests
+        if (problem := stream_file_problem(obj.key)) is not None:
+            skipped.append((obj.key, problem))
+            continue
         (ready if ledger.get(obj.key) == obj.etag else new).append(obj)
-    return Plan(
+    plan = Plan(
         run_id=run_id,
         snapshots=changed,
         stream_files=tuple(new),
@@ -231,7 +278,12 @@ def plan_run(
         unbuilt_loads=unbuilt,
         songs_changed=any(e.table == "songs" and "raw_rds.songs" in last_snapshot for e in changed),
         forced=force_build,
+        publish_pending=pending,
+        skipped=tuple(sorted(skipped)),
     )
+    for line in plan.skipped_lines():
+        progress(f"  {line}")
+    return plan
 
 
 # -- step 3: load --------------------------------------------------------------------------------
@@ -243,6 +295,8 @@ class LoadReport:
     files_skipped: list[LandedObject] = field(default_factory=list)
     files_rejected: list[tuple[LandedObject, str]] = field(default_factory=list)
     files_superseded: list[str] = field(default_factory=list)  # keys re-delivered: corrections
+    # (key, reason): a later version refused whole; the version loaded before it stays current
+    unloadable_versions: list[tuple[str, str]] = field(default_factory=list)
     stream_rows: int = 0
     snapshot_rows: dict[str, int] = field(default_factory=dict)
 
@@ -252,6 +306,7 @@ class LoadReport:
             "files_skipped": [asdict(obj) for obj in self.files_skipped],
             "files_rejected": [[asdict(obj), reason] for obj, reason in self.files_rejected],
             "files_superseded": self.files_superseded,
+            "unloadable_versions": [list(entry) for entry in self.unloadable_versions],
             "stream_rows": self.stream_rows,
             "snapshot_rows": self.snapshot_rows,
         }
@@ -265,6 +320,9 @@ class LoadReport:
                 (LandedObject(**obj), reason) for obj, reason in data["files_rejected"]
             ],
             files_superseded=list(data.get("files_superseded", ())),
+            unloadable_versions=[
+                (str(key), str(reason)) for key, reason in data.get("unloadable_versions", ())
+            ],
             stream_rows=int(data["stream_rows"]),
             snapshot_rows=dict(data["snapshot_rows"]),
         )
@@ -277,6 +335,7 @@ class LoadReport:
             total.files_skipped += report.files_skipped
             total.files_rejected += report.files_rejected
             total.files_superseded += report.files_superseded
+            total.unloadable_versions += report.unloadable_versions
             total.stream_rows += report.stream_rows
             total.snapshot_rows.update(report.snapshot_rows)
         return total
@@ -288,12 +347,26 @@ class LoadReport:
             f"stream rows loaded: {self.stream_rows:,}",
         ]
         out += [f"raw_rds.{t}: new snapshot, {n:,} rows" for t, n in self.snapshot_rows.items()]
-        out += [f"rejected {obj.key}: {reason}" for obj, reason in self.files_rejected]
         out += [
-            f"re-delivered {key}: a correction, its earlier version is superseded (kept in raw)"
+            f"rejected {shown(obj.key)}: {shown(reason)}" for obj, reason in self.files_rejected
+        ]
+        out += [
+            f"re-delivered {shown(key)}: a correction, its earlier version is superseded "
+            "(kept in raw)"
             for key in self.files_superseded
         ]
         return out
+
+    def warnings(self) -> list[str]:
+        """What a person must look at although the run succeeded: a new version of a loaded
+        file that could not be loaded at all (quarantined; the earlier version still counts)."""
+        return [
+            f"a new version of {shown(key)} could not be loaded and was quarantined "
+            f"({shown(reason)}); "
+            "it is not a correction: the version loaded before it still counts. "
+            "Deliver a loadable version to correct the file."
+            for key, reason in self.unloadable_versions
+        ]
 
 
 def load(
@@ -321,9 +394,9 @@ def load(
             except FileRejected as exc:
                 quarantine(landing, obj, exc.reason)
                 if wh.record_rejected(obj, STREAMS_TABLE, exc.reason, load_id, loaded_at):
-                    report.files_superseded.append(obj.key)
+                    report.unloadable_versions.append((obj.key, exc.reason))
                 report.files_rejected.append((obj, exc.reason))
-                progress(f"  [{i}/{total}] {obj.key}: REJECTED, {exc.reason}")
+                progress(f"  [{i}/{total}] {shown(obj.key)}: REJECTED, {shown(exc.reason)}")
                 continue
             if outcome.status == "loaded":
                 report.files_loaded.append(obj)
@@ -332,7 +405,7 @@ def load(
                     report.files_superseded.append(obj.key)
             else:
                 report.files_skipped.append(obj)
-            progress(f"  [{i}/{total}] {obj.key}: {outcome.status} ({outcome.rows:,} rows)")
+            progress(f"  [{i}/{total}] {shown(obj.key)}: {outcome.status} ({outcome.rows:,} rows)")
     return report
 
 
@@ -357,7 +430,7 @@ def quarantine(landing: LandingStore, obj: LandedObject, reason: str) -> str:
     already quarantined under that name keeps its place: this one gets its own name)."""
     dst = version_key(landing, obj, QUARANTINE_PREFIX + obj.key)
     landing.write_text(dst + ".reason.txt", reason + "\n")
-    landing.move(obj.key, dst)
+    landing.move(obj.key, dst, etag=obj.etag)
     return dst
 
 
@@ -377,20 +450,37 @@ def version_key(landing: LandingStore, obj: LandedObject, dst: str) -> str:
 
 
 # -- step 4: dbt ---------------------------------------------------------------------------------
-def build(settings: Settings) -> DbtReport:
-    """``dbt build`` the project in this process (the DAG's Cosmos group runs the same command:
-    every incremental rule is in the models); raises DbtFailed when a node fails."""
-    return run_dbt(settings, ["build"])
+class BuildNotGreen(RuntimeError):
+    """A step that follows the dbt build found no green build of this run."""
+
+
+def build(settings: Settings, run_id: str, runner: Callable[[], Any] | None = None) -> Any:
+    """``dbt build`` the project (in this process, or through ``runner``: the DAG's Cosmos
+    producer runs the same command), then record the green build under ``run_id`` with the
+    ledger's load sequence it started from: every load up to it is in the marts. Raises
+    DbtFailed (or the runner's error) when a node fails, and then records nothing."""
+    with warehouse(settings) as wh:
+        watermark = wh.ledger_watermark()
+    started = utcnow()
+    result = runner() if runner is not None else run_dbt(settings, ["build"])
+    with warehouse(settings) as wh:
+        wh.record_build(run_id, watermark, started, utcnow())
+    return result
+
+
+def require_green_build(settings: Settings, run_id: str) -> None:
+    """Raise BuildNotGreen unless the warehouse recorded a green build of run ``run_id``: the
+    steps after dbt (archive, publish) check it instead of assuming it."""
+    with warehouse(settings) as wh:
+        if wh.green_build(run_id):
+            return
+    raise BuildNotGreen(
+        f"no green dbt build of run {run_id} is recorded, so nothing is archived or published: "
+        "clear the dbt task group (its producer) with its downstream tasks, or trigger a new run"
+    )
 
 
 # -- step 5: finish ------------------------------------------------------------------------------
-def record_build(settings: Settings, plan: Plan, *, started: datetime) -> None:
-    """Record a green dbt build that started at ``started`` (naive UTC): loads before that time
-    are in the marts, so the next run does not rebuild them."""
-    with warehouse(settings) as wh:
-        wh.record_build(plan.run_id, started, utcnow())
-
-
 def archive(
     settings: Settings,
     landing: LandingStore,
@@ -399,25 +489,48 @@ def archive(
     *,
     progress: Progress = print,
 ) -> list[str]:
-    """Move the stream files this and earlier runs loaded to archive/streams/<date>/...,
-    <date> being the UTC day the ledger first recorded the object as loaded, so that a rerun
-    (even days later) finishes an interrupted move at the same destination. Call it only
-    after a green dbt build."""
+    """Move the stream file versions this and earlier runs loaded to
+    archive/streams/<date>/..., <date> being the UTC day the ledger first recorded the version,
+    so that a rerun (even days later) finishes an interrupted move at the same destination.
+    Only the version the ledger holds moves: one delivered meanwhile stays for the next run.
+    Then prune old RDS extracts. Call it only after a green dbt build."""
     done = {obj.key: obj for obj in (*plan.archive_ready, *loads.files_loaded)}
     done.update({obj.key: obj for obj in loads.files_skipped})
     with warehouse(settings) as wh:
         first_loaded = wh.first_loaded_at()
+        snapshots = wh.latest_snapshots()
     moved = []
     for obj in done.values():
         loaded_at = first_loaded.get((obj.key, obj.etag)) or utcnow()
         day = loaded_at.date().isoformat()
         dst = f"{ARCHIVE_PREFIX}{STREAMS_PREFIX}{day}/{obj.key[len(STREAMS_PREFIX) :]}"
         dst = version_key(landing, obj, dst)  # every version kept under its own name
-        landing.move(obj.key, dst)
+        try:
+            landing.move(obj.key, dst, etag=obj.etag)
+        except VersionChanged:
+            progress(
+                f"  {shown(obj.key)}: a new version arrived during the run; left for the next run"
+            )
+            continue
         moved.append(dst)
     if moved:
         progress(f"  archived {len(moved)} file(s) under {ARCHIVE_PREFIX}{STREAMS_PREFIX}")
+    prune_extracts(settings, landing, keep_loaded={key for key, _ in snapshots.values()})
     return moved
+
+
+def prune_extracts(settings: Settings, landing: LandingStore, *, keep_loaded: set[str]) -> None:
+    """Delete RDS extract folders ``rds/<table>/<run>/`` but the newest
+    ``MUSIC_ELT_KEEP_RDS_EXTRACTS`` of each table and the snapshot each raw table holds."""
+    folders: dict[str, set[str]] = {}
+    for obj in landing.list(RDS_PREFIX):
+        parts = obj.key.split("/")
+        if len(parts) >= 4:  # rds/<table>/<run>/<file>
+            folders.setdefault(parts[1], set()).add("/".join(parts[:3]) + "/")
+    for names in folders.values():
+        for prefix in sorted(names)[: -settings.keep_rds_extracts]:
+            if prefix not in keep_loaded:
+                landing.delete_prefix(prefix)
 
 
 def kpi_marts(settings: Settings) -> tuple[manifest.Mart, ...]:
@@ -426,18 +539,36 @@ def kpi_marts(settings: Settings) -> tuple[manifest.Mart, ...]:
 
 
 def publish(settings: Settings, *, progress: Progress = print) -> dict[str, int]:
-    """After a green build: publish the marts for readers (on DuckDB a serving copy the
-    dashboard reads without locking the warehouse, :mod:`loaders.serving`) and return the rows
-    in each KPI mart, by mart name (what the DAG attaches to its Airflow Assets and the CLI
-    prints)."""
-    from loaders.serving import publish_serving_copy
+    """Publish the last green build for readers (:mod:`loaders.serving`: every published
+    relation switches at once, then the warehouse records the publish) and return the rows in
+    each KPI mart, by mart name (what the DAG attaches to its Airflow Assets and the CLI
+    prints). A failure is :class:`~loaders.serving.PublishFailed`, an outage: the build stays
+    recorded and the next run publishes it."""
+    from loaders.serving import publish_marts
 
     marts = kpi_marts(settings)
+    outcome = publish_marts(settings, marts)
+    progress(f"  published for readers: {outcome}")
     with open_warehouse(settings) as wh:
         counts = wh.row_counts([mart.relation for mart in marts])
-    if (served := publish_serving_copy(settings)) is not None:
-        progress(f"  published the marts for readers: {served}")
     return {mart.name: counts[mart.relation] for mart in marts}
+
+
+def correction_effects(
+    settings: Settings, keys: Sequence[str], *, load_id: str
+) -> dict[str, tuple[int, int]]:
+    """For each corrected key of a load (after a green build): the kept plays its new version
+    adds and removes against the version it superseded, by key (the plays of that file; a play
+    another file also holds stays in the marts)."""
+    staged = manifest.model(manifest.load_manifest(settings.dbt_manifest_path), STAGED_MODEL)
+    if staged is None or not keys:
+        return {}
+    effects = {}
+    with open_warehouse(settings) as wh:
+        for key in dict.fromkeys(keys):
+            if (effect := wh.correction_effect(staged.relation, key, load_id)) is not None:
+                effects[key] = effect
+    return effects
 
 
 def rejected_rows(settings: Settings, *, load_id: str) -> dict[str, int]:
@@ -463,6 +594,7 @@ class RunSummary:
     archived: list[str] = field(default_factory=list)
     mart_rows: dict[str, int] = field(default_factory=dict)
     rejected_rows: dict[str, int] = field(default_factory=dict)
+    corrections: dict[str, tuple[int, int]] = field(default_factory=dict)  # key: added, removed
     timings: dict[str, float] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=dict)  # bytes, by step
     peak_rss_per_step: bool = True  # False: the process's peak so far (no reset, not Linux)
@@ -471,6 +603,11 @@ class RunSummary:
         out = [f"run {self.run_id}"]
         if self.load:
             out += [f"  {line}" for line in self.load.lines()]
+        out += [
+            f"  correction {shown(key)}: {added:,} play(s) added, {removed:,} removed "
+            "(the new version against the one it superseded)"
+            for key, (added, removed) in self.corrections.items()
+        ]
         if self.dbt:
             out.append(f"  dbt: {self.dbt.line()}")
             rejected = sum(self.rejected_rows.values())
@@ -490,14 +627,24 @@ class RunSummary:
             out.append(f"  {label}: " + ", ".join(peaks))
         return out
 
+    def warnings(self) -> list[str]:
+        """The run's warnings: load warnings, then dbt's (warn-level tests)."""
+        return [
+            *(self.load.warnings() if self.load else ()),
+            *(self.dbt.warnings if self.dbt else ()),
+        ]
+
 
 # What an interrupted run leaves, by step (every step is safe to repeat: see the module doc).
 INTERRUPTED_STATE = {
     "extract": "nothing was loaded; the next run extracts again",
     "plan": "nothing was loaded; the next run starts over",
     "load": "each file is in the ledger whole or not at all; the next run loads the rest",
-    "dbt build": "nothing was archived; the next run rebuilds the marts from what is loaded",
-    "finish": "the build is recorded; the next run archives what is left",
+    "dbt build": "nothing was archived or published; the next run rebuilds the marts from "
+    "what is loaded",
+    "archive": "the build is recorded; the next run archives what is left and publishes",
+    "publish": "the build is recorded; readers still see the previous publish until the next "
+    "run publishes it",
 }
 
 
@@ -508,7 +655,7 @@ def run(settings: Settings, *, progress: Progress = print, force_build: bool = F
     :class:`~loaders.errors.Interrupted`, naming the step and the state it left."""
     from loaders.runlock import run_lock
 
-    with run_lock(settings):
+    with run_lock(settings, progress=progress):
         return _run(settings, progress=progress, force_build=force_build)
 
 
@@ -529,10 +676,12 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
             raise Interrupted("SIGTERM", name, INTERRUPTED_STATE[name]) from None
         except KeyboardInterrupt:
             raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
-        except Exception as exc:  # a driver's "query interrupted"
-            if not is_interrupt(exc):
-                raise
-            raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
+        except Exception as exc:  # a driver's "query interrupted", or a service failed
+            if is_interrupt(exc):
+                raise Interrupted(interrupt_signal(), name, INTERRUPTED_STATE[name]) from None
+            if (failure := step_outage(exc, name, INTERRUPTED_STATE[name])) is not None:
+                raise failure from None
+            raise
         finally:
             summary.timings[name] = time.perf_counter() - started
             summary.peak_rss[name] = peak_memory.peak_bytes()
@@ -541,20 +690,23 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         extracts = extract(settings, landing, run_id, progress=progress)
     with step("plan"):
         plan = summary.plan = plan_run(
-            settings, landing, extracts, run_id=run_id, force_build=force_build
+            settings, landing, extracts, run_id=run_id, force_build=force_build, progress=progress
         )
         progress(f"  {plan.describe()}")
     if not plan.should_run:
-        progress("nothing to do: skipping load, dbt build and archive")
+        progress("nothing to do: skipping load, dbt build, archive and publish")
         return summary
-    with step("load"):
-        summary.load = load_all(settings, landing, plan, progress=progress)
-    with step("dbt build"):
-        started = utcnow()
-        summary.dbt = build(settings)
-    with step("finish"):
-        record_build(settings, plan, started=started)
-        summary.archived = archive(settings, landing, plan, summary.load, progress=progress)
+    if plan.needs_build:
+        with step("load"):
+            summary.load = load_all(settings, landing, plan, progress=progress)
+        with step("dbt build"):
+            summary.dbt = build(settings, run_id)
+        with step("archive"):
+            summary.archived = archive(settings, landing, plan, summary.load, progress=progress)
+    with step("publish"):
         summary.mart_rows = publish(settings, progress=progress)
         summary.rejected_rows = rejected_rows(settings, load_id=run_id)
+        if summary.load is not None:
+            superseded = summary.load.files_superseded
+            summary.corrections = correction_effects(settings, superseded, load_id=run_id)
     return summary

@@ -1,61 +1,80 @@
-"""What readers (the KPI dashboard) see: a published copy of the marts on DuckDB, the warehouse
-itself on PostgreSQL and Redshift.
+"""Publishing: what readers (the dashboard, BI tools, analysts, Airflow Assets) see, and when.
 
-A DuckDB file has one writer process, and a reader fails ("Conflicting lock is held") while a
-pipeline run writes it; a reader holding the file open would in turn block the next run. So on
-DuckDB readers never open the warehouse. After each green dbt build the pipeline calls
-:func:`publish_serving_copy`, which writes the relations below into a new file beside the
-warehouse and moves it over ``<workdir>/serving.duckdb`` with ``os.replace``: a reader sees the
-previous complete copy or the next one, never a half-written one, and holds no lock on the
-warehouse. PostgreSQL and Redshift give readers a consistent snapshot themselves (MVCC), so
-there readers query the warehouse directly, through the same relation names.
+Write, audit, publish. dbt builds the KPI marts (models tagged ``kpi``) into the internal
+schema ``kpi_build``; only after the whole build passed its tests does :func:`publish_marts`
+make them readable under the names readers use, ``marts.<name>``, together with the served
+aggregates ``served.daily_listeners`` and ``served.rejected_rows_by_file``. One mechanism on
+every warehouse: each published relation is brought to its audited content by difference on
+its grain (the keys whose rows differ are deleted and inserted again), so a publish writes
+about what changed, and all of them switch at once:
+
+- PostgreSQL and Redshift: in the warehouse itself, in one transaction, which also marks the
+  build published (``raw_meta.dbt_builds.published_at``). Readers (MVCC) see the previous
+  publish or the next one, never a mix, never a failed build's numbers.
+- DuckDB: a DuckDB file has one writer, and a reader would block the pipeline, so readers read
+  ``<workdir>/serving.duckdb``. A publish copies the current one to a temporary file, brings it
+  up to date there, and moves it over with ``os.replace``; then it marks the build published.
+
+A publish that dies (kill -9, a full disk) leaves the build unpublished: the next run, even one
+with nothing new, publishes it (:func:`publish_pending`) and removes leftover temporary files.
+A failed publish is :class:`PublishFailed`, an outage, never "fix the data".
 
 Read side: :func:`open_reader` returns a :class:`KpiReader` for either case. Every relation a
 reader may name is listed in :data:`SERVED`; SQL text is never built from data.
 
 ``python -m loaders.serving [--workdir W] [--if-stale]`` publishes by hand (``make dashboard``
-runs it with ``--if-stale`` so a warehouse built before the pipeline published gets a copy).
+runs it with ``--if-stale``), under the run lock.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from loaders.config import ConfigError, Settings
-from loaders.warehouse import BUILDS_TABLE, LEDGER_TABLE, open_warehouse
+from loaders.config import ConfigError, Settings, check_identifier
+from loaders.errors import ServiceOutage, is_interrupt
+from loaders.manifest import Mart
+from loaders.warehouse import BUILDS_TABLE, LEDGER_TABLE, Warehouse, open_warehouse
 
 SERVING_FILE = "serving.duckdb"
+PUBLISHED_SCHEMA = "marts"
 PUBLISHED_TABLE = "served.published"
+_SCRATCH = "_publish"
 
 
 @dataclass(frozen=True)
 class ServedRelation:
-    """A relation readers may query: its name in the serving copy and its definition over the
-    warehouse (the copy holds the result of ``query``; a direct reader uses ``query`` inline)."""
+    """A relation readers may query: its name where readers read it, its content over the
+    warehouse, and its grain (the columns that identify a row). A relation without a grain is
+    a loader table: read in place on PostgreSQL and Redshift, copied whole into the DuckDB
+    serving copy."""
 
     name: str  # schema.table
     query: str
+    grain: tuple[str, ...] = ()
 
     @property
     def alias(self) -> str:
         return self.name.rsplit(".", 1)[-1]
 
 
+def _mart(name: str, grain: tuple[str, ...]) -> ServedRelation:
+    return ServedRelation(f"{PUBLISHED_SCHEMA}.{name}", f"select * from kpi_build.{name}", grain)
+
+
 SERVED: tuple[ServedRelation, ...] = (
-    ServedRelation("marts.fct_genre_kpis_daily", "select * from marts.fct_genre_kpis_daily"),
-    ServedRelation(
-        "marts.fct_listening_kpis_hourly", "select * from marts.fct_listening_kpis_hourly"
-    ),
-    ServedRelation("marts.fct_top_artists_hourly", "select * from marts.fct_top_artists_hourly"),
+    _mart("fct_genre_kpis_daily", ("listen_date", "track_genre")),
+    _mart("fct_listening_kpis_hourly", ("listen_hour",)),
+    _mart("fct_top_artists_hourly", ("listen_hour", "artist_rank")),
     # A day's listeners are not the sum of its genres' listeners (one user plays many genres):
     # they are counted here from the plays themselves.
     ServedRelation(
@@ -63,12 +82,14 @@ SERVED: tuple[ServedRelation, ...] = (
         "select listen_date, count(*) as listen_count, "
         "count(distinct user_id) as unique_listeners "
         "from marts.fct_listens group by listen_date",
+        ("listen_date",),
     ),
     ServedRelation(
         "served.rejected_rows_by_file",
         "select source_file, reject_reason, count(*) as rejected_rows, "
         "max(loaded_at) as loaded_at "
         "from marts.fct_rejected_listens group by source_file, reject_reason",
+        ("source_file", "reject_reason"),
     ),
     # Whole tables (small: one row per landed object, one per green build), every column
     # whatever the loader's version adds, e.g. a superseded marker.
@@ -78,84 +99,225 @@ SERVED: tuple[ServedRelation, ...] = (
 _BY_NAME = {relation.name: relation for relation in SERVED}
 
 
+def published_relations(marts: Sequence[Mart]) -> tuple[ServedRelation, ...]:
+    """What a publish writes: every KPI mart of the manifest from the relation dbt built it in
+    (its grain from the model's ``meta.grain``), then the other served relations."""
+    kpis = tuple(
+        ServedRelation(
+            f"{PUBLISHED_SCHEMA}.{check_identifier(mart.name, 'KPI mart')}",
+            f"select * from {mart.relation}",
+            tuple(check_identifier(c, "grain column") for c in mart.meta.get("grain", ())),
+        )
+        for mart in marts
+    )
+    for relation in kpis:
+        if not relation.grain:
+            raise ConfigError(f"the KPI mart {relation.alias} has no meta.grain in its config")
+    names = {relation.name for relation in kpis}
+    return kpis + tuple(
+        r for r in SERVED if r.name not in names and not r.name.startswith("marts.")
+    )
+
+
 def serving_path(settings: Settings) -> Path:
     """Where the DuckDB serving copy lives: beside the work directory's other state."""
     return settings.workdir / SERVING_FILE
 
 
 class NoKpiData(RuntimeError):
-    """Nothing to read yet: no green build published (DuckDB) or no marts (PostgreSQL)."""
+    """Nothing to read yet: no green build published."""
 
 
-def publish_serving_copy(settings: Settings) -> Path | None:
-    """Publish the relations in :data:`SERVED` for readers; call it after a green dbt build.
+class PublishFailed(ServiceOutage):
+    """Publishing failed (a full disk, the warehouse): the build stays recorded, readers keep
+    the previous publish, and the next run publishes again."""
 
-    On DuckDB: copy them from the warehouse into ``<workdir>/serving.duckdb`` (a temporary file
-    first, then an atomic ``os.replace``) and return its path. This opens the warehouse like
-    any pipeline step, so call it from the process that ran the build, not beside a running
-    one. On PostgreSQL and Redshift readers query the warehouse directly: return None.
-    """
-    if settings.warehouse.kind != "duckdb":
-        return None
+
+def publish_pending(settings: Settings, wh: Warehouse) -> bool:
+    """Whether a green build is recorded that readers do not see yet."""
+    (unpublished, builds) = wh.query(
+        f"select count(case when published_at is null then 1 end), count(*) from {BUILDS_TABLE}"
+    )[0]
+    if int(unpublished):
+        return True
+    return (
+        settings.warehouse.kind == "duckdb"
+        and bool(builds)
+        and not serving_path(settings).is_file()
+    )
+
+
+def publish_marts(settings: Settings, marts: Sequence[Mart]) -> str:
+    """Publish the last green build (see the module docstring); returns what it did in words.
+    Call it under the run lock, after a green build."""
+    relations = published_relations(marts)
+    try:
+        if settings.warehouse.kind == "duckdb":
+            changed = _publish_duckdb(settings, relations)
+            where = str(serving_path(settings))
+        else:
+            changed = _publish_in_place(settings, relations)
+            where = f"the {settings.warehouse.kind} warehouse"
+    except Exception as exc:
+        if is_interrupt(exc) or isinstance(exc, ConfigError):
+            raise
+        raise PublishFailed(
+            f"publishing the marts failed: {_one_line(exc)} (the build is recorded; readers keep "
+            "the previous publish; the next run publishes it)"
+        ) from None
+    return f"{changed:,} row(s) changed in {len(relations)} relation(s), in {where}"
+
+
+def _publish_in_place(settings: Settings, relations: Sequence[ServedRelation]) -> int:
+    """PostgreSQL, Redshift: one transaction brings every published relation to its audited
+    content and marks the builds published."""
+    with open_warehouse(settings) as wh, wh.transaction() as cur:
+        cur.execute(f"lock {BUILDS_TABLE}")  # one publish at a time, whatever holds the run lock
+        changed = sum(
+            _sync(_Target(cur, "", "temp", "%s"), relation)
+            for relation in relations
+            if relation.grain
+        )
+        cur.execute(
+            f"update {BUILDS_TABLE} set published_at = current_timestamp where published_at is null"
+        )
+    return changed
+
+
+def _publish_duckdb(settings: Settings, relations: Sequence[ServedRelation]) -> int:
+    """DuckDB: bring a copy of the serving file up to date, move it over the old one, then mark
+    the builds published in the warehouse."""
     import duckdb
 
     target = serving_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in target.parent.glob(f".{target.name}.*.tmp*"):  # of a publish that died
+        leftover.unlink(missing_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
+        if target.is_file():
+            shutil.copyfile(target, tmp)  # what readers see now: the publish writes the difference
         with open_warehouse(settings) as wh:
             conn = wh.conn
-            conn.execute(f"attach '{_sql_literal(str(tmp))}' as serving_copy")
             try:
-                _copy_served(conn)
+                conn.execute(f"attach '{_sql_literal(str(tmp))}' as serving_copy")
+            except duckdb.Error:  # an unreadable old copy: start from an empty one
+                tmp.unlink(missing_ok=True)
+                conn.execute(f"attach '{_sql_literal(str(tmp))}' as serving_copy")
+            try:
+                with wh.transaction() as cur:
+                    out = _Target(cur, "serving_copy.", "", "?", scratch="serving_copy.main.")
+                    changed = 0
+                    for relation in relations:
+                        if relation.grain:
+                            changed += _sync(out, relation)
+                        else:
+                            _replace(out, relation.name, relation.query)
+                    _replace(
+                        out,
+                        PUBLISHED_TABLE,
+                        "select cast(? as timestamp) as published_at, "
+                        f"(select max(finished_at) from {BUILDS_TABLE}) as build_finished_at",
+                        (_utcnow(),),
+                    )
                 conn.execute("checkpoint serving_copy")
-            except duckdb.CatalogException as exc:
-                raise NoKpiData(f"the marts are not built yet: {_one_line(exc)}") from None
             finally:
                 conn.execute("detach serving_copy")
-        os.replace(tmp, target)
+            os.replace(tmp, target)
+            with wh.transaction() as cur:
+                cur.execute(
+                    f"update {BUILDS_TABLE} set published_at = ? where published_at is null",
+                    (_utcnow(),),
+                )
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
-            with suppress(FileNotFoundError):
-                leftover.unlink()
-    return target
+            leftover.unlink(missing_ok=True)
+    return changed
 
 
-def _copy_served(conn: Any) -> None:
-    """In one transaction, which reads one state of the warehouse: every served relation into
-    the attached ``serving_copy``, then the marker saying which build it shows."""
-    conn.execute("begin transaction")
-    try:
-        for schema in sorted({r.name.split(".")[0] for r in SERVED} | {"served"}):
-            conn.execute(f"create schema serving_copy.{schema}")
-        for relation in SERVED:
-            conn.execute(f"create table serving_copy.{relation.name} as {relation.query}")
-        conn.execute(
-            f"create table serving_copy.{PUBLISHED_TABLE} as select "
-            "cast(? as timestamp) as published_at, "
-            f"(select max(finished_at) from {BUILDS_TABLE}) as build_finished_at",
-            [_utcnow()],
+@dataclass(frozen=True)
+class _Target:
+    """Where a publish writes: a cursor, the catalog prefix of the published relations, how
+    scratch tables are made and named, and the driver's placeholder."""
+
+    cur: Any
+    catalog: str  # "" or "serving_copy."
+    temp: str  # "temp" (a temporary table) or ""
+    placeholder: str
+    scratch: str = ""  # prefix of scratch tables
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.cur.execute(sql.replace("%s", self.placeholder), tuple(params))
+        return self.cur
+
+    def columns(self, relation: str) -> list[str]:
+        """Column names of ``relation`` (catalog-qualified), empty when it does not exist."""
+        schema, table = relation.split(".")
+        sql = (
+            "select column_name from information_schema.columns "
+            "where table_schema = %s and table_name = %s"
         )
-    except BaseException:
-        conn.execute("rollback")
-        raise
-    conn.execute("commit")
+        params = [schema, table]
+        if self.catalog:
+            sql += " and table_catalog = %s"
+            params.append(self.catalog.rstrip("."))
+        return [
+            row[0] for row in self.execute(sql + " order by ordinal_position", params).fetchall()
+        ]
+
+    def ensure_schema(self, schema: str) -> None:
+        sql = "select count(*) from information_schema.schemata where schema_name = %s"
+        params = [schema]
+        if self.catalog:
+            sql += " and catalog_name = %s"
+            params.append(self.catalog.rstrip("."))
+        if not int(self.execute(sql, params).fetchone()[0]):
+            self.execute(f"create schema {self.catalog}{schema}")
 
 
-def serving_copy_stale(settings: Settings) -> bool:
-    """True when the DuckDB serving copy is missing or older than the warehouse's last green
-    build (reads the warehouse, so it fails like any reader while a run writes it)."""
-    with open_warehouse(settings) as wh:
-        (last_build,) = wh.query(f"select max(finished_at) from {BUILDS_TABLE}")[0]
-    if last_build is None:
-        return False  # no green build yet: nothing to publish
-    try:
-        (published_build,) = open_reader(settings).query(
-            f"select build_finished_at from {PUBLISHED_TABLE}"
-        )[0]
-    except (NoKpiData, ConnectionError):
-        return True
-    return bool(published_build is None or published_build < last_build)
+def _replace(out: _Target, name: str, query: str, params: Sequence[Any] = ()) -> None:
+    out.ensure_schema(name.split(".")[0])
+    out.execute(f"drop table if exists {out.catalog}{name}")
+    out.execute(f"create table {out.catalog}{name} as {query}", params)
+
+
+def _sync(out: _Target, relation: ServedRelation) -> int:
+    """Bring ``relation`` to the content of its query by difference on its grain; returns the
+    number of grain keys whose rows changed (all rows when it was created or its columns
+    changed)."""
+    published = f"{out.catalog}{relation.name}"
+    new, changed = f"{out.scratch}{_SCRATCH}_new", f"{out.scratch}{_SCRATCH}_changed"
+    for scratch in (new, changed):
+        out.execute(f"drop table if exists {scratch}")
+    out.execute(f"create {out.temp} table {new} as {relation.query}")
+    wanted = [d[0] for d in out.execute(f"select * from {new} limit 0").description]
+    if out.columns(relation.name) != wanted:  # new, or its columns changed: write it whole
+        _replace(out, relation.name, f"select * from {new}")
+        count = int(out.execute(f"select count(*) from {new}").fetchone()[0])
+    else:
+        keys = ", ".join(relation.grain)
+        renamed = ", ".join(f"{c} as _key_{c}" for c in relation.grain)
+        out.execute(
+            f"create {out.temp} table {changed} as select {renamed} from ("
+            f"select {keys} from (select * from {published} except select * from {new}) as gone"
+            f" union select {keys} from (select * from {new} except select * from {published})"
+            " as came) as keys"
+        )
+        # the changed keys carry other names, so each unqualified grain column below is the
+        # published (or new) table's: no alias needed, which DELETE lacks on Redshift
+        matches = " and ".join(f"changed_keys._key_{c} = {c}" for c in relation.grain)
+        out.execute(
+            f"delete from {published} where exists "
+            f"(select 1 from {changed} as changed_keys where {matches})"
+        )
+        out.execute(
+            f"insert into {published} select * from {new} where exists "
+            f"(select 1 from {changed} as changed_keys where {matches})"
+        )
+        count = int(out.execute(f"select count(*) from {changed}").fetchone()[0])
+        out.execute(f"drop table {changed}")
+    out.execute(f"drop table {new}")
+    return count
 
 
 class KpiSession:
@@ -207,10 +369,7 @@ class KpiReader:
 
     def relation(self, name: str) -> str:
         """SQL naming a served relation in a FROM clause."""
-        relation = _BY_NAME[name]  # KeyError for a relation that is not served
-        if self.path is not None:
-            return relation.name
-        return f"({relation.query}) as {relation.alias}"
+        return _BY_NAME[name].name  # KeyError for a relation that is not served
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of one read-only query in a session of its own."""
@@ -293,40 +452,44 @@ def _one_line(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m loaders.serving``: publish the serving copy of a work directory."""
+    """``python -m loaders.serving``: publish the last green build of a work directory's
+    warehouse, under the run lock (not while a run holds it)."""
+    from loaders import pipeline
+    from loaders.runlock import run_lock
+
     parser = argparse.ArgumentParser(
         prog="python -m loaders.serving",
-        description="Publish the marts the dashboard reads (DuckDB: <workdir>/serving.duckdb).",
+        description="Publish the marts readers see (DuckDB: <workdir>/serving.duckdb).",
     )
     parser.add_argument("--workdir", help="work directory (default: $MUSIC_ELT_WORKDIR)")
     parser.add_argument(
         "--if-stale",
         action="store_true",
-        help="only when the copy is missing or older than the last green build",
+        help="only when a green build is not published yet (or the DuckDB copy is missing)",
     )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(workdir=Path(args.workdir) if args.workdir else None)
-        if settings.warehouse.kind != "duckdb":
-            print(f"serving: the dashboard reads the {settings.warehouse.kind} warehouse directly")
-            return 0
-        if not settings.warehouse.duckdb_path.is_file():
+        if settings.warehouse.kind == "duckdb" and not settings.warehouse.duckdb_path.is_file():
             print(f"serving: no warehouse at {settings.warehouse.duckdb_path} yet")
             return 0
-        if args.if_stale and not serving_copy_stale(settings):
-            print(f"serving: {serving_path(settings)} is up to date (or nothing is built yet)")
-            return 0
-        path = publish_serving_copy(settings)
-    except NoKpiData as exc:
-        print(f"serving: nothing to publish yet ({exc})")
-        return 0
-    except ConnectionError as exc:
-        print(f"serving: not published now ({exc}); the dashboard shows the last copy")
+        with run_lock(settings, "python -m loaders.serving", wait_seconds=0):
+            with pipeline.warehouse(settings) as wh:
+                (builds,) = wh.query(f"select count(*) from {BUILDS_TABLE}")[0]
+                stale = publish_pending(settings, wh)
+            if not builds:
+                print("serving: nothing to publish yet (no green build)")
+                return 0
+            if args.if_stale and not stale:
+                print("serving: the last green build is published")
+                return 0
+            pipeline.publish(settings, progress=lambda line: print(f"serving:{line}"))
+    except ConnectionError as exc:  # RunLocked, PublishFailed, an unreachable warehouse
+        print(f"serving: not published now ({exc}); readers see the last publish")
         return 0
     except ConfigError as exc:
         print(f"serving: error: {exc}", file=sys.stderr)
         return 2
-    print(f"serving: published {path}")
     return 0
 
 

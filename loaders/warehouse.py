@@ -15,12 +15,22 @@ missing, not CSV) is refused: the transaction rolls back and the caller quaranti
 Raw tables (all data columns text, as received)::
 
     raw_streams.streams   user_id, track_id, listen_time, _source_file, _line_number,
-                          _loaded_at, _load_id              (append-only)
+                          _loaded_at, _load_id, _load_seq    (append-only)
     raw_rds.<table>       every source column, _source_file, _loaded_at, _load_id
                           (the latest snapshot; replaced when the table changed)
     raw_meta.load_ledger  object_key, etag, size_bytes, target_table, row_count, status,
-                          reason, load_id, loaded_at
-    raw_meta.dbt_builds   load_id, started_at, finished_at   (one row per green dbt build)
+                          reason, load_id, loaded_at, superseded_at, load_seq, superseded_seq
+    raw_meta.dbt_builds   load_id, started_at, finished_at, load_seq
+                          (one row per run with a green dbt build)
+
+What is new is decided by the ledger's load sequence, never by comparing clocks (workers'
+clocks differ and step): each ledger row gets ``load_seq``, one more than the largest so far,
+inside the load transaction (the ledger is locked there), and the stream rows it loaded carry
+the same number in ``_load_seq``. A version superseded by a later one records that version's
+number in ``superseded_seq``. A green build records the ledger's largest ``load_seq`` when it
+started (its watermark): every load at or below it is in the marts. ``_loaded_at``,
+``loaded_at``, ``superseded_at`` and the build times are kept for people and for the rule
+"a listen_time later than the load time plus one day is rejected"; no watermark compares them.
 """
 
 from __future__ import annotations
@@ -43,8 +53,8 @@ from pathlib import Path
 from typing import Any
 
 from loaders.config import ConfigError, Settings, WarehouseSettings, check_identifier
-from loaders.errors import RunLocked, is_bad_data, is_interrupt, outage
-from loaders.landing import LandedObject, LandingStore
+from loaders.errors import is_bad_data, is_interrupt, outage
+from loaders.landing import LandedObject, LandingStore, is_gzip
 from loaders.rds import TableExtract
 
 STREAM_COLUMNS = ("user_id", "track_id", "listen_time")
@@ -52,6 +62,8 @@ STREAMS_TABLE = "raw_streams.streams"
 LEDGER_TABLE = "raw_meta.load_ledger"
 BUILDS_TABLE = "raw_meta.dbt_builds"
 _HEADER_BYTES = 64 * 1024
+MAX_LINE_BYTES = 64 << 20  # the contract: a line up to 64 MiB loads like any other
+MANIFEST_PREFIX = "manifests/"  # Redshift COPY manifests, outside the input prefix
 
 
 class FileRejected(Exception):
@@ -78,7 +90,7 @@ def read_header(landing: LandingStore, key: str) -> list[str]:
         head = raw.read(_HEADER_BYTES)
     if not head:
         raise FileRejected("empty file: no header line")
-    if key.endswith(".gz"):
+    if is_gzip(key):
         try:
             head = gzip.GzipFile(fileobj=io.BytesIO(head)).read1(_HEADER_BYTES)
         except (OSError, EOFError) as exc:
@@ -160,16 +172,10 @@ class Warehouse(ABC):
     def _sql(self, sql: str) -> str:
         return sql.replace("%s", self.placeholder) if self.placeholder != "%s" else sql
 
-    @contextmanager
-    def run_lock(self, holder: dict[str, Any]) -> Iterator[None]:
-        """The warehouse's own run lock, held for the block (none by default: the work
-        directory's lock applies, see loaders.runlock)."""
-        yield
-
     # -- setup and ledger -------------------------------------------------------------------
     def setup(self) -> None:
         """Create the raw schemas, the streams table, the ledger and the dbt build log if they
-        do not exist."""
+        do not exist; give those of an earlier version the load sequence (see the module)."""
         t = self.text_type
         with self.transaction() as cur:
             for schema in ("raw_streams", "raw_rds", "raw_meta"):
@@ -177,21 +183,72 @@ class Warehouse(ABC):
             cur.execute(
                 f"""create table if not exists {STREAMS_TABLE} (
                     user_id {t}, track_id {t}, listen_time {t}, _source_file {t},
-                    _line_number bigint, _loaded_at timestamp, _load_id {t})"""
+                    _line_number bigint, _loaded_at timestamp, _load_id {t}, _load_seq bigint)"""
             )
             cur.execute(
                 f"""create table if not exists {LEDGER_TABLE} (
                     object_key {t} not null, etag {t} not null, size_bytes bigint,
                     target_table {t}, row_count bigint, status {t} not null, reason {t},
-                    load_id {t}, loaded_at timestamp, superseded_at timestamp)"""
+                    load_id {t}, loaded_at timestamp, superseded_at timestamp,
+                    load_seq bigint, superseded_seq bigint)"""
             )
             if "superseded_at" not in self._columns(cur, "raw_meta", "load_ledger"):
                 # a ledger from before re-deliveries were corrections: every version current
                 cur.execute(f"alter table {LEDGER_TABLE} add column superseded_at timestamp")
             cur.execute(
-                f"create table if not exists {BUILDS_TABLE} "
-                f"(load_id {t}, started_at timestamp, finished_at timestamp)"
+                f"create table if not exists {BUILDS_TABLE} (load_id {t}, started_at timestamp, "
+                "finished_at timestamp, load_seq bigint)"
             )
+            if "published_at" not in self._columns(cur, "raw_meta", "dbt_builds"):
+                # when readers got this build (null: not yet, the next run publishes it)
+                cur.execute(f"alter table {BUILDS_TABLE} add column published_at timestamp")
+            self._migrate_to_load_seq(cur)
+
+    def _migrate_to_load_seq(self, cur: Any) -> None:
+        """Number the ledger of a warehouse set up before the load sequence (in load order, as
+        well as its clocks tell it, once) and carry the numbers to raw stream rows, superseded
+        versions and green builds."""
+        if "load_seq" in self._columns(cur, "raw_meta", "load_ledger"):
+            return
+        for table, column in (
+            (LEDGER_TABLE, "load_seq"),
+            (LEDGER_TABLE, "superseded_seq"),
+            (STREAMS_TABLE, "_load_seq"),
+        ):
+            if column not in self._columns(cur, *table.split(".")):
+                cur.execute(f"alter table {table} add column {column} bigint")
+        if "load_seq" not in self._columns(cur, "raw_meta", "dbt_builds"):
+            cur.execute(f"alter table {BUILDS_TABLE} add column load_seq bigint")
+        version = "object_key, etag, status, load_id, loaded_at"
+        matches = " and ".join(f"{LEDGER_TABLE}.{c} = numbered.{c}" for c in version.split(", "))
+        cur.execute(
+            f"update {LEDGER_TABLE} set load_seq = numbered.seq from (select {version}, "
+            "row_number() over (order by loaded_at, load_id, object_key, etag) as seq "
+            f"from {LEDGER_TABLE}) as numbered where {matches}"
+        )
+        cur.execute(
+            f"update {LEDGER_TABLE} set superseded_seq = later.seq from (select "
+            "earlier.load_seq, min(other.load_seq) as seq "
+            f"from {LEDGER_TABLE} as earlier join {LEDGER_TABLE} as other "
+            "on other.object_key = earlier.object_key and other.load_seq > earlier.load_seq "
+            "group by earlier.load_seq) as later "
+            f"where {LEDGER_TABLE}.load_seq = later.load_seq "
+            f"and {LEDGER_TABLE}.superseded_at is not null"
+        )
+        cur.execute(
+            f"update {STREAMS_TABLE} set _load_seq = {LEDGER_TABLE}.load_seq from {LEDGER_TABLE} "
+            f"where {STREAMS_TABLE}._source_file = {LEDGER_TABLE}.object_key "
+            f"and {STREAMS_TABLE}._loaded_at = {LEDGER_TABLE}.loaded_at "
+            f"and {LEDGER_TABLE}.status = 'loaded'"
+        )
+        cur.execute(
+            f"update {BUILDS_TABLE} set load_seq = watermarks.seq from (select builds.load_id, "
+            "builds.started_at, coalesce(max(ledger.load_seq), 0) as seq "
+            f"from {BUILDS_TABLE} as builds left join {LEDGER_TABLE} as ledger "
+            "on ledger.loaded_at < builds.started_at group by builds.load_id, builds.started_at"
+            f") as watermarks where {BUILDS_TABLE}.load_id = watermarks.load_id "
+            f"and {BUILDS_TABLE}.started_at = watermarks.started_at"
+        )
 
     def ledger(self) -> dict[str, str]:
         """The etag of the current (latest, not superseded) loaded version of each key."""
@@ -202,24 +259,36 @@ class Warehouse(ABC):
             )
         )
 
-    def latest_snapshots(self) -> dict[str, str]:
-        """The fingerprint (etag) of the snapshot last loaded into each raw_rds table."""
-        return dict(
-            self.query(
-                f"select target_table, etag from {LEDGER_TABLE} l where status = 'loaded' "
-                "and target_table like %s and loaded_at = (select max(loaded_at) from "
-                f"{LEDGER_TABLE} l2 where l2.target_table = l.target_table "
-                "and l2.status = 'loaded')",
-                ("raw_rds.%",),
-            )
+    def latest_snapshots(self) -> dict[str, tuple[str, str]]:
+        """The snapshot each raw_rds table holds (the one loaded last): its ledger key (the
+        landing folder of its parts) and its fingerprint (etag), by table."""
+        rows = self.query(
+            f"select target_table, object_key, etag from {LEDGER_TABLE} l "
+            "where status = 'loaded' and target_table like %s and load_seq = "
+            f"(select max(load_seq) from {LEDGER_TABLE} l2 "
+            "where l2.target_table = l.target_table and l2.status = 'loaded')",
+            ("raw_rds.%",),
         )
+        return {table: (key, etag) for table, key, etag in rows}
+
+    def ledger_watermark(self) -> int:
+        """The ledger's largest load sequence number (0 when empty): taken just before a dbt
+        build starts, every load at or below it is in the marts once that build is green."""
+        (seq,) = self.query(f"select coalesce(max(load_seq), 0) from {LEDGER_TABLE}")[0]
+        return int(seq)
 
     def has_unbuilt_loads(self) -> bool:
-        """Whether anything was loaded after the last green dbt build started."""
+        """Whether anything was loaded after the watermark of the last green dbt build."""
         (count,) = self.query(
-            f"select count(*) from {LEDGER_TABLE} where status = 'loaded' and loaded_at > "
-            f"coalesce((select max(started_at) from {BUILDS_TABLE}), cast('1900-01-01' as "
-            "timestamp))"
+            f"select count(*) from {LEDGER_TABLE} where status = 'loaded' and load_seq > "
+            f"(select coalesce(max(load_seq), 0) from {BUILDS_TABLE})"
+        )[0]
+        return int(count) > 0
+
+    def green_build(self, load_id: str) -> bool:
+        """Whether a green dbt build is recorded for the run ``load_id``."""
+        (count,) = self.query(
+            f"select count(*) from {BUILDS_TABLE} where load_id = %s", (load_id,)
         )[0]
         return int(count) > 0
 
@@ -314,6 +383,11 @@ class Warehouse(ABC):
         )
         return int(cur.fetchone()[0]) > 0
 
+    def _next_load_seq(self, cur: Any) -> int:
+        """The load sequence number of the next ledger row (call with the ledger locked)."""
+        cur.execute(f"select coalesce(max(load_seq), 0) + 1 from {LEDGER_TABLE}")
+        return int(cur.fetchone()[0])
+
     def _write_ledger(
         self,
         cur: Any,
@@ -322,11 +396,12 @@ class Warehouse(ABC):
         rows: int,
         load_id: str,
         loaded_at: datetime,
+        load_seq: int,
         reason: str | None = None,
     ) -> int:
-        """Record a landed version of ``obj.key``; every earlier version of that key becomes
-        superseded by it (KPIS.md's re-delivery rule: the latest version counts). Returns how
-        many versions it superseded."""
+        """Record a landed version of ``obj.key`` as load ``load_seq``; every earlier version of
+        that key becomes superseded by it (KPIS.md's re-delivery rule: the latest version
+        counts). Returns how many versions it superseded."""
         cur.execute(
             self._sql(
                 f"select count(*) from {LEDGER_TABLE} "
@@ -338,16 +413,16 @@ class Warehouse(ABC):
         if superseded:
             cur.execute(
                 self._sql(
-                    f"update {LEDGER_TABLE} set superseded_at = %s "
+                    f"update {LEDGER_TABLE} set superseded_at = %s, superseded_seq = %s "
                     "where object_key = %s and superseded_at is null"
                 ),
-                (loaded_at, obj.key),
+                (loaded_at, load_seq, obj.key),
             )
         cur.execute(
             self._sql(
                 f"insert into {LEDGER_TABLE} (object_key, etag, size_bytes, target_table, "
-                "row_count, status, reason, load_id, loaded_at) "
-                "values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                "row_count, status, reason, load_id, loaded_at, load_seq) "
+                "values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             ),
             (
                 obj.key,
@@ -359,26 +434,94 @@ class Warehouse(ABC):
                 reason,
                 load_id,
                 loaded_at,
+                load_seq,
             ),
         )
         return superseded
 
-    def record_build(self, load_id: str, started: datetime, finished: datetime) -> None:
-        """Record a green dbt build: loads before ``started`` are in the marts."""
+    def record_build(
+        self, load_id: str, load_seq: int, started: datetime, finished: datetime
+    ) -> None:
+        """Record the green dbt build of run ``load_id``, which started when the ledger's
+        watermark was ``load_seq``: loads up to it are in the marts. A run has one row: a
+        second green build of the same run replaces it."""
         with self.transaction() as cur:
+            cur.execute(self._sql(f"delete from {BUILDS_TABLE} where load_id = %s"), (load_id,))
             cur.execute(
-                self._sql(f"insert into {BUILDS_TABLE} values (%s, %s, %s)"),
-                (load_id, started, finished),
+                self._sql(
+                    f"insert into {BUILDS_TABLE} (load_id, started_at, finished_at, load_seq) "
+                    "values (%s, %s, %s, %s)"
+                ),
+                (load_id, started, finished, load_seq),
             )
 
     def record_rejected(
         self, obj: LandedObject, target: str, reason: str, load_id: str, loaded_at: datetime
-    ) -> int:
-        """Record a refused object in the ledger with its reason (it supersedes the key's
-        earlier versions: it is the latest delivery). Returns how many it superseded."""
+    ) -> datetime | None:
+        """Record a refused object in the ledger with its reason. It supersedes nothing: a
+        version that cannot be loaded at all is not a correction, and the version loaded
+        before it stays current. Returns when that earlier version was loaded (None when the
+        key has no loaded version), for the run's warning."""
         with self.transaction() as cur:
             self._lock_ledger(cur)
-            return self._write_ledger(cur, obj, target, 0, load_id, loaded_at, reason)
+            cur.execute(
+                self._sql(
+                    f"select max(loaded_at) from {LEDGER_TABLE} where object_key = %s "
+                    "and status = 'loaded' and superseded_at is null"
+                ),
+                (obj.key,),
+            )
+            current = cur.fetchone()[0]
+            cur.execute(
+                self._sql(
+                    f"insert into {LEDGER_TABLE} (object_key, etag, size_bytes, target_table, "
+                    "row_count, status, reason, load_id, loaded_at, load_seq) "
+                    "values (%s, %s, %s, %s, 0, 'rejected', %s, %s, %s, %s)"
+                ),
+                (
+                    obj.key,
+                    obj.etag,
+                    obj.size,
+                    target,
+                    reason,
+                    load_id,
+                    loaded_at,
+                    self._next_load_seq(cur),
+                ),
+            )
+        return current
+
+    def correction_effect(self, staged: str, key: str, load_id: str) -> tuple[int, int] | None:
+        """What the version of ``key`` loaded by ``load_id`` changed against the version it
+        superseded: the kept plays (user, track, UTC time, after the cleaning rules) found only
+        in the new version and only in the old one, read from the staged rows (``staged``, the
+        dbt staging model) of those two versions. None when either version is not there."""
+        schema, name = _split_relation(staged)
+        (new_seq,) = self.query(
+            f"select max(load_seq) from {LEDGER_TABLE} where object_key = %s "
+            "and load_id = %s and status = 'loaded'",
+            (key, load_id),
+        )[0]
+        if new_seq is None:
+            return None
+        (old_seq,) = self.query(
+            f"select max(load_seq) from {LEDGER_TABLE} where object_key = %s "
+            "and status = 'loaded' and superseded_seq = %s",
+            (key, new_seq),
+        )[0]
+        if old_seq is None or not self.exists(schema, name):
+            return None
+        added, removed = self.query(
+            "select coalesce(sum(case when in_new = 1 and in_old = 0 then 1 else 0 end), 0), "
+            "coalesce(sum(case when in_old = 1 and in_new = 0 then 1 else 0 end), 0) from ("
+            "select user_id, track_id, listen_time, "
+            "max(case when _load_seq = %s then 1 else 0 end) as in_new, "
+            "max(case when _load_seq = %s then 1 else 0 end) as in_old "
+            f"from {schema}.{name} where _source_file = %s and reject_reason is null "
+            "and _load_seq in (%s, %s) group by user_id, track_id, listen_time) as plays",
+            (new_seq, old_seq, key, new_seq, old_seq),
+        )[0]
+        return int(added), int(removed)
 
     # -- loading ----------------------------------------------------------------------------
     def load_stream_file(
@@ -395,15 +538,19 @@ class Warehouse(ABC):
                 order = self._copy_to_temp(cur, landing, [obj.key], len(header))
                 line_number = self._line_number(cur, order, len(header))
                 picked = ", ".join(f"c{positions[name]}" for name in STREAM_COLUMNS)
+                seq = self._next_load_seq(cur)
                 cur.execute(
                     self._sql(
-                        f"insert into {STREAMS_TABLE} select {picked}, %s, {line_number}, %s, %s "
-                        "from _landing"
+                        f"insert into {STREAMS_TABLE} ({', '.join(STREAM_COLUMNS)}, _source_file, "
+                        "_line_number, _loaded_at, _load_id, _load_seq) "
+                        f"select {picked}, %s, {line_number}, %s, %s, %s from _landing"
                     ),
-                    (obj.key, loaded_at, load_id),
+                    (obj.key, loaded_at, load_id, seq),
                 )
                 rows = self._count(cur, "_landing")
-                superseded = self._write_ledger(cur, obj, STREAMS_TABLE, rows, load_id, loaded_at)
+                superseded = self._write_ledger(
+                    cur, obj, STREAMS_TABLE, rows, load_id, loaded_at, seq
+                )
                 self._drop_temp(cur)
         except FileRejected:
             raise
@@ -461,7 +608,8 @@ class Warehouse(ABC):
                     (extract.prefix, loaded_at, load_id),
                 )
                 self._drop_temp(cur)
-            self._write_ledger(cur, obj, table, extract.row_count, load_id, loaded_at)
+            seq = self._next_load_seq(cur)
+            self._write_ledger(cur, obj, table, extract.row_count, load_id, loaded_at, seq)
         return LoadOutcome(obj.key, "loaded", extract.row_count)
 
     def _columns(self, cur: Any, schema: str, table: str) -> set[str]:
@@ -480,7 +628,7 @@ class Warehouse(ABC):
         cur.execute(
             self._sql(
                 f"select etag from {LEDGER_TABLE} where target_table = %s and status = 'loaded' "
-                "order by loaded_at desc limit 1"
+                "order by load_seq desc limit 1"
             ),
             (f"raw_rds.{extract.table}",),
         )
@@ -555,12 +703,13 @@ class DuckDBWarehouse(Warehouse):
         self, cur: Any, landing: LandingStore, keys: list[str], n_columns: int
     ) -> str | None:
         columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(1, n_columns + 1)) + "}"
-        with _local_copies(landing, keys) as paths:
+        compression = "gzip" if is_gzip(keys[0]) else "none"
+        with _safely_named_copies(landing, keys) as paths:
             cur.execute(
                 "create temp table _landing as select * from read_csv(?, header = true, "
                 f"auto_detect = false, columns = {columns}, delim = ',', quote = '\"', "
                 "escape = '\"', strict_mode = true, null_padding = false, "
-                "compression = 'auto')",
+                f"compression = '{compression}', max_line_size = {MAX_LINE_BYTES})",
                 ([str(p) for p in paths],),
             )
         return "rowid"  # the temporary table keeps the file's row order (rowids follow it)
@@ -568,40 +717,6 @@ class DuckDBWarehouse(Warehouse):
 
 class PostgresWarehouse(Warehouse):
     """A PostgreSQL warehouse: object bytes stream into COPY ... FROM STDIN."""
-
-    RUN_LOCK_KEY = 7_143_960_211  # pg_try_advisory_lock key of a music-elt run
-
-    @contextmanager
-    def run_lock(self, holder: dict[str, Any]) -> Iterator[None]:
-        """A session advisory lock: one run per warehouse, across machines; released when
-        this connection closes (also when the process dies)."""
-        with self.transaction() as cur:
-            cur.execute("select pg_try_advisory_lock(%s)", (self.RUN_LOCK_KEY,))
-            (locked,) = cur.fetchone()
-            if not locked:
-                cur.execute(
-                    "select a.pid, a.client_addr, a.application_name, a.backend_start "
-                    "from pg_locks l join pg_stat_activity a on a.pid = l.pid "
-                    "where l.locktype = 'advisory' and l.objid = %s and l.granted",
-                    (self.RUN_LOCK_KEY & 0xFFFFFFFF,),
-                )
-                row = cur.fetchone()
-        if not locked:
-            who = (
-                f"backend pid {row[0]} from {row[1] or 'a local socket'} "
-                f"({row[2] or 'no application name'}) since {row[3]:%Y-%m-%d %H:%M:%S}"
-                if row
-                else "holder unknown"
-            )
-            raise RunLocked(
-                f"another run holds the run lock of the {self.settings.kind} warehouse "
-                f"{self.settings.dbname} ({who}): wait for it to finish, or stop it, then run again"
-            )
-        try:
-            yield
-        finally:
-            with self.transaction() as cur:
-                cur.execute("select pg_advisory_unlock(%s)", (self.RUN_LOCK_KEY,))
 
     def _connect(self) -> Any:
         import psycopg2
@@ -634,12 +749,18 @@ class PostgresWarehouse(Warehouse):
         )
         for key in keys:
             with landing.open(key) as raw:
-                stream: Any = gzip.GzipFile(fileobj=raw) if key.endswith(".gz") else raw
-                cur.copy_expert(
-                    f"copy _landing ({columns}) from stdin with (format csv, header true)",
-                    stream,
-                    size=1 << 20,
-                )
+                stream: Any = gzip.GzipFile(fileobj=raw) if is_gzip(key) else raw
+                limited = _LineLimit(stream, MAX_LINE_BYTES)
+                try:
+                    cur.copy_expert(
+                        f"copy _landing ({columns}) from stdin with (format csv, header true)",
+                        limited,
+                        size=1 << 20,
+                    )
+                except Exception:
+                    if limited.error is not None:  # psycopg2 wraps what read() raised in a
+                        raise limited.error from None  # QueryCanceledError: classify the cause
+                    raise
         return "_n"  # the identity follows the input order
 
 
@@ -651,11 +772,6 @@ class RedshiftWarehouse(PostgresWarehouse):
     """
 
     text_type = "varchar(65535)"
-
-    @contextmanager
-    def run_lock(self, holder: dict[str, Any]) -> Iterator[None]:
-        """Redshift has no advisory locks: the work directory's lock applies."""
-        yield
 
     def _lock_ledger(self, cur: Any) -> None:
         cur.execute(f"lock {LEDGER_TABLE}")
@@ -686,17 +802,19 @@ class RedshiftWarehouse(PostgresWarehouse):
             + ", ".join(f"c{i} {self.text_type}" for i in range(1, n_columns + 1))
             + ")"
         )
-        compressed = keys[0].endswith(".gz")
-        if len(keys) == 1:
-            cur.execute(self.copy_statement(uris[0], gzip_compressed=compressed, manifest=False))
-        else:
-            manifest_key = keys[0].rsplit("/", 1)[0] + "/_redshift.manifest"
-            landing.write_text(manifest_key, redshift_manifest(uris))
-            cur.execute(
-                self.copy_statement(
-                    landing.uri(manifest_key), gzip_compressed=compressed, manifest=True
-                )
+        # Always through a manifest that lists each object's exact URL: COPY from a plain
+        # 's3://.../x.csv' reads every object whose key starts with it (x.csv.gz, x.csv.bak).
+        # The manifest lives outside the input prefix: manifests/<key>.manifest for one object,
+        # manifests/<folder>/copy.manifest for the parts of a folder.
+        compressed = is_gzip(keys[0])
+        named = keys[0] if len(keys) == 1 else keys[0].rsplit("/", 1)[0] + "/copy"
+        manifest_key = f"{MANIFEST_PREFIX}{named}.manifest"
+        landing.write_text(manifest_key, redshift_manifest(uris))
+        cur.execute(
+            self.copy_statement(
+                landing.uri(manifest_key), gzip_compressed=compressed, manifest=True
             )
+        )
         return None  # COPY from S3 keeps no order: no line numbers
 
 
@@ -728,20 +846,60 @@ def open_warehouse(settings: Settings) -> Warehouse:
 
 
 @contextmanager
-def _local_copies(landing: LandingStore, keys: list[str]) -> Iterator[list[Path]]:
-    """Local paths for the objects: their own path on a local zone, else a streamed copy."""
-    local = [landing.local_path(key) for key in keys]
-    if all(path is not None for path in local):
-        yield [path for path in local if path is not None]
-        return
+def _safely_named_copies(landing: LandingStore, keys: list[str]) -> Iterator[list[Path]]:
+    """Local paths for the objects under names of digits only (``00000.csv``), so that DuckDB,
+    which expands glob patterns in the paths it reads (``*``, ``?``, ``[ab]``, ``{a,b}``),
+    reads each object from its own bytes: a symbolic link to a file of a local zone (DuckDB
+    sees only the link's name; the kernel follows it), else the object's bytes streamed from the
+    store into a temporary file."""
     with tempfile.TemporaryDirectory(prefix="music-elt-") as tmp:
         paths = []
         for i, key in enumerate(keys):
-            path = Path(tmp, f"{i:05d}-{Path(key).name}")
-            with landing.open(key) as src, path.open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            path = Path(tmp, f"{i:05d}.csv")
+            source = landing.local_path(key)
+            if source is not None:
+                path.symlink_to(source)
+            else:
+                with landing.open(key) as src, path.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
             paths.append(path)
         yield paths
+
+
+class _LineLimit:
+    """A binary stream passing ``stream`` through that raises :class:`FileRejected` when a
+    line is longer than ``limit`` bytes, the limit DuckDB applies with ``max_line_size`` (so
+    that PostgreSQL, whose COPY would take up to 1 GB, refuses the same files). Reads are at
+    most 1 MiB, far below the limit, so only the line across reads needs counting. What a read
+    raised is kept in ``error`` (psycopg2 reports it as a cancelled COPY)."""
+
+    def __init__(self, stream: Any, limit: int) -> None:
+        self._stream, self._limit, self._line = stream, limit, 0
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            chunk: bytes = self._stream.read(size)
+            first = chunk.find(b"\n")
+            if first >= 0 and self._line + first > self._limit:
+                raise FileRejected(long_line_reason())
+            self._line = (
+                self._line + len(chunk) if first < 0 else len(chunk) - chunk.rfind(b"\n") - 1
+            )
+            if self._line > self._limit:
+                raise FileRejected(long_line_reason())
+        except BaseException as exc:
+            self.error = exc
+            raise
+        return chunk
+
+
+def long_line_reason() -> str:
+    """Why a file with a line longer than the limit is refused."""
+    return (
+        f"a line is longer than {MAX_LINE_BYTES >> 20} MiB, the longest a stream file may "
+        "hold: split the file's long values or lines"
+    )
 
 
 def _split_relation(relation: str) -> tuple[str, str]:
@@ -749,12 +907,18 @@ def _split_relation(relation: str) -> tuple[str, str]:
     return check_identifier(schema, "schema"), check_identifier(name, "relation")
 
 
+# The name DuckDB read a file under (:func:`_safely_named_copies`) means nothing to a reader.
+_TEMPORARY_COPY = re.compile(r":? ?\S*music-elt-[^/\s]+/\d{5}\.csv")
+
+
 def rejection_reason(exc: BaseException) -> str:
     """One line saying why a warehouse could not load a file's bytes."""
-    text = str(exc)
+    text = _TEMPORARY_COPY.sub("", str(exc))
+    if re.search(r"(?i)maximum line size", text):
+        return long_line_reason()
     if re.search(r"(?i)unicode|not utf-?8|invalid byte sequence|encoding", text):
-        return f"not UTF-8 text: {_one_line(exc)}"
-    return f"not loadable as CSV: {_one_line(exc)}"
+        return f"not UTF-8 text: {_one_line(ValueError(text))}"
+    return f"not loadable as CSV: {_one_line(ValueError(text))}"
 
 
 def _quote(text: str) -> str:

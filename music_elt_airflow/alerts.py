@@ -65,6 +65,25 @@ class PipelineAlert(BaseNotifier):
     def notify(self, context: Any) -> None:
         message = failure_message(context)
         log.error("%s", message)
+        self._dispatch(message, context, "error")
+
+    def warn(self, context: Any, warnings: list[str]) -> None:
+        """Alert on a task that succeeded with warnings (a re-delivered file that could not be
+        loaded): a warning log record, and the same channels as a failure. No warnings, no
+        alert."""
+        if not warnings:
+            return
+        ti = context.get("ti") or context.get("task_instance")
+        dag_run = context.get("dag_run")
+        run_id = getattr(dag_run, "run_id", None) or context.get("run_id", "?")
+        head = (
+            f"{getattr(ti, 'dag_id', '?')}: task {getattr(ti, 'task_id', '?')} warns (run {run_id})"
+        )
+        message = "\n".join([head, *(f"warning: {line}" for line in warnings)])
+        log.warning("%s", message)
+        self._dispatch(message, context, "warning")
+
+    def _dispatch(self, message: str, context: Any, severity: str) -> None:
         if connection(self.slack_conn_id) is not None:
             from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
 
@@ -79,7 +98,7 @@ class PipelineAlert(BaseNotifier):
             notifier = PagerdutyNotifier(
                 pagerduty_events_conn_id=self.pagerduty_conn_id,
                 summary=message.splitlines()[0][:1024],
-                severity="error",
+                severity=severity,
                 source="music-elt",
                 custom_details={"message": message},
             )

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from loaders import manifest, peak_memory
 from loaders.config import ConfigError, Settings
 from loaders.connections import RDS_CONN_ID, REDSHIFT_CONN_ID, S3_CONN_ID, settings_from_connections
 from loaders.landing import LandingStore
+from loaders.serving import PUBLISHED_SCHEMA
 
 log = logging.getLogger("music_elt.runtime")
 REPO = Path(__file__).resolve().parent.parent
@@ -58,16 +61,33 @@ class DagConfig:
     files_per_load_task: int = 25
     rds_wait_seconds: float = 120.0
     retries: int = 2
+    retry_delay_seconds: float = 30.0
+    task_timeout_seconds: float = 1800.0  # every task but the dbt build
+    build_timeout_seconds: float = 7200.0  # the dbt build (the producer) and its model tasks
     schedule: str | None = "@hourly"
     duckdb_pool: str = "music_elt_duckdb"
     cosmos_mode: str = "watcher"  # see COSMOS_MODES
 
     def __post_init__(self) -> None:
+        for name, value in (
+            ("MUSIC_ELT_TASK_TIMEOUT_SECONDS", self.task_timeout_seconds),
+            ("MUSIC_ELT_BUILD_TIMEOUT_SECONDS", self.build_timeout_seconds),
+        ):
+            if value <= 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
         if self.cosmos_mode not in COSMOS_MODES:
             raise ConfigError(
                 f"MUSIC_ELT_COSMOS_MODE={self.cosmos_mode!r}: choose one of "
                 + ", ".join(COSMOS_MODES)
             )
+
+    @property
+    def task_timeout(self) -> timedelta:
+        return timedelta(seconds=self.task_timeout_seconds)
+
+    @property
+    def build_timeout(self) -> timedelta:
+        return timedelta(seconds=self.build_timeout_seconds)
 
     @property
     def target(self) -> str:
@@ -120,6 +140,9 @@ class DagConfig:
                 files_per_load_task=int(env.get("MUSIC_ELT_FILES_PER_LOAD_TASK", "25")),
                 rds_wait_seconds=float(env.get("MUSIC_ELT_RDS_WAIT_SECONDS", "120")),
                 retries=int(env.get("MUSIC_ELT_TASK_RETRIES", "2")),
+                retry_delay_seconds=float(env.get("MUSIC_ELT_RETRY_DELAY_SECONDS", "30")),
+                task_timeout_seconds=float(env.get("MUSIC_ELT_TASK_TIMEOUT_SECONDS", "1800")),
+                build_timeout_seconds=float(env.get("MUSIC_ELT_BUILD_TIMEOUT_SECONDS", "7200")),
                 schedule=env.get("MUSIC_ELT_SCHEDULE", "@hourly") or None,
                 duckdb_pool=env.get("MUSIC_ELT_DUCKDB_POOL", "music_elt_duckdb"),
                 cosmos_mode=env.get("MUSIC_ELT_COSMOS_MODE", "watcher"),
@@ -153,12 +176,12 @@ def _redshift_placeholder() -> Any:
 
 
 def kpi_assets(config: DagConfig) -> dict[str, Asset]:
-    """An Airflow Asset per KPI mart, the models the DAG's dbt manifest tags ``kpi`` (parse
-    time: a local file read)."""
+    """An Airflow Asset per published KPI mart (``marts.<name>``), the models the DAG's dbt
+    manifest tags ``kpi`` (parse time: a local file read)."""
     return {
         mart.name: Asset(
             name=f"music_elt.marts.{mart.name}",
-            uri=f"x-music-elt://warehouse/{mart.relation.replace('.', '/')}",
+            uri=f"x-music-elt://warehouse/{PUBLISHED_SCHEMA}/{mart.name}",
         )
         for mart in manifest.kpi_marts(manifest.load_manifest(config.manifest))
     }
@@ -215,6 +238,30 @@ def landing(current: Settings) -> LandingStore:
 
         return S3Landing(current.landing_url, client=S3Hook(aws_conn_id=S3_CONN_ID).get_conn())
     return pipeline.landing_store(current)
+
+
+@contextmanager
+def run_lock(current: Settings) -> Iterator[None]:
+    """The warehouse's run lock (the CLI's too) for the running task, named as its holder."""
+    from airflow.sdk import get_current_context
+
+    from loaders.runlock import run_lock as lock
+
+    ti = get_current_context()["ti"]
+    with lock(current, f"Airflow task {ti.dag_id}.{ti.task_id}, run {ti.run_id}"):
+        yield
+
+
+def require_green_build(current: Settings, pipeline_run_id: str) -> None:
+    """Fail the task, without a retry, unless this run's dbt build is recorded green."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from loaders.pipeline import BuildNotGreen, require_green_build
+
+    try:
+        require_green_build(current, pipeline_run_id)
+    except BuildNotGreen as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
 def as_list(values: Any) -> list[Any]:
@@ -323,22 +370,88 @@ def dbt_task_group(config: DagConfig) -> Any:
 
 
 def wire_watchers(config: DagConfig, group: Any) -> None:
-    """Make the watcher producer upstream of every model sensor and let the sensors read its
-    results once, without holding a worker: under ``airflow dags test`` a sensor that starts
-    before the producer would block it forever, and a sensor retry would run dbt a second time
-    outside the warehouse pool."""
+    """Make Cosmos's watcher tasks honest under retries and clears:
+
+    - the producer runs the pipeline's build step (:func:`loaders.pipeline.build`: under the
+      run lock, ``dbt build``, then the green build recorded for this DAG run) on every try.
+      Cosmos skips every try after the first, which turned a cleared failed run green without
+      building; a build is safe to repeat, so a clear builds again;
+    - a model or test task reports the producer's last build, also on a retry or a clear. It
+      never falls back to running dbt for its model alone (no tests, outside the build, a
+      second build record); when the producer has no result for it, it fails saying what to do;
+    - the producer is upstream of every model sensor (under ``airflow dags test`` a sensor that
+      starts first would block it), and the sensors read its results without holding a worker
+      for long; the producer and the sensors time out after the build timeout.
+    """
     from cosmos.operators.watcher import DbtProducerWatcherOperator
 
     tasks = list(group.iter_tasks())
     producer = next(t for t in tasks if isinstance(t, DbtProducerWatcherOperator))
-    producer.retries = 0  # Cosmos skips a producer retry rather than build twice
+    producer.retries = 0  # a failed build fails the run; a clear builds again
+    producer.execution_timeout = config.build_timeout
+    producer.execute = _building(config, producer.execute)
     for task in tasks:
         if task is producer or not hasattr(task, "producer_task_id"):
             continue
         task.retries = 0
         task.deferrable = False
         task.poke_interval = 1
-        task.timeout = 300
+        task.timeout = config.build_timeout_seconds
+        task.execution_timeout = config.build_timeout
         task.pool = config.warehouse_pool
+        task._handle_retry = _report_last_build
+        task._fallback_to_non_watcher_run = _no_build_alone(task.task_id, producer.task_id)
         if not task.upstream_task_ids & {t.task_id for t in tasks}:  # a root of the dbt graph
             producer >> task
+
+
+def _building(config: DagConfig, cosmos_execute: Any) -> Any:
+    """The producer's execute: Cosmos's ``dbt build`` inside the pipeline's build step."""
+
+    def execute(context: Any, **kwargs: Any) -> Any:
+        from loaders import pipeline
+
+        current = settings(config)
+        first_try = {**context, "ti": _FirstTry(context["ti"])}
+        first_try["task_instance"] = first_try["ti"]
+        with run_lock(current):
+            return pipeline.build(
+                current,
+                run_id(context["dag_run"]),
+                runner=lambda: cosmos_execute(first_try, **kwargs),
+            )
+
+    return execute
+
+
+class _FirstTry:
+    """A task instance that Cosmos's producer takes for a first try (it skips any other)."""
+
+    try_number = 1
+
+    def __init__(self, ti: Any) -> None:
+        object.__setattr__(self, "_ti", ti)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ti, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._ti, name, value)
+
+
+def _report_last_build(try_number: int, producer_task_state: str | None, context: Any) -> None:
+    """On a retry or a clear, keep reading the producer's result (never rebuild alone)."""
+    return None
+
+
+def _no_build_alone(task_id: str, producer_id: str) -> Any:
+    def fail(try_number: int, context: Any) -> bool:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(
+            f"{task_id} reports the dbt build of {producer_id}, which has no result for it in "
+            f"this run: clear {producer_id} with its downstream tasks (or the whole run) to "
+            "build again; a model is never rebuilt alone, without its tests and the publish"
+        )
+
+    return fail

@@ -20,7 +20,7 @@ from psycopg2 import sql
 
 from loaders import pipeline, rds
 from loaders.config import ConfigError, Settings, check_identifier
-from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX
+from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX, is_stream_file_name
 
 Progress = Callable[[str], None]
 
@@ -74,7 +74,7 @@ def seed(
     known |= {obj.key.rsplit("/", 1)[-1] for obj in landing.list(ARCHIVE_PREFIX + STREAMS_PREFIX)}
     copied = 0
     for path in files:
-        if not path.name.endswith(pipeline.STREAM_SUFFIXES) or path.name in known:
+        if not is_stream_file_name(path.name) or path.name in known:
             continue
         landing.put(STREAMS_PREFIX + path.relative_to(streams_dir).as_posix(), path)
         copied += 1
@@ -143,13 +143,13 @@ def source_column_names(header: list[str]) -> list[str]:
 
 @contextmanager
 def _open_binary(path: Path) -> Iterator[Any]:
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rb") as handle:
         yield handle
 
 
 @contextmanager
 def _open_text(path: Path) -> Iterator[Any]:
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
     with opener(path, "rt", encoding="utf-8", newline="") as handle:
         yield handle

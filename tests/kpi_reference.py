@@ -32,8 +32,12 @@ Choices where the contract leaves room (kept in step with the dbt project):
   skipped. A zone offset must be below 24 hours (``+HH`` at most 23, minutes at most 59).
 * A row's line is the physical line it starts on (header = 1), also after a quoted field that
   spans lines.
-* When the latest version of a key is refused whole, the key counts no rows (the earlier
-  version is superseded all the same: "exactly as if the earlier version had never arrived").
+* A later version of a key that is refused whole is not a correction: it supersedes nothing
+  and the version before it keeps counting (the contract's "Re-delivered objects").
+* Keys are literal names (:func:`is_stream_key`): a delivery whose key does not end in ``.csv``
+  or ``.csv.gz`` (compared without regard to case), or whose name starts with ``.`` or ``_``
+  (markers, temporary files), is not a stream file: it counts nothing. A file with a physical
+  line longer than 64 MiB is refused whole (``line_too_long``).
 * Songs with the same ``track_id``: highest ``popularity`` first (missing popularity last), then
   the smallest ``track_genre``, ``album_name``, ``track_name``, ``artists`` as UTF-8 bytes
   (missing text last), then the smallest ``duration_ms`` (missing last).
@@ -122,6 +126,18 @@ _INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 
 # A value may be as long as a line can be (the contract sets no limit; the default is 128 KiB).
 csv.field_size_limit(2**31 - 1)
+MAX_LINE_BYTES = 64 << 20  # the contract's longest line
+
+
+def is_stream_key(key: str) -> bool:
+    """Whether ``key`` names a stream file (the contract's "Keys and files")."""
+    name = key.rsplit("/", 1)[-1]
+    return not name.startswith((".", "_")) and name.lower().endswith((".csv", ".csv.gz"))
+
+
+def is_gzip_key(key: str) -> bool:
+    """Whether a delivery is gzip-compressed: its key ends in ``.gz``, in any case."""
+    return key.lower().endswith(".gz")
 
 
 @dataclass(frozen=True)
@@ -183,6 +199,8 @@ class KpiResult:
     rejected: dict[str, int] = field(default_factory=dict)
     rejects: list[Reject] = field(default_factory=list)
     rejected_files: dict[str, str] = field(default_factory=dict)
+    # (key, problem): later versions refused whole, which superseded nothing
+    refused_redeliveries: list[tuple[str, str]] = field(default_factory=list)
     duplicates: int = 0
     kept: int = 0
     unknown_track_plays: int = 0
@@ -319,7 +337,7 @@ def _open_text(delivery: Delivery) -> io.TextIOBase:
         if isinstance(delivery.content, bytes)
         else delivery.content.open("rb")
     )
-    if delivery.key.endswith(".gz"):
+    if is_gzip_key(delivery.key):
         raw = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
     return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
 
@@ -328,9 +346,29 @@ def _header(reader: Iterator[list[str]]) -> list[str]:
     return [column.strip(ASCII_WHITESPACE) for column in next(reader, [])]
 
 
+def _longest_line(delivery: Delivery) -> int:
+    """The length in bytes of the delivery's longest physical line (decompressed)."""
+    raw: IO[bytes] = (
+        io.BytesIO(delivery.content)
+        if isinstance(delivery.content, bytes)
+        else delivery.content.open("rb")
+    )
+    longest = current = 0
+    with gzip.GzipFile(fileobj=raw) if is_gzip_key(delivery.key) else raw as stream:
+        while chunk := stream.read(1 << 20):
+            parts = chunk.split(b"\n")
+            current += len(parts[0])
+            if len(parts) > 1:
+                longest = max(longest, current, *(len(part) for part in parts[1:-1]))
+                current = len(parts[-1])
+    return max(longest, current)
+
+
 def _file_problem(delivery: Delivery) -> str | None:
     """Why the loader would refuse the whole file, or ``None``."""
     try:
+        if _longest_line(delivery) > MAX_LINE_BYTES:
+            return "line_too_long"
         with _open_text(delivery) as handle:
             reader = csv.reader(handle, strict=True)
             header = _header(reader)
@@ -365,25 +403,41 @@ def _as_delivery(item: StreamInput) -> Delivery:
 def current_versions(
     stream_files: Iterable[StreamInput],
 ) -> tuple[list[StreamInput], list[StreamInput]]:
-    """The deliveries that count and the superseded ones, applying the contract's rule for
-    re-delivered objects to ``stream_files`` in delivery order.
+    """The deliveries that count and the superseded ones (:func:`classify_versions`)."""
+    current, superseded, _unloadable = classify_versions(stream_files)
+    return current, superseded
+
+
+def classify_versions(
+    stream_files: Iterable[StreamInput],
+) -> tuple[list[StreamInput], list[StreamInput], list[StreamInput]]:
+    """The deliveries that count, the superseded ones, and the unloadable re-deliveries,
+    applying the contract's rule for re-delivered objects to ``stream_files`` in delivery
+    order (deliveries whose key is not a stream file are left out: :func:`is_stream_key`).
 
     The latest version of each key counts (in the position of the key's first delivery); the
     same key with the same bytes again is a no-op (the earlier delivery stays, with its load
-    time); the same key with other bytes supersedes the version before it.
+    time); the same key with other bytes supersedes the version before it, unless the new
+    bytes cannot be loaded at all: that version is refused and supersedes nothing.
     """
     current: dict[str, tuple[StreamInput, bytes]] = {}
     superseded: list[StreamInput] = []
+    unloadable: list[StreamInput] = []
     for item in stream_files:
         delivery = _as_delivery(item)
+        if not is_stream_key(delivery.key):
+            continue  # not a stream file: skipped, never loaded
         data = delivery.data()
         earlier = current.get(delivery.key)
         if earlier is not None and earlier[1] == data:
             continue  # identical re-delivery: nothing changes
         if earlier is not None:
+            if _file_problem(delivery) is not None:
+                unloadable.append(item)  # not a correction: the version before stays
+                continue
             superseded.append(earlier[0])
         current[delivery.key] = (item, data)
-    return [item for item, _ in current.values()], superseded
+    return [item for item, _ in current.values()], superseded, unloadable
 
 
 # --- aggregation -----------------------------------------------------------------------------
@@ -436,7 +490,10 @@ def compute_kpis(
     day_plays: Counter[date] = Counter()
     hours: dict[datetime, _Hour] = {}
 
-    counted, superseded = current_versions(stream_files)
+    counted, superseded, unloadable = classify_versions(stream_files)
+    for item in unloadable:
+        delivery = _as_delivery(item)
+        result.refused_redeliveries.append((delivery.key, _file_problem(delivery) or ""))
     for item in superseded:
         delivery = _as_delivery(item)
         result.superseded.append((delivery.key, _md5(delivery.data())))

@@ -4,16 +4,23 @@
         - those whose play count in `plays` (fct_listens, read directly: DuckDB materializes a
           CTE read twice) differs from the sum of listen_count `stored` holds for them, that
           `stored` lacks or that `plays` no longer has;
-        - those with a play first loaded since the last green dbt build started (a new play; a
-          correction can swap plays without changing the count);
-        - every period when a songs snapshot was loaded since then (genres, names and artists
-          reach built periods that way, with no re-parse of the streams).
+        - those with a play first loaded by a load above the last green dbt build's watermark
+          (a new play; a correction can swap plays without changing the count);
+        - every period when a songs snapshot was loaded above that watermark (genres, names and
+          artists reach built periods that way, with no re-parse of the streams).
+        Watermarks are load sequence numbers of the ledger, never clock times.
         With no stored relation (it does not exist yet) every period is stale. The KPI marts
         delete these periods in a pre-hook (a period whose plays all vanished must go too:
         delete+insert only replaces periods the new rows name), then rebuild every period
         missing from them.
     -#}
-    select coalesce(current_counts.{{ period }}, stored_counts.{{ period }}) as {{ period }}
+    {#- with no stored relation, only current periods (no untyped null column to coalesce) -#}
+    select
+        {%- if stored is not none %}
+            coalesce(current_counts.{{ period }}, stored_counts.{{ period }}) as {{ period }}
+        {%- else %}
+            current_counts.{{ period }}
+        {%- endif %}
     from (
         select
             {{ period }},
@@ -38,32 +45,33 @@
         select {{ period }}
         from {{ plays }}
         where
-            first_loaded_at > {{ last_green_build_start() }}
+            first_load_seq > {{ last_green_build_load_seq() }}
             or {{ songs_loaded_since_last_green_build() }}
-    {%- else %}
-        cross join (select null as {{ period }}) as stored_counts
     {%- endif %}
 {%- endmacro %}
 
 
-{% macro last_green_build_start() -%}
-    {#- When the last green dbt build started: loads after it are not in the marts yet. -#}
+{% macro last_green_build_load_seq() -%}
+    {#-
+        The watermark of the last green dbt build: the ledger's largest load sequence number
+        when it started (0 before the first). Loads above it are not in the marts yet.
+    -#}
     (
-        select coalesce(max(builds.started_at), cast('1900-01-01' as timestamp))
+        select coalesce(max(builds.load_seq), 0)
         from {{ source('meta', 'dbt_builds') }} as builds
     )
 {%- endmacro %}
 
 
 {% macro songs_loaded_since_last_green_build() -%}
-    {#- Whether a songs snapshot was loaded after the last green dbt build started. -#}
+    {#- Whether a songs snapshot was loaded above the last green dbt build's watermark. -#}
     exists (
         select 1
         from {{ source('meta', 'load_ledger') }} as ledger
         where
             ledger.target_table = 'raw_rds.songs'
             and ledger.status = 'loaded'
-            and ledger.loaded_at > {{ last_green_build_start() }}
+            and ledger.load_seq > {{ last_green_build_load_seq() }}
     )
 {%- endmacro %}
 

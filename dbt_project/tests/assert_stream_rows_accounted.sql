@@ -26,7 +26,7 @@ superseded_rows as (
     inner join {{ ref('stg_meta__landed_objects') }} as file_versions
         on
             staged._source_file = file_versions.object_key
-            and staged._loaded_at = file_versions.loaded_at
+            and staged._load_seq = file_versions.load_seq
     where
         file_versions.is_superseded
         and file_versions.load_status = 'loaded'

@@ -144,3 +144,14 @@ def test_a_failing_channel_does_not_hide_the_others(
     PipelineAlert().notify(_context("x", OSError("disk")))
     assert alert_log.messages[0].endswith("error: OSError: disk")
     assert any(m.startswith("Slack alert failed") for m in alert_log.messages)
+
+
+def test_a_warning_of_a_successful_task_reaches_the_alert(alert_log: _Records) -> None:
+    """A re-delivered file that could not be loaded: the load task succeeds, and its warning
+    goes out through the same alert (a log record here, no channel configured)."""
+    from music_elt_airflow.alerts import PipelineAlert
+
+    PipelineAlert().warn(_context("load", None), ["a new version of streams/k.csv.gz could not"])
+    assert len(alert_log.messages) == 1
+    assert alert_log.messages[0].startswith("music_streaming_pipeline: task load warns")
+    assert alert_log.messages[0].endswith("warning: a new version of streams/k.csv.gz could not")

@@ -188,7 +188,8 @@ def _failing_data_test_fails_the_run_and_archives_nothing(scenario: Scenario) ->
     assert states["dbt.dbt_producer_watcher"] == ["failed"]  # the one dbt build
     assert states["dbt.stg_rds__users.test"] == ["upstream_failed"]
     assert states["archive"] == ["upstream_failed"]
-    assert states["record_build"] == ["upstream_failed"]
+    assert states["publish"] == ["upstream_failed"]
+    assert read_marts(scenario.settings) == scenario.marts_after_first_run  # readers: as before
     assert scenario.landed(STREAMS_PREFIX) == sorted(p.name for p in scenario.held_files)
 
     assert len(alerts) == 1, alerts

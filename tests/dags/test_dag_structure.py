@@ -19,7 +19,6 @@ PLAIN_TASKS = {
     "load_groups",
     "load",
     "loaded",
-    "record_build",
     "archive",
     "publish",
 }
@@ -104,8 +103,7 @@ def test_tasks_and_dependencies(pipeline_dag: Any) -> None:
     assert upstream("load_groups") == {"plan", "should_run"}
     assert upstream("load") == {"load_groups"}
     assert upstream("loaded") == {"load"}
-    assert upstream("publish") == {"record_build"}
-    assert "record_build" in upstream("archive")
+    assert upstream("publish") == {"archive"}
     assert dag.task_dict["should_run"].ignore_downstream_trigger_rules
 
     # one dbt build (the watcher producer) starts after the loads; every model's task
@@ -114,9 +112,9 @@ def test_tasks_and_dependencies(pipeline_dag: Any) -> None:
     roots = {task_id for task_id in dbt_ids if not upstream(task_id) & dbt_ids}
     assert roots == {PRODUCER} and upstream(PRODUCER) == {"loaded"}
     assert dbt_ids - {PRODUCER} <= _descendants(dag, PRODUCER)
-    # archiving waits for every dbt task, and for the loads' summary
-    assert dbt_ids | {"loaded", "record_build"} <= _ancestors(dag, "archive")
-    assert dbt_ids <= _ancestors(dag, "record_build")
+    # archiving and publishing wait for every dbt task, and for the loads' summary
+    assert dbt_ids | {"loaded"} <= _ancestors(dag, "archive")
+    assert dbt_ids | {"archive"} <= _ancestors(dag, "publish")
 
     extract = dag.task_dict["extract"]._get_specified_expand_input().value
     assert extract == {"table": ["users", "songs"]}
@@ -178,10 +176,14 @@ def test_retries_pools_and_run_limits(
     assert producer.retries == 0 and sensors and all(t.retries == 0 for t in sensors)
     assert all(not t.deferrable for t in sensors)
     # every task that touches the DuckDB file shares the pool of one slot
-    writers = [producer, *sensors, *(tasks[t] for t in ("plan", "load", "record_build"))]
+    writers = [producer, *sensors, *(tasks[t] for t in ("plan", "load", "archive", "publish"))]
     assert all(t.pool == POOL for t in writers)
     assert tasks["check_rds_available"].retries == 0
-    assert tasks["check_rds_available"].execution_timeout is not None
+    # every task has a timeout: a hung build fails, alerts and frees the pool
+    assert all(t.execution_timeout is not None for t in dag.tasks)
+    assert tasks["load"].execution_timeout.total_seconds() == 1800  # the documented defaults
+    assert producer.execution_timeout.total_seconds() == 7200
+    assert all(t.execution_timeout == producer.execution_timeout for t in sensors)
     # dbt runs in-process, against an absolute DuckDB path, without dbt deps
     assert Path(producer.env["MUSIC_ELT_DUCKDB_PATH"]).is_absolute()
     # and with the loaders' DuckDB memory settings, spilling inside the work directory

@@ -1,25 +1,30 @@
-"""loaders.serving: the published copy equals the warehouse, is replaced atomically, and lets
-readers and the pipeline's writer work at the same time."""
+"""loaders.serving: a publish makes readers see exactly the audited build, writes only what
+changed, switches every relation at once, survives a publish that died, and lets readers and
+the pipeline's writer work at the same time."""
 
 from __future__ import annotations
 
+import errno
 import shutil
 import subprocess
 import sys
 import textwrap
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
+from unittest import mock
 
 import duckdb
 import pytest
 
+from loaders import pipeline
 from loaders.config import Settings, WarehouseSettings
 from loaders.serving import (
-    SERVED,
     NoKpiData,
+    PublishFailed,
     open_reader,
-    publish_serving_copy,
-    serving_copy_stale,
+    publish_marts,
+    publish_pending,
+    published_relations,
     serving_path,
 )
 from loaders.warehouse import open_warehouse
@@ -30,96 +35,142 @@ def _rows(conn: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
     return sorted(conn.execute(sql).fetchall(), key=repr)
 
 
-def test_serving_copy_holds_exactly_what_the_warehouse_holds(
-    kpi_settings: Settings, marts: duckdb.DuckDBPyConnection
-) -> None:
+def test_serving_copy_holds_exactly_what_the_audited_build_holds(kpi_settings: Settings) -> None:
     copy = duckdb.connect(str(serving_path(kpi_settings)), read_only=True)
+    warehouse = duckdb.connect(str(kpi_settings.warehouse.duckdb_path), read_only=True)
     try:
-        for relation in SERVED:
-            assert _rows(copy, f"select * from {relation.name}") == _rows(marts, relation.query), (
-                relation.name
-            )
+        relations = published_relations(pipeline.kpi_marts(kpi_settings))
+        names = {relation.name for relation in relations}
+        assert {
+            "marts.fct_genre_kpis_daily",
+            "marts.fct_listening_kpis_hourly",
+            "marts.fct_top_artists_hourly",
+            "served.daily_listeners",
+        } <= names
+        for relation in relations:
+            if relation.name == "raw_meta.dbt_builds":
+                continue  # copied before the warehouse marks the build published
+            assert _rows(copy, f"select * from {relation.name}") == _rows(
+                warehouse, relation.query
+            ), relation.name
+        # dbt builds the KPI marts in kpi_build: the warehouse has no marts.fct_*_kpis_* of
+        # its own, so nothing but a publish can show them to readers
+        assert not warehouse.execute(
+            "select table_name from information_schema.tables "
+            "where table_schema = 'marts' and table_name like '%kpis%'"
+        ).fetchall()
         # the served aggregates are what the marts say, computed independently here
         assert (
             copy.execute("select sum(rejected_rows) from served.rejected_rows_by_file").fetchone()
-            == marts.execute("select count(*) from marts.fct_rejected_listens").fetchone()
+            == warehouse.execute("select count(*) from marts.fct_rejected_listens").fetchone()
         )
         daily = dict(
             copy.execute(
                 "select listen_date, unique_listeners from served.daily_listeners"
             ).fetchall()
         )
-        for day, listeners in marts.execute(
+        for day, listeners in warehouse.execute(
             "select listen_date, count(distinct user_id) from marts.fct_listens group by 1"
         ).fetchall():
             assert daily.pop(day) == listeners
         assert daily == {}
-        # a day's listeners are fewer than the sum over its genres (people play several)
-        (day, listeners, genre_sum) = copy.execute(
-            "select d.listen_date, d.unique_listeners, sum(g.unique_listeners) "
-            "from served.daily_listeners d join marts.fct_genre_kpis_daily g "
-            "using (listen_date) group by 1, 2 order by 1 limit 1"
-        ).fetchone()
-        assert listeners < genre_sum
-        (build_finished,) = copy.execute(
-            "select build_finished_at from served.published"
-        ).fetchone()
-        assert (
-            build_finished
-            == marts.execute("select max(finished_at) from raw_meta.dbt_builds").fetchone()[0]
-        )
         assert (
             copy.execute(
-                "select status, reason from raw_meta.load_ledger where object_key = ?",
-                [REFUSED_FILE],
+                "select status from raw_meta.load_ledger where object_key = ?", [REFUSED_FILE]
             ).fetchone()[0]
             == "rejected"
         )
+        # every green build is published
+        assert warehouse.execute(
+            "select count(*) from raw_meta.dbt_builds where published_at is null"
+        ).fetchone() == (0,)
     finally:
         copy.close()
+        warehouse.close()
 
 
 @pytest.fixture
 def own_copy(kpi_workdir: Path, tmp_path: Path) -> Settings:
-    """A private copy of the built warehouse (these tests write to it)."""
+    """A private copy of the built and published work directory (these tests write to it)."""
     work = tmp_path / "work"
     work.mkdir()
-    shutil.copy(kpi_workdir / "warehouse.duckdb", work / "warehouse.duckdb")
+    for name in ("warehouse.duckdb", "serving.duckdb"):
+        shutil.copy(kpi_workdir / name, work / name)
+    shutil.copytree(kpi_workdir / "dbt" / "target", work / "dbt" / "target")  # its manifest
     return Settings.from_env({}, workdir=work)
 
 
-def _record_build(settings: Settings, finished: datetime) -> None:
+def _pending(settings: Settings) -> bool:
     with open_warehouse(settings) as wh:
-        wh.record_build("later-build", finished - timedelta(seconds=5), finished)
+        return publish_pending(settings, wh)
 
 
-def test_publish_replaces_the_copy_atomically_under_an_open_reader(own_copy: Settings) -> None:
-    with pytest.raises(NoKpiData):  # nothing published yet
-        open_reader(own_copy).query("select 1")
-    assert serving_copy_stale(own_copy)
-    first = publish_serving_copy(own_copy)
-    assert first == serving_path(own_copy) and not serving_copy_stale(own_copy)
-    sql = "select build_finished_at from served.published"
-    (published_first,) = open_reader(own_copy).query(sql)[0]
+def _record_build(settings: Settings, run_id: str) -> None:
+    """What a green build records (loaders.pipeline.build)."""
+    with open_warehouse(settings) as wh:
+        wh.record_build(run_id, wh.ledger_watermark(), datetime(2099, 1, 1), datetime(2099, 1, 1))
 
-    later = datetime(2099, 1, 1, 12, 0, 0)
-    _record_build(own_copy, later)
-    assert serving_copy_stale(own_copy)
+
+def test_a_publish_writes_only_what_changed_under_an_open_reader(own_copy: Settings) -> None:
+    marts = pipeline.kpi_marts(own_copy)
+    assert not _pending(own_copy)
+    sql = "select listen_count from marts.fct_genre_kpis_daily where track_genre = 'unknown'"
+    before = sorted(open_reader(own_copy).query(sql))
+    # a later build changes one row of one mart and removes another
+    with open_warehouse(own_copy) as wh, wh.transaction() as cur:
+        cur.execute(
+            "update kpi_build.fct_genre_kpis_daily set listen_count = listen_count + 1000 "
+            "where track_genre = 'unknown' and listen_date = "
+            "(select min(listen_date) from kpi_build.fct_genre_kpis_daily)"
+        )
+        cur.execute(
+            "delete from kpi_build.fct_top_artists_hourly where listen_hour = "
+            "(select max(listen_hour) from kpi_build.fct_top_artists_hourly) and artist_rank = 5"
+        )
+    _record_build(own_copy, "later-build")
+    assert _pending(own_copy)
     with open_reader(own_copy).session() as reading:
-        publish_serving_copy(own_copy)  # the open reader neither blocks nor breaks this
-        # ... and keeps reading the complete copy it opened
-        assert reading.query(sql) == [(published_first,)]
-    assert open_reader(own_copy).query(sql) == [(later,)]
-    assert not serving_copy_stale(own_copy)
+        outcome = publish_marts(own_copy, marts)  # the open reader neither blocks nor breaks it
+        assert sorted(reading.query(sql)) == before  # it keeps reading the copy it opened
+    assert outcome.startswith("2 row(s) changed"), outcome  # one key each, nothing else
+    after = sorted(open_reader(own_copy).query(sql))
+    assert sum(row[0] for row in after) == sum(row[0] for row in before) + 1000
+    assert not _pending(own_copy)
     leftovers = [p.name for p in own_copy.workdir.iterdir() if p.name.startswith(".serving")]
     assert leftovers == []
+    # publishing the same build again changes nothing
+    assert publish_marts(own_copy, marts).startswith("0 row(s) changed")
+
+
+def test_a_publish_that_died_is_repaired_by_the_next(own_copy: Settings) -> None:
+    marts = pipeline.kpi_marts(own_copy)
+    _record_build(own_copy, "died-while-publishing")
+    leftover = own_copy.workdir / ".serving.duckdb.4242-deadbeef.tmp"  # what kill -9 leaves
+    leftover.write_bytes(b"half a database")
+    assert _pending(own_copy)
+    full_disk = OSError(errno.ENOSPC, "No space left on device")
+    with (
+        mock.patch("loaders.serving.os.replace", side_effect=full_disk),
+        pytest.raises(PublishFailed, match="No space left on device") as failed,
+    ):
+        publish_marts(own_copy, marts)
+    assert "\n" not in str(failed.value) and "next run publishes it" in str(failed.value)
+    assert isinstance(failed.value, ConnectionError)  # an outage: exit 2, never "fix the data"
+    assert _pending(own_copy)
+    publish_marts(own_copy, marts)
+    assert not _pending(own_copy)
+    assert not leftover.exists()
+    assert [p.name for p in own_copy.workdir.iterdir() if p.name.startswith(".serving")] == []
+    # a deleted serving copy is a pending publish too
+    serving_path(own_copy).unlink()
+    assert _pending(own_copy)
 
 
 _HOLD_WAREHOUSE = textwrap.dedent(
     """
     import sys, time, duckdb
     conn = duckdb.connect(sys.argv[1])  # a writer, as a pipeline run is
-    conn.execute("insert into raw_meta.dbt_builds values ('writer', now(), now())")
+    conn.execute("insert into raw_meta.dbt_builds (load_id) values ('writer')")
     print("holding", flush=True)
     sys.stdin.readline()
     conn.close()
@@ -128,7 +179,6 @@ _HOLD_WAREHOUSE = textwrap.dedent(
 
 
 def test_readers_and_a_writing_pipeline_do_not_block_each_other(own_copy: Settings) -> None:
-    publish_serving_copy(own_copy)
     path = own_copy.warehouse.duckdb_path
     writer = subprocess.Popen(
         [sys.executable, "-c", _HOLD_WAREHOUSE, str(path)],
@@ -150,36 +200,30 @@ def test_readers_and_a_writing_pipeline_do_not_block_each_other(own_copy: Settin
 
     # and while a reader holds the copy open, a pipeline step can write the warehouse
     with open_reader(own_copy).session() as reading:
-        with open_warehouse(own_copy) as wh:
-            wh.record_build("while-reading", datetime(2099, 1, 2), datetime(2099, 1, 2, 0, 1))
+        _record_build(own_copy, "while-reading")
         assert reading.query("select count(*) from marts.fct_top_artists_hourly")[0][0] > 0
 
 
-def test_publish_without_marts_publishes_nothing(tmp_path: Path) -> None:
+def test_nothing_is_published_before_a_green_build(tmp_path: Path) -> None:
     settings = Settings.from_env({}, workdir=tmp_path / "work")
     with open_warehouse(settings) as wh:
         wh.setup()  # raw schemas and build log, but no dbt build yet
+        assert not publish_pending(settings, wh)
     with pytest.raises(NoKpiData):
-        publish_serving_copy(settings)
+        open_reader(settings).query("select 1")
     assert sorted(p.name for p in settings.workdir.iterdir()) == ["warehouse.duckdb"]
-    assert not serving_copy_stale(settings)  # no green build: nothing to publish
 
 
-def test_postgres_and_redshift_readers_read_the_warehouse(tmp_path: Path) -> None:
+def test_postgres_and_redshift_readers_read_the_published_relations(tmp_path: Path) -> None:
     for kind in ("postgres", "redshift"):
         warehouse = WarehouseSettings(
             kind=kind, user="reader", dbname="dw", password="s3cret", iam_role="arn:role"
         )
         settings = Settings(workdir=tmp_path, warehouse=warehouse)
-        assert publish_serving_copy(settings) is None  # MVCC: no copy needed
         reader = open_reader(settings)
         assert reader.path is None and "s3cret" not in reader.where
-        inline = reader.relation("served.daily_listeners")
-        assert inline.startswith("(select listen_date, count(*)")
-        assert inline.endswith(") as daily_listeners")
-        assert reader.relation("marts.fct_genre_kpis_daily") == (
-            "(select * from marts.fct_genre_kpis_daily) as fct_genre_kpis_daily"
-        )
+        assert reader.relation("served.daily_listeners") == "served.daily_listeners"
+        assert reader.relation("marts.fct_genre_kpis_daily") == "marts.fct_genre_kpis_daily"
     with pytest.raises(KeyError):
         reader.relation("marts.fct_listens")  # only served relations can be named
 
@@ -191,8 +235,9 @@ def test_cli_publishes_when_stale_and_says_what_it_did(
 
     work = str(own_copy.workdir)
     assert main(["--workdir", work, "--if-stale"]) == 0
-    assert "published" in capsys.readouterr().out
+    assert "is published" in capsys.readouterr().out
+    _record_build(own_copy, "by-hand")
     assert main(["--workdir", work, "--if-stale"]) == 0
-    assert "up to date" in capsys.readouterr().out
+    assert "published for readers" in capsys.readouterr().out
     assert main(["--workdir", str(own_copy.workdir / "nothing-here")]) == 0
     assert "no warehouse" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from loaders import pipeline
 from loaders.cli import main as cli
 from loaders.config import Settings
 from loaders.warehouse import open_warehouse
+from tests.checks import published
 from tests.kpi_reference import MARTS, assert_rows_match, compute_kpis
 
 pytestmark = pytest.mark.slow
@@ -69,8 +70,7 @@ def test_bad_input_is_kept_with_reasons_and_counts_add_up(tmp_path: Path) -> Non
     files = sorted((src / "streams").iterdir())
     expected = compute_kpis(src / "users.csv", src / "songs.csv", files, datetime.now())
     for mart, spec in MARTS.items():
-        with open_warehouse(settings) as wh:
-            rows = wh.query(f"select {', '.join(spec.columns)} from marts.{mart}")
+        rows = published(settings, f"select {', '.join(spec.columns)} from marts.{mart}")
         assert_rows_match(expected.rows(mart), rows, key=spec.key, columns=spec.columns, label=mart)
 
     with open_warehouse(settings) as wh:
@@ -129,7 +129,6 @@ def test_changed_songs_rebuild_the_marts(tmp_path: Path) -> None:
     files = sorted((src / "streams").iterdir())
     expected = compute_kpis(src / "users.csv", src / "songs.csv", files, datetime.now())
     spec = MARTS["fct_genre_kpis_daily"]
-    with open_warehouse(settings) as wh:
-        rows = wh.query(f"select {', '.join(spec.columns)} from marts.fct_genre_kpis_daily")
+    rows = published(settings, f"select {', '.join(spec.columns)} from marts.fct_genre_kpis_daily")
     assert "dance" in {row[1] for row in rows}
     assert_rows_match(expected.genre_daily, rows, key=spec.key, columns=spec.columns)

@@ -7,15 +7,21 @@ Each case states what a person must find afterwards:
   the user id and UTC time the contract gives, or rejected with the reason that must appear in
   ``marts.fct_rejected_listens.reject_reason`` at the row's physical line;
 - **file cases** (BOM, latin-1, quoted comma/newline, header only, zero bytes, binary junk,
-  semicolons, a duplicated column, CRLF, a 1 MB line, odd names): the file is loaded (that many
-  rows in raw, archived once) or quarantined with a reason (in the ledger and the
-  ``.reason.txt``), never both, never left behind.
+  semicolons, a duplicated column, CRLF, 1 MB and 20 MB values, a line over 64 MiB, odd names,
+  names that are glob patterns beside the names they match, a newline in a name, upper-case
+  suffixes): the file is loaded (that many rows in raw, archived once) or quarantined with a
+  reason (in the ledger and the ``.reason.txt``), never both, never left behind; keys that are
+  not stream files (another extension, hidden and marker names) are skipped: named in the
+  run's output with the reason, never loaded, left in place (KPIS.md "Keys and files");
+- **re-deliveries**: a loaded file re-uploaded truncated (quarantined, supersedes nothing, the
+  run warns) and one corrected (a correction, reported with the plays it added and removed).
 
-All row cases go through one run, all file cases through another (on the local landing zone
-and on S3), so the corpus costs three `dbt build`s. Each run also checks counts in equal counts
-out (raw rows = kept + rejected + duplicates), the marts against tests/kpi_reference.py, and
-every file loaded or quarantined exactly once. The expectations themselves are checked
-against the reference in a fast test, so the table and the oracle cannot drift apart.
+All row cases go through one run, all file cases through another (on DuckDB and PostgreSQL,
+local landing zone and S3), the re-deliveries through two. Each run also checks counts in
+equal counts out (raw rows = kept + rejected + duplicates), the marts against
+tests/kpi_reference.py, and every file loaded or quarantined exactly once. The expectations
+themselves are checked against the reference in a fast test, so the table and the oracle
+cannot drift apart.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import pytest
 from loaders import pipeline
 from loaders.cli import main as cli
 from loaders.config import Settings
+from loaders.landing import S3Landing
 from tests.checks import (
     QUARANTINE,
     REASON_SUFFIX,
@@ -253,11 +260,20 @@ class Quarantined:
 
 
 @dataclass(frozen=True)
+class Skipped:
+    """Not a stream file: never loaded, left where it is, named as skipped by every run with a
+    reason matching ``reason``."""
+
+    reason: str  # a regular expression, searched case-insensitively
+
+
+@dataclass(frozen=True)
 class FileCase:
     label: str
     name: str
     data: bytes
-    expect: Loaded | Quarantined
+    expect: Loaded | Quarantined | Skipped
+    local_only: bool = False  # moto's S3 server cannot store the key (real S3 can)
 
     @property
     def key(self) -> str:
@@ -270,6 +286,8 @@ def _lines(*rows: str, end: str = "\n") -> bytes:
 
 HEADER = "user_id,track_id,listen_time"
 ONE_MB = 1_000_000
+MIB = 1 << 20
+FORGED = "files: 99 loaded, 0 already loaded, 0 rejected"  # a line a file name tries to forge
 GZ_ROWS = _lines(HEADER, f"7,t1,{T0}", "bad,t1,2024-02-29 10:00:00")
 FILE_CASES: list[FileCase] = [
     FileCase(
@@ -373,6 +391,63 @@ FILE_CASES: list[FileCase] = [
     FileCase("non-ASCII name", "ünïcødé-日本語.csv", _lines(HEADER, f"7,odd-4,{T0}"), Loaded(1)),
     FileCase("percent and plus", "100%+plus.csv", _lines(HEADER, f"7,odd-5,{T0}"), Loaded(1)),
     FileCase("glob characters", "glob[1]*?.csv", _lines(HEADER, f"7,odd-6,{T0}"), Loaded(1)),
+    # a key is a literal name, never a pattern: each file is read from its own bytes only
+    FileCase("bracket pattern", "[ab].csv", _lines(HEADER, f"7,lit-ab,{T0}"), Loaded(1)),
+    FileCase("a, matched by [ab]", "a.csv", _lines(HEADER, f"-5,lit-a,{T0}"), Loaded(1)),
+    FileCase("b, matched by [ab]", "b.csv", _lines(HEADER, f"42,lit-b,{T0}"), Loaded(1)),
+    FileCase("star pattern", "g*.csv", _lines(HEADER, f"7,lit-gstar,{T0}"), Loaded(1)),
+    FileCase(
+        "gx, matched by g*",
+        "gx.csv",
+        _lines(HEADER, f"7,lit-gx-1,{T0}", f"7,lit-gx-2,{T0}"),
+        Loaded(2),
+    ),
+    FileCase("brace pattern", "{c,d}.csv", _lines(HEADER, f"7,lit-cd,{T0}"), Loaded(1)),
+    FileCase("c, matched by {c,d}", "c.csv", _lines(HEADER, f"7,lit-c,{T0}"), Loaded(1)),
+    FileCase(
+        "a newline in the name",
+        f"nl\n{FORGED}\r.csv",
+        _lines(HEADER, f"7,lit-newline,{T0}"),
+        Loaded(1, tracks=("lit-newline",)),
+        local_only=True,  # moto answers 404 to a PUT of a key with a newline
+    ),
+    # suffixes without regard to case
+    FileCase("upper-case .CSV", "UPPER.CSV", _lines(HEADER, f"7,case-1,{T0}"), Loaded(1)),
+    FileCase(
+        "gzip as .csv.GZ",
+        "mixed.csv.GZ",
+        gzip.compress(_lines(HEADER, f"7,case-2,{T0}", f"bad,t1,{T0}")),
+        Loaded(2, rejects={3: "invalid_user_id"}, tracks=("case-2",)),
+    ),
+    FileCase(
+        "gzip as .Csv.Gz",
+        "Title.Csv.Gz",
+        gzip.compress(_lines(HEADER, f"7,case-3,{T0}")),
+        Loaded(1, tracks=("case-3",)),
+    ),
+    # long lines: up to 64 MiB like any other; a longer one refuses the file with its reason
+    FileCase(
+        "a 20 MB value and 3 MB of trailing spaces",
+        "huge-values.csv",
+        _lines(
+            HEADER,
+            f"7,huge-1,{T0}{' ' * (3 * ONE_MB)}",  # valid after trimming: kept
+            f"{'9' * (20 * ONE_MB)},t1,{T0}",  # a 20 MB user id: invalid, kept in the rejects
+            f"42,huge-2,{T0}",
+        ),
+        Loaded(3, rejects={3: "invalid_user_id"}, tracks=("huge-1", "huge-2")),
+    ),
+    FileCase(
+        "a line over 64 MiB",
+        "over-long.csv.gz",
+        gzip.compress(_lines(HEADER, f"7,t1,{T0}{' ' * (64 * MIB)}", f"7,t2,{T0}"), 1),
+        Quarantined(r"longer than 64 MiB"),
+    ),
+    # not stream files: skipped by name with a reason, never loaded, left in place
+    FileCase("another extension", "notes.txt", b"not a stream file\n", Skipped(r"not a stream")),
+    FileCase("a backup copy", "x.csv.bak", _lines(HEADER, f"7,bak,{T0}"), Skipped(r"\.csv")),
+    FileCase("a hidden temporary file", ".tmp-part.csv", _lines(HEADER), Skipped(r"hidden")),
+    FileCase("a producer marker", "_SUCCESS", b"", Skipped(r"marker")),
 ]
 
 
@@ -382,6 +457,9 @@ def test_file_expectations_follow_the_reference(tmp_path: Path) -> None:
     _write(tmp_path / "users.csv", USERS.encode())
     _write(tmp_path / "songs.csv", SONGS.encode())
     for case in FILE_CASES:
+        if isinstance(case.expect, Skipped):
+            assert pipeline.stream_file_problem(case.key) is not None, case.label
+            continue
         result = compute_kpis(
             tmp_path / "users.csv",
             tmp_path / "songs.csv",
@@ -436,21 +514,29 @@ def workdir(setup: str, tmp_path: Path) -> Path:
 
 
 def deliver(settings: Settings, versions: list[Version], tmp_path: Path) -> None:
-    """Write the files into the landing zone's input prefix, as a producer does."""
+    """Write the files into the landing zone's input prefix, as a producer does (on S3 in one
+    part, so that each object's etag is the MD5 the checks expect, also for large files)."""
     landing = pipeline.landing_store(settings)
     for i, version in enumerate(versions):
+        if isinstance(landing, S3Landing):
+            landing.client.put_object(
+                Bucket=landing.bucket, Key=landing.prefix + version.key, Body=version.data
+            )
+            continue
         staged = tmp_path / "staged" / f"{i:03d}"
         _write(staged, version.data)
         landing.put(version.key, staged)
 
 
-def run(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def run(work: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """``music-elt run``, which must exit 0; its output."""
     code = cli(["run", "--workdir", str(work)])
     captured = capsys.readouterr()
     assert code == 0, f"music-elt run exited {code}:\n{captured.err}\n{captured.out[-3000:]}"
     settings = Settings.from_env(workdir=work)
     # the run used the warehouse the environment names (no DuckDB file beside a PostgreSQL one)
     assert settings.warehouse.duckdb_path.exists() == (settings.warehouse.kind == "duckdb")
+    return str(captured.out)
 
 
 def reference(work: Path, versions: list[Version], tmp_path: Path) -> Any:
@@ -544,16 +630,19 @@ def test_row_corpus(
     )
 
 
-@pytest.mark.parametrize("setup", ["duckdb-local", "duckdb-s3", "postgres-local"], indirect=True)
+@pytest.mark.parametrize(
+    "setup", ["duckdb-local", "duckdb-s3", "postgres-local", "postgres-s3"], indirect=True
+)
 def test_file_corpus(
     setup: str, workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every file-level case in one run: loaded (rows in raw, rejects at their physical lines,
     values intact, archived once) or quarantined with its reason, exactly once."""
     settings = Settings.from_env(workdir=workdir)
-    versions = [Version(case.key, case.data) for case in FILE_CASES]
+    cases = [c for c in FILE_CASES if not (c.local_only and setup.endswith("-s3"))]
+    versions = [Version(case.key, case.data) for case in cases]
     deliver(settings, versions, tmp_path)
-    run(workdir, capsys)
+    out = run(workdir, capsys)
 
     ledger = {row["object_key"]: row for row in ledger_rows(settings)}
     quarantine = landing_objects(settings, QUARANTINE)
@@ -564,9 +653,17 @@ def test_file_corpus(
     ):
         rejects.setdefault(source_file, {})[int(line)] = reason
     problems = []
-    for case, version in zip(FILE_CASES, versions, strict=True):
+    for case, version in zip(cases, versions, strict=True):
         row = ledger.get(case.key)
         status = f"ledger status {row['status']!r} ({row['reason']})" if row else "no ledger row"
+        if isinstance(case.expect, Skipped):
+            if row:
+                problems.append(f"{case.label}: {status}, expected skipped")
+            pattern = re.compile(case.expect.reason, re.IGNORECASE)
+            said = [line for line in out.splitlines() if f"skipped {case.key}:" in line]
+            if not said or not pattern.search(said[0]):
+                problems.append(f"{case.label}: output says {said}, expected a skipped line")
+            continue
         if isinstance(case.expect, Quarantined):
             pattern = re.compile(case.expect.reason, re.IGNORECASE)
             if not row or row["status"] != "rejected":
@@ -590,13 +687,68 @@ def test_file_corpus(
             missing = [t for t in case.expect.tracks if t not in tracks]
             if missing:
                 problems.append(f"{case.label}: plays of {missing} not in marts.fct_listens")
-    loaded = [v for c, v in zip(FILE_CASES, versions, strict=True) if isinstance(c.expect, Loaded)]
-    refused = [v for v in versions if v not in loaded]
+    by_kind: dict[type, list[Version]] = {Loaded: [], Quarantined: [], Skipped: []}
+    for case, version in zip(cases, versions, strict=True):
+        by_kind[type(case.expect)].append(version)
+    loaded, refused, skipped = by_kind[Loaded], by_kind[Quarantined], by_kind[Skipped]
     problems += ledger_problems(settings, loaded, refused)
-    problems += landing_problems(settings, loaded, refused)
-    problems += raw_problems(settings, versions)
+    problems += landing_problems(settings, loaded, refused, skipped)
+    problems += raw_problems(settings, loaded + refused)
+    if any(line.startswith(FORGED) for line in out.splitlines()):
+        problems.append(f"a file name forged the output line {FORGED!r}")
     assert_no_problems(problems, f"file corpus, {setup}")
 
     expected = reference(workdir, versions, tmp_path)
     assert_no_problems(counts_in_equal_counts_out(settings, expected), "counts in, counts out")
+    assert_marts_match(expected, settings)
+
+
+# --- re-deliveries that cannot be loaded, and corrections that can -------------------------------
+
+K_KEY, M_KEY = "streams/k.csv.gz", "streams/m.csv"
+K_PLAYS = gzip.compress(
+    _lines(HEADER, *(f"7,redo-k{n},2024-02-29 1{n}:00:00" for n in range(4))), 9
+)
+M_FIRST = _lines(HEADER, f"7,redo-m1,{T0}", f"42,redo-m2,{T0}", f"-5,redo-m3,{T0}")
+M_CORRECTED = _lines(
+    HEADER, f"7,redo-m1,{T0}", f"42,redo-m2,{T0}", f"7,redo-m4,{T0}", f"7,redo-m5,{T0}"
+)
+
+
+@pytest.mark.parametrize("setup", ["duckdb-local", "postgres-s3"], indirect=True)
+def test_an_unloadable_reupload_supersedes_nothing_and_a_correction_says_what_it_changed(
+    setup: str, workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A loaded ``k.csv.gz`` re-uploaded truncated is quarantined with its reason, supersedes
+    nothing (its 4 plays stay in the marts) and the run warns by name; it is not called a
+    correction. ``m.csv`` corrected (one play removed, two added) is a correction, reported with
+    the plays it added and removed."""
+    settings = Settings.from_env(workdir=workdir)
+    first = [Version(K_KEY, K_PLAYS), Version(M_KEY, M_FIRST)]
+    deliver(settings, first, tmp_path / "first")
+    run(workdir, capsys)
+    second = [Version(K_KEY, K_PLAYS[: len(K_PLAYS) * 2 // 3]), Version(M_KEY, M_CORRECTED)]
+    deliver(settings, second, tmp_path / "second")
+    out = run(workdir, capsys)
+
+    lines = out.splitlines()
+    problems = []
+    warned = [line for line in lines if "warn:" in line and K_KEY in line]
+    if not warned or not re.search(r"could not be loaded.*still counts", warned[0]):
+        problems.append(f"no warning naming {K_KEY}: {warned}")
+    said = [line for line in lines if K_KEY in line and "warn:" not in line]
+    if any(re.search(r"(?i)correction|supersed", line) for line in said):
+        problems.append(f"{K_KEY} called a correction:\n{out[-2000:]}")
+    if not any(f"correction {M_KEY}: 2 play(s) added, 1 removed" in line for line in lines):
+        problems.append(f"no correction effect for {M_KEY}:\n{out[-2000:]}")
+    tracks = {t for (t,) in query(settings, "select track_id from marts.fct_listens")}
+    problems += [f"play {t} left the marts" for t in ("redo-k0", "redo-k3") if t not in tracks]
+    versions = first + second
+    problems += ledger_problems(
+        settings, [first[0], *first[1:], second[1]], [second[0]], [first[1]]
+    )
+    problems += landing_problems(settings, [first[0], first[1], second[1]], [second[0]])
+    assert_no_problems(problems, f"re-deliveries, {setup}")
+    expected = reference(workdir, versions, tmp_path)
+    assert [key for key, _ in expected.refused_redeliveries] == [K_KEY]
     assert_marts_match(expected, settings)

@@ -18,6 +18,7 @@ from loaders.dbt import run_dbt
 from loaders.warehouse import open_warehouse
 from music_elt_demo.generate import generate
 from music_elt_demo.seed import seed
+from tests.checks import published
 from tests.conftest import postgres_settings
 from tests.kpi_reference import MARTS, assert_rows_match, compute_kpis
 
@@ -43,10 +44,9 @@ CORRECTED = (
 
 def _marts(settings: Settings) -> dict[str, list[dict[str, Any]]]:
     out = {}
-    with open_warehouse(settings) as wh:
-        for mart, spec in MARTS.items():
-            rows = wh.query(f"select {', '.join(spec.columns)} from marts.{mart}")
-            out[mart] = [dict(zip(spec.columns, row, strict=True)) for row in rows]
+    for mart, spec in MARTS.items():
+        rows = published(settings, f"select {', '.join(spec.columns)} from marts.{mart}")
+        out[mart] = [dict(zip(spec.columns, row, strict=True)) for row in rows]
     return out
 
 

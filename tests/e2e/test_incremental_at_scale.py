@@ -47,9 +47,9 @@ from loaders import manifest, pipeline
 from loaders.config import Settings
 from loaders.dbt import run_dbt
 from loaders.landing import STREAMS_PREFIX
-from loaders.warehouse import open_warehouse
 from music_elt_demo.generate import generate
 from music_elt_demo.seed import seed
+from tests.checks import published
 from tests.conftest import postgres_settings
 from tests.kpi_reference import MARTS, KpiResult, compute_kpis, diff_rows
 
@@ -58,10 +58,18 @@ pytestmark = pytest.mark.slow
 DAYS = 8
 START = date(2026, 1, 5)  # generate()'s first day
 LAST_DAY = f"listens_{START + timedelta(days=DAYS - 1)}_"  # the 8th day's delivery files
-# Columns that record when (and in which run) a row was loaded: they differ between two work
-# directories fed the same files, and only there.
+# Columns that record when (and in which run and load) a row was loaded: they differ between two
+# work directories fed the same files, and only there.
 LOAD_METADATA = frozenset(
-    {"first_loaded_at", "last_loaded_at", "loaded_at", "load_id", "_loaded_at", "_load_id"}
+    {
+        "first_load_seq",
+        "last_load_seq",
+        "_load_seq",
+        "loaded_at",
+        "load_id",
+        "_loaded_at",
+        "_load_id",
+    }
 )
 
 
@@ -271,13 +279,10 @@ def postgres_differences(
 def reference_differences(expected: KpiResult, settings: Settings) -> list[str]:
     """How the KPI marts differ from tests/kpi_reference.py (relative tolerance 1e-9)."""
     problems = []
-    with open_warehouse(settings) as wh:
-        for mart, spec in MARTS.items():
-            rows = wh.query(f"select {', '.join(spec.columns)} from marts.{mart}")
-            found = diff_rows(
-                expected.rows(mart), rows, key=spec.key, columns=spec.columns, limit=5
-            )
-            problems += [f"marts.{mart}: {problem}" for problem in found]
+    for mart, spec in MARTS.items():
+        rows = published(settings, f"select {', '.join(spec.columns)} from marts.{mart}")
+        found = diff_rows(expected.rows(mart), rows, key=spec.key, columns=spec.columns, limit=5)
+        problems += [f"marts.{mart}: {problem}" for problem in found]
     return problems
 
 

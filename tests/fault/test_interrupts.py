@@ -95,6 +95,7 @@ def test_a_concurrent_run_exits_2_naming_the_holder_before_touching_anything(
     first = stack.start()
     first.wait_for(file_loaded(1), timeout=120)  # loads and the whole dbt build still to come
     extracted = rds_extract_runs(stack.settings)
+    stack.env["MUSIC_ELT_LOCK_WAIT_SECONDS"] = "2"  # it waits that long for the lock, then stops
     second = stack.start()
     code, out, err = second.finish(timeout=90)
     first_code, first_out, first_err = first.finish()

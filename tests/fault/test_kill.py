@@ -9,6 +9,13 @@ counts equal file row counts, the RDS snapshots are whole.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from tests.checks import ARCHIVE, STREAMS, Version, landing_objects, query, raw_rows_by_file
@@ -40,6 +47,24 @@ def test_kill_9_then_a_plain_rerun_recovers(stack: Stack, moment: str) -> None:
         )
         assert not landing_objects(stack.settings, ARCHIVE)
     stack.rerun()
+    stack.assert_recovered()
+
+
+def test_kill_9_during_publish_is_repaired_by_a_plain_run(stack: Stack) -> None:
+    """Green means green, defect 5: kill -9 during publish. Observed before: the build was
+    recorded and the files archived, so the next run said "marts up to date" and readers kept
+    the stale copy, with the temporary file left behind. Expected: the next plain run publishes
+    the recorded build (even with nothing new to load) and removes the leftovers."""
+    stack.deliver_generated()
+    stack.start().killed_at(Trigger("the publish step", lambda line: "==> publish" in line))
+    out = stack.rerun()
+    settings = stack.settings
+    (unpublished,) = query(
+        settings, "select count(*) from raw_meta.dbt_builds where published_at is null"
+    )[0]
+    assert unpublished == 0, out
+    leftovers = [p.name for p in stack.workdir.iterdir() if p.name.startswith(".serving")]
+    assert leftovers == []
     stack.assert_recovered()
 
 
@@ -103,3 +128,62 @@ def restore(stack: Stack, version: Version) -> None:
     staged = stack.workdir.parent / "restored"
     staged.write_bytes(version.data)
     stack_landing(stack).put(version.key, staged)
+
+
+def test_the_embedded_rds_never_outlives_a_run_killed_with_kill_9(tmp_path: Path) -> None:
+    """kill -9 of `music-elt run` while it uses the embedded PostgreSQL (pgserver): the server
+    stops soon after (its watchdog sees the run gone), and the next run starts it again, runs
+    to the end and leaves no server behind. Observed before issue 15: the server of the killed
+    run kept running, and every later run left it running too."""
+    import psutil
+
+    src, work = tmp_path / "src", tmp_path / "work"
+    src.mkdir()
+    (src / "users.csv").write_text(
+        "user_id,user_name,user_age,user_country,created_at\n1,A,3,DE,x\n"
+    )
+    (src / "songs.csv").write_text(
+        "track_id,artists,album_name,track_name,popularity,duration_ms,track_genre\n"
+        "t1,Zed,A,One,50,200000,pop\n"
+    )
+    (src / "streams").mkdir()
+    (src / "streams" / "a.csv").write_text(
+        "user_id,track_id,listen_time\n1,t1,2024-01-01 10:00:00\n"
+    )
+    cli = [sys.executable, "-m", "loaders.cli"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MUSIC_ELT_", "WAREHOUSE_"))}
+    at = ["--workdir", str(work)]
+    subprocess.run(
+        [*cli, "seed", "--from-dir", str(src), *at], env=env, check=True, capture_output=True
+    )
+    pgdata = work / "rds-pgdata"
+
+    def server() -> psutil.Process | None:
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            if proc.info["name"] == "postgres" and str(pgdata) in (proc.info["cmdline"] or []):
+                return proc
+        return None
+
+    def gone_within(seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if server() is None:
+                return True
+            time.sleep(0.2)
+        return False
+
+    assert gone_within(10), "the server of `music-elt seed` outlived it"
+    run = subprocess.Popen(
+        [*cli, "run", *at], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    deadline = time.monotonic() + 60
+    while server() is None and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.1)
+    assert server() is not None, "the run never started the embedded server"
+    run.send_signal(signal.SIGKILL)
+    run.wait()
+    assert gone_within(30), "the embedded server outlived the run killed with kill -9"
+
+    rerun = subprocess.run([*cli, "run", *at], env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert gone_within(15), "the embedded server outlived the rerun"

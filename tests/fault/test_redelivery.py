@@ -14,8 +14,16 @@ import re
 
 import pytest
 
-from tests.checks import ledger_rows
-from tests.fault.harness import Stack, condensed, no_traceback
+from loaders import pipeline
+from tests.checks import (
+    ARCHIVE,
+    STREAMS,
+    assert_no_problems,
+    landing_objects,
+    ledger_rows,
+    mart_problems,
+)
+from tests.fault.harness import Stack, condensed, dbt_halfway, no_traceback
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -99,3 +107,40 @@ def test_a_truncated_gzip_is_quarantined_and_does_not_block_the_pipeline(
     )
     stack.rerun()
     stack.assert_recovered()
+
+
+def test_a_correction_delivered_during_the_build_is_left_for_the_next_run(stack: Stack) -> None:
+    """Green means green, defect 6: the producer replaced a file while `dbt build` ran. Observed
+    before: exit 0, the archive held the new bytes, the ledger only the old etag, the marts
+    counted the old rows, and the next run said "nothing new". Expected: the run archives the
+    version it loaded (same etag), leaves the new one at its key and says so; the next run
+    loads it as a correction; the marts equal the reference over the latest versions. (The
+    loaded bytes themselves are gone from landing, overwritten by the producer: raw keeps them.)"""
+    files = stack.deliver_generated()
+    original = next(v for v in files if v.key.endswith(".csv"))
+    run = stack.start()
+    run.wait_for(dbt_halfway, timeout=120)
+    new = stack.deliver(original.key, corrected(original.data, stack))
+    code, out, err = run.finish()
+    assert code == 0, f"{condensed(out)}\n{err}"
+    no_traceback(out, err)
+    assert any(
+        "left for the next run" in line and original.key in line for line in out.splitlines()
+    )
+    landing = pipeline.landing_store(stack.settings)
+    with landing.open(original.key) as still_there:
+        assert still_there.read() == new.data  # the new version waits at its key
+    # the bytes the run loaded were overwritten at the key by the producer, so only raw keeps
+    # them; nothing the run moved holds the new bytes
+    assert not [
+        data for data in landing_objects(stack.settings, ARCHIVE).values() if data == new.data
+    ]
+
+    stack.rerun()
+    settings = stack.settings
+    assert_no_problems(mart_problems(stack.reference(), settings), "after the next run")
+    assert not landing_objects(settings, STREAMS)
+    archived = landing_objects(settings, ARCHIVE)
+    assert [key for key, data in archived.items() if data == new.data], (
+        "the correction not archived"
+    )

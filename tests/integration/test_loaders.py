@@ -345,3 +345,81 @@ def test_a_query_interrupted_by_ctrl_c_stops_the_run_as_an_interrupt(
     assert landing.list("quarantine/") == []
     with pipeline.warehouse(settings) as wh:
         assert wh.query("select count(*) from raw_meta.load_ledger")[0][0] == 0
+
+
+@pytest.mark.parametrize("warehouse_kind", ["duckdb", "postgres"])
+def test_setup_numbers_a_ledger_from_before_the_load_sequence(
+    warehouse_kind: str, request: pytest.FixtureRequest, settings: Settings
+) -> None:
+    """A warehouse set up before the load sequence (raw tables without its columns) gets them
+    on setup: the ledger numbered in load order, a superseded version the number of the version
+    that replaced it, raw stream rows the number of their file version, a green build the
+    watermark of the loads before it; then loads and builds go on from there."""
+    if warehouse_kind == "postgres":
+        settings = postgres_settings(settings, request.getfixturevalue("pg_database"))
+    with open_warehouse(settings) as wh, wh.transaction() as cur:
+        for statement in (
+            "create schema raw_streams",
+            "create schema raw_meta",
+            "create table raw_streams.streams (user_id text, track_id text, listen_time text, "
+            "_source_file text, _line_number bigint, _loaded_at timestamp, _load_id text)",
+            "create table raw_meta.load_ledger (object_key text not null, etag text not null, "
+            "size_bytes bigint, target_table text, row_count bigint, status text not null, "
+            "reason text, load_id text, loaded_at timestamp, superseded_at timestamp)",
+            "create table raw_meta.dbt_builds "
+            "(load_id text, started_at timestamp, finished_at timestamp)",
+            "insert into raw_meta.load_ledger values "
+            "('streams/a.csv', 'e1', 1, 'raw_streams.streams', 1, 'loaded', null, 'r1', "
+            "'2026-01-05 10:00:00', '2026-01-06 10:00:00'), "
+            "('streams/b.csv', 'e2', 1, 'raw_streams.streams', 0, 'rejected', 'bad', 'r1', "
+            "'2026-01-05 10:00:01', null), "
+            "('streams/a.csv', 'e3', 1, 'raw_streams.streams', 1, 'loaded', null, 'r2', "
+            "'2026-01-06 10:00:00', null)",
+            "insert into raw_streams.streams values "
+            "('1', 't1', '2026-01-05 09:00:00', 'streams/a.csv', 2, '2026-01-05 10:00:00', 'r1'), "
+            "('2', 't1', '2026-01-05 09:00:00', 'streams/a.csv', 2, '2026-01-06 10:00:00', 'r2')",
+            "insert into raw_meta.dbt_builds values "
+            "('r1', '2026-01-05 10:00:02', '2026-01-05 10:01:00'), "
+            "('r2', '2026-01-06 10:00:02', '2026-01-06 10:01:00')",
+        ):
+            cur.execute(statement)
+    with pipeline.warehouse(settings) as wh:  # setup
+        ledger = wh.query(
+            "select etag, load_seq, superseded_seq from raw_meta.load_ledger order by load_seq"
+        )
+        assert ledger == [("e1", 1, 3), ("e2", 2, None), ("e3", 3, None)]
+        raw = wh.query("select user_id, _load_seq from raw_streams.streams order by user_id")
+        assert raw == [("1", 1), ("2", 3)]
+        builds = wh.query("select load_id, load_seq from raw_meta.dbt_builds order by load_id")
+        assert builds == [("r1", 2), ("r2", 3)]
+        assert wh.ledger_watermark() == 3 and not wh.has_unbuilt_loads()
+        assert wh.green_build("r2") and not wh.green_build("r3")
+    with pipeline.warehouse(settings) as wh:  # a second setup changes nothing
+        assert wh.query("select count(*) from raw_meta.load_ledger where load_seq > 3") == [(0,)]
+        wh.record_build("r2", 3, pipeline.utcnow(), pipeline.utcnow())  # idempotent per run
+        assert wh.query("select count(*) from raw_meta.dbt_builds") == [(2,)]
+
+
+def test_duckdb_reads_each_file_under_a_name_that_is_no_pattern(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """DuckDB's read_csv expands ``*``, ``?``, ``[ab]`` in the paths it gets: it is given a
+    link named with digits only, to the one file, with the compression and the 64 MiB line
+    limit spelled out (a ``.GZ`` suffix is gzip too)."""
+    from loaders.warehouse import DuckDBWarehouse
+
+    landing = LocalLanding(tmp_path / "landing")
+    for key in ("streams/[ab].CSV.GZ", "streams/a.CSV.GZ"):
+        put(landing, key, gzip.compress(b"user_id,track_id,listen_time\n7,t1,x\n"), tmp_path)
+    seen: list[tuple[str, Any]] = []
+
+    class Cursor:
+        def execute(self, sql: str, params: Any = None) -> None:
+            (paths,) = params
+            seen.append((" ".join(sql.split()), [(Path(p).name, Path(p).resolve()) for p in paths]))
+
+    duckdb_wh = DuckDBWarehouse(settings.warehouse)
+    duckdb_wh._copy_to_temp(Cursor(), landing, ["streams/[ab].CSV.GZ"], 3)
+    ((sql, paths),) = seen
+    assert paths == [("00000.csv", landing.local_path("streams/[ab].CSV.GZ"))]
+    assert "compression = 'gzip', max_line_size = 67108864)" in sql

@@ -295,14 +295,36 @@ def _redshift(region: str = "") -> RedshiftWarehouse:
 
 
 def test_redshift_copies_one_stream_file_with_iam_role_and_gzip() -> None:
+    """One stream file is copied through a manifest naming its exact URL: COPY from a plain
+    's3://.../a.csv.gz' would read every object whose key starts with it (a.csv.gz.bak)."""
     cur, store = _Recorder(), _S3Store()
-    line = _redshift()._copy_to_temp(cur, store, ["streams/a.csv.gz"], 3)  # type: ignore[arg-type]
+    line = _redshift()._copy_to_temp(cur, store, ["streams/a.CSV.GZ"], 3)  # type: ignore[arg-type]
     assert line is None  # Redshift cannot tell line numbers
     assert cur.sql == [
         "create temp table _landing (c1 varchar(65535), c2 varchar(65535), c3 varchar(65535))",
-        "copy _landing from 's3://bucket/landing/streams/a.csv.gz' format as csv ignoreheader 1 "
-        "iam_role 'arn:aws:iam::123456789012:role/redshift-copy' gzip",
+        "copy _landing from 's3://bucket/landing/manifests/streams/a.CSV.GZ.manifest' "
+        "format as csv ignoreheader 1 "
+        "iam_role 'arn:aws:iam::123456789012:role/redshift-copy' gzip manifest",
     ]
+    manifest = json.loads(store.written["manifests/streams/a.CSV.GZ.manifest"])
+    assert manifest == {
+        "entries": [{"url": "s3://bucket/landing/streams/a.CSV.GZ", "mandatory": True}]
+    }
+
+
+def test_redshift_reads_a_name_with_pattern_characters_literally() -> None:
+    """A key with glob characters and a quote: its exact URL in the manifest, the quote
+    doubled in the statement, nothing read as a pattern or a prefix."""
+    cur, store = _Recorder(), _S3Store()
+    key = "streams/it's [ab]*?.csv"
+    _redshift()._copy_to_temp(cur, store, [key], 3)  # type: ignore[arg-type]
+    assert cur.sql[-1] == (
+        "copy _landing from 's3://bucket/landing/manifests/streams/it''s [ab]*?.csv.manifest' "
+        "format as csv ignoreheader 1 "
+        "iam_role 'arn:aws:iam::123456789012:role/redshift-copy' manifest"
+    )
+    manifest = json.loads(store.written[f"manifests/{key}.manifest"])
+    assert [e["url"] for e in manifest["entries"]] == [f"s3://bucket/landing/{key}"]
 
 
 def test_redshift_loads_rds_parts_through_a_manifest() -> None:
@@ -310,11 +332,11 @@ def test_redshift_loads_rds_parts_through_a_manifest() -> None:
     keys = ["rds/songs/r1/part-00001.csv.gz", "rds/songs/r1/part-00002.csv.gz"]
     _redshift(region="eu-west-1")._copy_to_temp(cur, store, keys, 2)  # type: ignore[arg-type]
     assert cur.sql[-1] == (
-        "copy _landing from 's3://bucket/landing/rds/songs/r1/_redshift.manifest' format as csv "
-        "ignoreheader 1 iam_role 'arn:aws:iam::123456789012:role/redshift-copy' gzip manifest "
-        "region 'eu-west-1'"
+        "copy _landing from 's3://bucket/landing/manifests/rds/songs/r1/copy.manifest' "
+        "format as csv ignoreheader 1 iam_role 'arn:aws:iam::123456789012:role/redshift-copy' "
+        "gzip manifest region 'eu-west-1'"
     )
-    manifest = json.loads(store.written["rds/songs/r1/_redshift.manifest"])
+    manifest = json.loads(store.written["manifests/rds/songs/r1/copy.manifest"])
     assert manifest == json.loads(redshift_manifest([store.uri(k) for k in keys]))
     assert [e["url"] for e in manifest["entries"]] == [store.uri(k) for k in keys]
     assert all(e["mandatory"] for e in manifest["entries"])

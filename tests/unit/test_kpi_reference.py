@@ -767,16 +767,31 @@ def test_the_latest_version_counts_even_when_it_repeats_an_older_one(source: Sou
     assert result.superseded_rows == 2
 
 
-def test_a_refused_latest_version_counts_no_rows(source: Source) -> None:
+def test_a_refused_later_version_supersedes_nothing(source: Source) -> None:
+    """The contract's "Re-delivered objects": a later version that cannot be loaded at all is
+    not a correction; the version before it keeps counting."""
     good = ref.Delivery("streams/a.csv", _csv("1,T1,2026-01-05 10:00:00"))
     refused = ref.Delivery("streams/a.csv", b"user_id,track\n1,T1\n")
     result = ref.compute_kpis(source.users, source.songs, [good, refused], LOADED_AT)
-    assert (result.kept, result.hourly, result.rejected_files) == (
-        0,
-        [],
-        {"streams/a.csv": "missing_column"},
+    assert (result.kept, result.rejected_files, result.superseded) == (1, {}, [])
+    assert result.refused_redeliveries == [("streams/a.csv", "missing_column")]
+    assert [row["listen_hour"] for row in result.hourly] == [datetime(2026, 1, 5, 10)]
+    fixed = ref.Delivery("streams/a.csv", _csv("1,T1,2026-01-05 11:00:00"))
+    result = ref.compute_kpis(source.users, source.songs, [good, refused, fixed], LOADED_AT)
+    assert [row["listen_hour"] for row in result.hourly] == [datetime(2026, 1, 5, 11)]
+    assert result.superseded == [("streams/a.csv", hashlib.md5(good.data()).hexdigest())]
+
+
+def test_keys_that_are_not_stream_files_count_nothing(source: Source) -> None:
+    """Suffixes in any case; other extensions, hidden and marker names count nothing."""
+    data = _csv("1,T1,2026-01-05 10:00:00")
+    keys = ["streams/A.CSV", "streams/b.csv.bak", "streams/.c.csv", "streams/_d.csv"]
+    result = ref.compute_kpis(
+        source.users, source.songs, [ref.Delivery(k, data) for k in keys], LOADED_AT
     )
-    assert result.superseded_rows == 1
+    assert (result.raw_rows, result.kept) == (1, 1)
+    gz = ref.Delivery("streams/e.Csv.Gz", gzip.compress(data))
+    assert ref.compute_kpis(source.users, source.songs, [gz], LOADED_AT).kept == 1
 
 
 def test_deliveries_read_bytes_paths_and_gzip(source: Source) -> None:

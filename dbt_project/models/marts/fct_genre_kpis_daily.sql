@@ -7,7 +7,8 @@
         dist='even',
         sort=['listen_date', 'track_genre'],
         pre_hook="{{ delete_stale_periods('listen_date', this) }}",
-        meta={'preview': {
+        schema='kpi_build',
+        meta={'grain': ['listen_date', 'track_genre'], 'preview': {
             'latest': 'listen_date',
             'order_by': 'listen_count desc, track_genre',
             'columns': ['listen_date', 'track_genre', 'listen_count', 'unique_listeners', 'popularity_index', 'most_popular_track_name'],
@@ -21,7 +22,7 @@
 /*
     One row per (listen_date, track_genre). Incremental: the pre-hook deletes the stale dates
     (macros/stale_periods.sql: play count differs from fct_listens, missing here or gone there,
-    or a play loaded since the last green build), then every date missing here is rebuilt.
+    or a play of a load newer than the last green build), then every date missing here is rebuilt.
 */
 
 with

@@ -7,7 +7,8 @@
         dist='even',
         sort='listen_hour',
         pre_hook="{{ delete_stale_periods('listen_hour', this) }}",
-        meta={'preview': {
+        schema='kpi_build',
+        meta={'grain': ['listen_hour'], 'preview': {
             'order_by': 'listen_count desc, listen_hour',
             'columns': ['listen_hour', 'listen_count', 'unique_listeners', 'track_diversity_index', 'top_artist', 'top_artist_plays'],
         }},

@@ -15,31 +15,32 @@
     file (a key delivered again with other content is a correction: only its latest version
     counts), exact duplicates (user_id, track_id, listen_time in UTC) collapsed into one play.
 
-    Incremental by play, so that a run costs about its new rows. Rows loaded after the latest
-    load time this table has consumed are counted into their plays: a new play, or one already
-    here whose count grows (delete+insert by play). A play with a row of a file version
-    superseded since then (a correction) is recounted from all its current rows; one left with
-    none is written with raw_row_count 0 and deleted by the post-hook. A failed build leaves
+    Incremental by play, so that a run costs about its new rows. Watermarks are the ledger's load
+    sequence numbers, never clock times. Rows of a load numbered above the largest this table has
+    consumed (max last_load_seq) are counted into their plays: a new play, or one already here
+    whose count grows (delete+insert by play). A play with a row of a file version superseded by
+    a load above that watermark (a correction) is recounted from all its current rows; one left
+    with none is written with raw_row_count 0 and deleted by the post-hook. A failed build leaves
     this table as it was, so the next run counts the same rows again.
 */
 
 {#-
     Staged rows are read as subqueries wherever needed: DuckDB materializes a CTE that is read
     more than once, which for all staged rows costs more than reading them again.
-    kept_rows: every kept row with when its file version was superseded (null: current).
+    kept_rows: every kept row with the load that superseded its file version (null: current).
 -#}
 {%- set kept_rows -%}
     select
         staged.user_id,
         staged.track_id,
         staged.listen_time,
-        staged._loaded_at,
-        file_versions.superseded_at
+        staged._load_seq,
+        file_versions.superseded_seq
     from {{ ref('stg_streams__listens') }} as staged
     left join file_versions
         on
             staged._source_file = file_versions.object_key
-            and staged._loaded_at = file_versions.loaded_at
+            and staged._load_seq = file_versions.load_seq
     where staged.reject_reason is null
 {%- endset %}
 {%- set current_listens -%}
@@ -47,9 +48,9 @@
         kept.user_id,
         kept.track_id,
         kept.listen_time,
-        kept._loaded_at
+        kept._load_seq
     from ({{ kept_rows }}) as kept
-    where kept.superseded_at is null
+    where kept.superseded_seq is null
 {%- endset %}
 
 with
@@ -58,8 +59,8 @@ file_versions as (
 
     select
         object_key,
-        loaded_at,
-        superseded_at
+        load_seq,
+        superseded_seq
     from {{ ref('stg_meta__landed_objects') }}
     where
         load_status = 'loaded'
@@ -71,7 +72,7 @@ file_versions as (
 
     consumed as (
 
-        select coalesce(max(existing.last_loaded_at), cast('1900-01-01' as timestamp)) as loaded_at
+        select coalesce(max(existing.last_load_seq), 0) as load_seq
         from {{ this }} as existing
 
     ),
@@ -83,7 +84,7 @@ file_versions as (
             kept.track_id,
             kept.listen_time
         from ({{ kept_rows }}) as kept
-        where kept.superseded_at > (select consumed.loaded_at from consumed)
+        where kept.superseded_seq > (select consumed.load_seq from consumed)
 
     ),
 
@@ -94,11 +95,11 @@ file_versions as (
             current_listens.track_id,
             current_listens.listen_time,
             count(*) as raw_row_count,
-            min(current_listens._loaded_at) as first_loaded_at,
-            max(current_listens._loaded_at) as last_loaded_at
+            min(current_listens._load_seq) as first_load_seq,
+            max(current_listens._load_seq) as last_load_seq
         from ({{ current_listens }}) as current_listens
         where
-            current_listens._loaded_at > (select consumed.loaded_at from consumed)
+            current_listens._load_seq > (select consumed.load_seq from consumed)
             and not exists (
                 select 1
                 from corrected_plays
@@ -122,8 +123,8 @@ file_versions as (
             new_rows_by_play.track_id,
             new_rows_by_play.listen_time,
             new_rows_by_play.raw_row_count + coalesce(existing.raw_row_count, 0) as raw_row_count,
-            coalesce(existing.first_loaded_at, new_rows_by_play.first_loaded_at) as first_loaded_at,
-            new_rows_by_play.last_loaded_at
+            coalesce(existing.first_load_seq, new_rows_by_play.first_load_seq) as first_load_seq,
+            new_rows_by_play.last_load_seq
         from new_rows_by_play
         left join {{ this }} as existing
             on
@@ -140,8 +141,8 @@ file_versions as (
             current_listens.track_id,
             current_listens.listen_time,
             count(*) as raw_row_count,
-            min(current_listens._loaded_at) as first_loaded_at,
-            max(current_listens._loaded_at) as last_loaded_at
+            min(current_listens._load_seq) as first_load_seq,
+            max(current_listens._load_seq) as last_load_seq
         from ({{ current_listens }}) as current_listens
         inner join corrected_plays
             on
@@ -162,8 +163,8 @@ file_versions as (
             corrected_plays.track_id,
             corrected_plays.listen_time,
             0 as raw_row_count,
-            cast(null as timestamp) as first_loaded_at,
-            cast(null as timestamp) as last_loaded_at
+            cast(null as bigint) as first_load_seq,
+            cast(null as bigint) as last_load_seq
         from corrected_plays
         where not exists (
             select 1
@@ -195,8 +196,8 @@ file_versions as (
             track_id,
             listen_time,
             count(*) as raw_row_count,
-            min(_loaded_at) as first_loaded_at,
-            max(_loaded_at) as last_loaded_at
+            min(_load_seq) as first_load_seq,
+            max(_load_seq) as last_load_seq
         from ({{ current_listens }}) as current_listens
         group by
             user_id,
@@ -216,8 +217,8 @@ final as (
         user_id,
         track_id,
         raw_row_count,
-        first_loaded_at,
-        last_loaded_at
+        first_load_seq,
+        last_load_seq
     from plays
 
 )

@@ -24,7 +24,8 @@ staged_listens as (
         _source_file,
         _line_number,
         _loaded_at,
-        _load_id
+        _load_id,
+        _load_seq
     from {{ ref('stg_streams__listens') }}
     where reject_reason is not null
 
@@ -34,7 +35,7 @@ superseded_versions as (
 
     select
         object_key,
-        loaded_at
+        load_seq
     from {{ ref('stg_meta__landed_objects') }}
     where
         is_superseded
@@ -57,7 +58,7 @@ current_rejects as (
     left join superseded_versions
         on
             staged_listens._source_file = superseded_versions.object_key
-            and staged_listens._loaded_at = superseded_versions.loaded_at
+            and staged_listens._load_seq = superseded_versions.load_seq
     where superseded_versions.object_key is null
 
 ),

@@ -7,7 +7,8 @@
         dist='even',
         sort=['listen_hour', 'artist_rank'],
         pre_hook="{{ delete_stale_periods('listen_hour', sibling_relation('fct_listening_kpis_hourly') if is_incremental() else none) }}",
-        meta={'preview': {'latest': 'listen_hour', 'order_by': 'artist_rank'}},
+        schema='kpi_build',
+        meta={'grain': ['listen_hour', 'artist_rank'], 'preview': {'latest': 'listen_hour', 'order_by': 'artist_rank'}},
     )
 }}
 

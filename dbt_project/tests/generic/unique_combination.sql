@@ -3,8 +3,8 @@
     columns (KPI grains). Rows with a null in any of the columns count as values too.
     Returns one row per duplicated combination.
 
-    recent_column (optional, a timestamp column): unless dbt runs with --full-refresh, only the
-    combinations of rows whose recent_column is after the last green build started are checked
+    recent_column (optional, a load sequence column): unless dbt runs with --full-refresh, only the
+    combinations of rows whose recent_column is above the last green build's watermark are checked
     (against every row of the model): what an incremental run just wrote, not the whole history
     again. A full refresh, and any build before the first green one, checks every combination.
 #}
@@ -26,7 +26,7 @@
             select 1
             from {{ model }} as recent
             where
-                recent.{{ recent_column }} > {{ last_green_build_start() }}
+                recent.{{ recent_column }} > {{ last_green_build_load_seq() }}
                 {% for column in columns %}
                     and recent.{{ column }} = checked.{{ column }}
                 {% endfor %}

@@ -12,7 +12,9 @@ source as (
         reason,
         load_id,
         loaded_at,
-        superseded_at
+        superseded_at,
+        load_seq,
+        superseded_seq
     from {{ source('meta', 'load_ledger') }}
 
 ),
@@ -30,7 +32,9 @@ final as (
         load_id,
         loaded_at,
         superseded_at,
-        superseded_at is not null as is_superseded
+        load_seq,
+        superseded_seq,
+        superseded_seq is not null as is_superseded
     from source
 
 )

@@ -2,19 +2,19 @@
     config(
         materialized='incremental',
         incremental_strategy='delete+insert',
-        unique_key='_loaded_at',
+        unique_key='_load_seq',
         on_schema_change='fail',
         dist='even',
-        sort='_loaded_at',
+        sort='_load_seq',
     )
 }}
 
 /*
     One row per raw stream row, typed, with the reason it is rejected (null when kept).
-    Parsing is the expensive step, so it runs once per raw row: incremental on the load time.
-    Each run takes the raw rows loaded at or after the latest load time already staged and
-    replaces every staged row carrying one of those load times, so a re-run is idempotent and a
-    file loaded with the same timestamp as the previous batch is not missed.
+    Parsing is the expensive step, so it runs once per raw row: incremental on the ledger's load
+    sequence, never on a clock. Each run takes the raw rows whose load sequence number is above
+    the largest already staged: numbers are assigned in commit order under the ledger's lock, so
+    no row can appear later below it, and a re-run with nothing new stages nothing.
 */
 
 with
@@ -28,12 +28,13 @@ source as (
         _source_file,
         _line_number,
         _loaded_at,
-        _load_id
+        _load_id,
+        _load_seq
     from {{ source('streams', 'streams') }}
     {% if is_incremental() %}
         where
-            _loaded_at >= (
-                select coalesce(max(staged._loaded_at), cast('1900-01-01' as timestamp))
+            _load_seq > (
+                select coalesce(max(staged._load_seq), 0)
                 from {{ this }} as staged
             )
     {% endif %}
@@ -52,7 +53,8 @@ cleaned as (
         _source_file,
         _line_number,
         _loaded_at,
-        _load_id
+        _load_id,
+        _load_seq
     from source
 
 ),
@@ -96,7 +98,8 @@ final as (
         _source_file,
         _line_number,
         _loaded_at,
-        _load_id
+        _load_id,
+        _load_seq
     from classified
 
 )
