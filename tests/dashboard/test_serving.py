@@ -90,7 +90,9 @@ def own_copy(kpi_workdir: Path, tmp_path: Path) -> Settings:
 
 def _record_build(settings: Settings, finished: datetime) -> None:
     with open_warehouse(settings) as wh:
-        wh.record_build("later-build", finished - timedelta(seconds=5), finished)
+        wh.record_build(
+            "later-build", wh.ledger_watermark(), finished - timedelta(seconds=5), finished
+        )
 
 
 def test_publish_replaces_the_copy_atomically_under_an_open_reader(own_copy: Settings) -> None:
@@ -119,7 +121,7 @@ _HOLD_WAREHOUSE = textwrap.dedent(
     """
     import sys, time, duckdb
     conn = duckdb.connect(sys.argv[1])  # a writer, as a pipeline run is
-    conn.execute("insert into raw_meta.dbt_builds values ('writer', now(), now())")
+    conn.execute("insert into raw_meta.dbt_builds (load_id) values ('writer')")
     print("holding", flush=True)
     sys.stdin.readline()
     conn.close()
@@ -151,7 +153,8 @@ def test_readers_and_a_writing_pipeline_do_not_block_each_other(own_copy: Settin
     # and while a reader holds the copy open, a pipeline step can write the warehouse
     with open_reader(own_copy).session() as reading:
         with open_warehouse(own_copy) as wh:
-            wh.record_build("while-reading", datetime(2099, 1, 2), datetime(2099, 1, 2, 0, 1))
+            started, finished = datetime(2099, 1, 2), datetime(2099, 1, 2, 0, 1)
+            wh.record_build("while-reading", wh.ledger_watermark(), started, finished)
         assert reading.query("select count(*) from marts.fct_top_artists_hourly")[0][0] > 0
 
 
