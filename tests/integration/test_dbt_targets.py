@@ -1,6 +1,7 @@
 """dbt's dev/prod schema convention, read from the manifest of `dbt parse` for each target (no
 warehouse needed): production and DuckDB targets build the shared schemas as named, the dev
-targets build into `<target schema>_<name>`, and every target reads the same raw sources."""
+targets build into `<target schema>_<name>`, and every target reads the same raw sources. The
+KPI marts build into `kpi_build`: readers get them from the publish step, as `marts.<name>`."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.conftest import REPO
 
 PROJECT = REPO / "dbt_project"
 LAYERS = {"stg_rds__users": "staging", "int_artist_credits_split": "intermediate"}
-LAYERS |= {"fct_listens": "marts", "dim_users": "marts"}
+LAYERS |= {"fct_listens": "marts", "dim_users": "marts", "fct_genre_kpis_daily": "kpi_build"}
 RAW = {"raw_rds", "raw_streams", "raw_meta"}
 
 
