@@ -60,10 +60,12 @@ def _timed(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> float:
 
 
 def _marts(duckdb_path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """The published KPI marts of the work directory whose warehouse is ``duckdb_path``: what
+    readers see, in its serving copy."""
     import duckdb
 
     marts = {}
-    with duckdb.connect(str(duckdb_path), read_only=True) as conn:
+    with duckdb.connect(str(duckdb_path.with_name("serving.duckdb")), read_only=True) as conn:
         for mart in ("fct_genre_kpis_daily", "fct_listening_kpis_hourly", "fct_top_artists_hourly"):
             marts[mart] = sorted(conn.execute(f"select * from marts.{mart}").fetchall(), key=repr)
     return marts
