@@ -74,22 +74,18 @@ def dashboard_url(kpi_workdir: Path, tmp_path: Path) -> Iterator[str]:
 
 
 def test_overview_renders_in_chromium(
-    dashboard_url: str, kpi_workdir: Path, tmp_path: Path
+    dashboard_url: str, marts: duckdb.DuckDBPyConnection, tmp_path: Path
 ) -> None:
-    conn = duckdb.connect(str(kpi_workdir / "warehouse.duckdb"), read_only=True)
-    try:
-        day, genre, plays, share = conn.execute(
-            "select listen_date, track_genre, listen_count, popularity_index "
-            "from marts.fct_genre_kpis_daily "
-            "where listen_date = (select max(listen_date) from marts.fct_genre_kpis_daily) "
-            "order by listen_count desc, track_genre limit 1"
-        ).fetchone()
-        (day_plays,) = conn.execute(
-            "select sum(listen_count) from marts.fct_genre_kpis_daily where listen_date = ?",
-            [day],
-        ).fetchone()
-    finally:
-        conn.close()
+    # the audited build, its KPI marts under their published names
+    day, genre, plays, share = marts.execute(
+        "select listen_date, track_genre, listen_count, popularity_index "
+        "from marts.fct_genre_kpis_daily "
+        "where listen_date = (select max(listen_date) from marts.fct_genre_kpis_daily) "
+        "order by listen_count desc, track_genre limit 1"
+    ).fetchone()
+    (day_plays,) = marts.execute(
+        "select sum(listen_count) from marts.fct_genre_kpis_daily where listen_date = ?", [day]
+    ).fetchone()
 
     with Chromium(size=(1400, 1000)) as browser:
         browser.open(dashboard_url)
