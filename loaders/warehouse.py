@@ -400,7 +400,7 @@ class Warehouse(ABC):
         reason: str | None = None,
     ) -> int:
         """Record a landed version of ``obj.key`` as load ``load_seq``; every earlier version of
-        that key becomes superseded by it (KPIS.md's re-delivery rule: the latest version
+        that key becomes superseded by it (the contract's re-delivery rule: the latest version
         counts). Returns how many versions it superseded."""
         cur.execute(
             self._sql(

@@ -1,7 +1,7 @@
 """An independent computation of the marts of the KPI contract, in plain Python.
 
 The end-to-end tests compare the warehouse marts with this module. It is written from the
-contract (``KPIS.md``, published as ``dbt_project/models/_contract__docs.md``) alone (no SQL, no
+contract (``dbt_project/models/_contract__docs.md``) alone (no SQL, no
 DuckDB, no pandas) so that a mistake in the dbt models cannot hide in the oracle too. Start with
 :func:`compute_kpis`; compare with :func:`assert_rows_match`.
 

@@ -3,7 +3,7 @@ files written straight into landing as producers write them, `music-elt run`).
 
 Each case states what a person must find afterwards:
 
-- **row cases** (one value form each, KPIS.md "Exact value formats"): the play is kept, with
+- **row cases** (one value form each, the contract's "Exact value formats"): the play is kept, with
   the user id and UTC time the contract gives, or rejected with the reason that must appear in
   ``marts.fct_rejected_listens.reject_reason`` at the row's physical line;
 - **file cases** (BOM, latin-1, quoted comma/newline, header only, zero bytes, binary junk,
@@ -12,7 +12,7 @@ Each case states what a person must find afterwards:
   suffixes): the file is loaded (that many rows in raw, archived once) or quarantined with a
   reason (in the ledger and the ``.reason.txt``), never both, never left behind; keys that are
   not stream files (another extension, hidden and marker names) are skipped: named in the
-  run's output with the reason, never loaded, left in place (KPIS.md "Keys and files");
+  run's output with the reason, never loaded, left in place (the contract's "Keys and files");
 - **re-deliveries**: a loaded file re-uploaded truncated (quarantined, supersedes nothing, the
   run warns) and one corrected (a correction, reported with the plays it added and removed).
 
@@ -217,7 +217,7 @@ SHARED_KEYS = ("streams/shared-a.csv", "streams/shared-b.csv")
 
 
 def test_row_expectations_follow_the_reference(tmp_path: Path) -> None:
-    """The row table says what KPIS.md says: tests/kpi_reference.py rejects exactly the rows
+    """The row table says what the contract says: tests/kpi_reference.py rejects exactly the rows
     the table rejects, for the same reasons at the same lines, and reads the kept rows' user
     ids and times as the table states them."""
     _write(tmp_path / "users.csv", USERS.encode())
@@ -576,7 +576,7 @@ def counts_in_equal_counts_out(settings: Settings, expected: Any) -> list[str]:
 def test_row_corpus(
     setup: str, workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Every value form KPIS.md names, one row each, in one file: kept with the contract's user
+    """Every value form the contract names, one row each, in one file: kept with the contract's user
     id and UTC time, or rejected with the contract's reason at the row's line."""
     settings = Settings.from_env(workdir=workdir)
     data, placed = row_file()

@@ -1,4 +1,4 @@
-"""A key delivered again with other content is a correction (KPIS.md, "Re-delivered objects"):
+"""A key delivered again with other content is a correction (the contract, "Re-delivered objects"):
 the marts count its latest version only, as if the earlier one never arrived, on DuckDB and
 PostgreSQL; the earlier version's raw rows stay, marked superseded; every version is archived
 under its own name; and the incremental result equals a full refresh."""

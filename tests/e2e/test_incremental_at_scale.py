@@ -1,4 +1,4 @@
-"""Incremental runs at scale equal a full refresh (KPIS.md, "Incremental equivalence").
+"""Incremental runs at scale equal a full refresh (the contract, "Incremental equivalence").
 
 About 1M generated plays over 8 days (the scenarios of bench/scale_bench.py) on the embedded
 DuckDB stack. Work directory A takes them the way production does:
@@ -15,7 +15,7 @@ column names and types, same multiset of rows), with ``dbt build --full-refresh`
 A's warehouse (the same raw rows, so even load times agree). After step 4 also with work
 directory B, the same final inputs in one run from scratch (there only the load metadata, which
 records when each row was loaded, may differ), and with the independent computation of
-tests/kpi_reference.py (relative tolerance 1e-9, as KPIS.md says).
+tests/kpi_reference.py (relative tolerance 1e-9, as the contract says).
 
 The check after step 2 matters on its own: a songs change may rebuild everything (a full
 refresh), which would hide a wrong incremental day from the final comparisons.

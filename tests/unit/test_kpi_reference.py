@@ -110,7 +110,7 @@ def _one(rows: list[dict[str, object]], **match: object) -> dict[str, object]:
         ("2026-01-05 10:00:00+25:00", None),
         ("2026-01-05 10:00:00 UTC", None),
         (None, None),
-        # every form KPIS.md's "Exact value formats" names
+        # every form the contract's "Exact value formats" names
         ("2024-02-29 10:00:00", datetime(2024, 2, 29, 10, tzinfo=UTC)),  # leap year
         ("2023-02-29 10:00:00", None),  # not a leap year
         ("2024-02-30 10:00:00", None),
@@ -162,7 +162,7 @@ def test_parse_listen_time(text: str | None, expected: datetime | None) -> None:
         (str(2**63 - 1), 2**63 - 1),
         ("١٢", None),  # Arabic-Indic digits are not an integer
         (None, None),
-        # every form KPIS.md's "Exact value formats" names
+        # every form the contract's "Exact value formats" names
         ("12.0", None),
         ("1e3", None),
         ("0x10", None),
@@ -466,7 +466,7 @@ def test_duplicate_songs_keep_one_row_by_rule(source: Source) -> None:
 
 
 def test_duplicate_songs_equal_up_to_artists_keep_the_shortest(source: Source) -> None:
-    """KPIS.md rule 5 ends with "then the smallest duration_ms" (missing last)."""
+    """The contract's rule 5 ends with "then the smallest duration_ms" (missing last)."""
     same = {"popularity": "50", "track_genre": "g", "album_name": "A", "track_name": "N"}
     source.write_songs(
         [
@@ -677,7 +677,7 @@ def test_a_one_megabyte_value_is_read(source: Source) -> None:
     assert result.rejects == [ref.Reject(str(path), 3, "invalid_user_id")]
 
 
-# --- re-delivered objects (KPIS.md "Re-delivered objects") ---------------------------------------
+# --- re-delivered objects (the contract's "Re-delivered objects") ---------------------------------
 
 HEADER = "user_id,track_id,listen_time\n"
 
