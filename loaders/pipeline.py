@@ -1,13 +1,14 @@
-"""One pipeline run as a plan and its steps: extract, plan, load, build, finish.
+"""One pipeline run as a plan and its steps: extract, plan, load, build, archive, publish.
 
 Every decision of a run is taken once, here: :func:`plan_run` compares the landing zone and the
 fresh RDS extracts with the warehouse's ledger and returns a :class:`Plan` (what is new, whether
 to run at all, how loads are grouped). The steps execute it:
-:func:`load` (one :class:`LoadGroup`), dbt (:func:`build` here, Cosmos under Airflow), then
-:func:`record_build`, :func:`archive` and :func:`publish`. The CLI (:func:`run`) and the Airflow
-DAG call the same functions and decide nothing themselves. Every step is safe to repeat:
-extraction writes a new snapshot folder, loading skips what the ledger holds, dbt recomputes only
-what changed, archiving finishes half-done moves.
+:func:`load` (one :class:`LoadGroup`), :func:`build` (``dbt build`` here or through Cosmos under
+Airflow, then the green build recorded), :func:`archive` and :func:`publish`. The CLI
+(:func:`run`) and the Airflow DAG call the same functions and decide nothing themselves. Every
+step is safe to repeat: extraction writes a new snapshot folder, loading skips what the ledger
+holds, dbt recomputes only what changed, archiving finishes half-done moves, a publish writes
+what differs.
 """
 
 from __future__ import annotations

@@ -67,14 +67,10 @@ class ServedRelation:
         return self.name.rsplit(".", 1)[-1]
 
 
-def _mart(name: str, grain: tuple[str, ...]) -> ServedRelation:
-    return ServedRelation(f"{PUBLISHED_SCHEMA}.{name}", f"select * from kpi_build.{name}", grain)
-
-
-SERVED: tuple[ServedRelation, ...] = (
-    _mart("fct_genre_kpis_daily", ("listen_date", "track_genre")),
-    _mart("fct_listening_kpis_hourly", ("listen_hour",)),
-    _mart("fct_top_artists_hourly", ("listen_hour", "artist_rank")),
+# The KPI marts readers name (their content and grain come from the dbt manifest at publish time)
+KPI_MARTS = ("fct_genre_kpis_daily", "fct_listening_kpis_hourly", "fct_top_artists_hourly")
+# What a publish writes besides the KPI marts
+AGGREGATES_AND_TABLES: tuple[ServedRelation, ...] = (
     # A day's listeners are not the sum of its genres' listeners (one user plays many genres):
     # they are counted here from the plays themselves.
     ServedRelation(
@@ -96,12 +92,16 @@ SERVED: tuple[ServedRelation, ...] = (
     ServedRelation(LEDGER_TABLE, f"select * from {LEDGER_TABLE}"),
     ServedRelation(BUILDS_TABLE, f"select * from {BUILDS_TABLE}"),
 )
-_BY_NAME = {relation.name: relation for relation in SERVED}
+# Every relation a reader may name
+SERVED = frozenset(
+    {f"{PUBLISHED_SCHEMA}.{name}" for name in KPI_MARTS}
+    | {relation.name for relation in AGGREGATES_AND_TABLES}
+)
 
 
 def published_relations(marts: Sequence[Mart]) -> tuple[ServedRelation, ...]:
     """What a publish writes: every KPI mart of the manifest from the relation dbt built it in
-    (its grain from the model's ``meta.grain``), then the other served relations."""
+    (its grain from the model's ``meta.grain``), then the served aggregates and tables."""
     kpis = tuple(
         ServedRelation(
             f"{PUBLISHED_SCHEMA}.{check_identifier(mart.name, 'KPI mart')}",
@@ -113,10 +113,7 @@ def published_relations(marts: Sequence[Mart]) -> tuple[ServedRelation, ...]:
     for relation in kpis:
         if not relation.grain:
             raise ConfigError(f"the KPI mart {relation.alias} has no meta.grain in its config")
-    names = {relation.name for relation in kpis}
-    return kpis + tuple(
-        r for r in SERVED if r.name not in names and not r.name.startswith("marts.")
-    )
+    return kpis + AGGREGATES_AND_TABLES
 
 
 def serving_path(settings: Settings) -> Path:
@@ -369,7 +366,9 @@ class KpiReader:
 
     def relation(self, name: str) -> str:
         """SQL naming a served relation in a FROM clause."""
-        return _BY_NAME[name].name  # KeyError for a relation that is not served
+        if name not in SERVED:
+            raise KeyError(name)  # only served relations can be named
+        return name
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of one read-only query in a session of its own."""
