@@ -94,6 +94,7 @@ class Environment(BaseSettings):
     dbname: str = Field("", alias="WAREHOUSE_DBNAME")
     iam_role: str = Field("", alias="MUSIC_ELT_REDSHIFT_IAM_ROLE")
     region: str = Field("", alias="MUSIC_ELT_REDSHIFT_REGION")
+    reader_role: str = Field("", alias="MUSIC_ELT_READER_ROLE")
     dbt_project_dir: Path = Field(DEFAULT_DBT_PROJECT_DIR, alias="MUSIC_ELT_DBT_PROJECT_DIR")
     dbt_threads: int = Field(1, alias="MUSIC_ELT_DBT_THREADS")
     dbt_manifest: Path | None = Field(None, alias="MUSIC_ELT_DBT_MANIFEST")
@@ -156,6 +157,7 @@ class WarehouseSettings(_Copyable):
     dbname: str = ""
     iam_role: str = ""  # Redshift COPY ... IAM_ROLE
     region: str = ""  # Redshift COPY ... REGION, when the bucket is in another region
+    reader_role: str = ""  # the role (group) granted SELECT on the published relations; "": none
     duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT  # DuckDB's buffer manager, not Python
     duckdb_threads: int | None = None  # None: DuckDB's default, one per core
     duckdb_temp_dir: Path = DEFAULT_WORKDIR / "duckdb-tmp"  # where DuckDB spills beyond the limit
@@ -170,6 +172,8 @@ class WarehouseSettings(_Copyable):
                 f"the {self.kind} warehouse needs WAREHOUSE_USER and WAREHOUSE_DBNAME "
                 "(and WAREHOUSE_HOST, WAREHOUSE_PORT, WAREHOUSE_PASSWORD)"
             )
+        if self.reader_role:
+            check_identifier(self.reader_role, "MUSIC_ELT_READER_ROLE")
         if self.kind == "redshift" and not self.iam_role:
             raise ConfigError("the redshift warehouse needs MUSIC_ELT_REDSHIFT_IAM_ROLE for COPY")
         memory = _MEMORY.fullmatch(self.duckdb_memory_limit)
@@ -321,6 +325,7 @@ class Settings(_Copyable):
             dbname=variables.dbname,
             iam_role=variables.iam_role,
             region=variables.region,
+            reader_role=variables.reader_role,
             duckdb_memory_limit=variables.duckdb_memory_limit.strip(),
             duckdb_threads=variables.duckdb_threads,
             duckdb_temp_dir=variables.duckdb_temp_dir or work / "duckdb-tmp",
