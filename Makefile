@@ -36,7 +36,7 @@ $(DEV): requirements/dev.lock pyproject.toml | $(UV)
 
 $(VENV)/.installed-%: requirements/%.lock pyproject.toml | $(UV)
 	@echo "==> $(VENV): install requirements/$*.lock"
-	@$(UV) pip install --quiet --python $(BIN)/python -r $<
+	@$(UV) pip install --quiet --python $(BIN)/python --excludes requirements/excludes.txt -r $<
 	@$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
@@ -61,6 +61,7 @@ format: $(DEV)  ## apply ruff's formatter and fixes
 # Re-resolve the locks (Python 3.11), keeping existing pins unless pyproject.toml needs others;
 # `make lock UPGRADE=--upgrade` moves everything to the newest allowed versions.
 LOCK = $(UV) pip compile pyproject.toml --python-version 3.11 --quiet $(UPGRADE) \
+	--excludes requirements/excludes.txt \
 	--custom-compile-command 'make lock' --annotation-style line
 lock: | $(UV)  ## re-resolve requirements/*.lock from pyproject.toml (dev first, the rest within it)
 	$(LOCK) --extra airflow --extra embedded --extra dashboard --extra dev -o requirements/dev.lock

@@ -25,7 +25,6 @@ NOT_IN_PRODUCTION = {
     "mypy",
     "sqlfluff",
     "sqlfluff-templater-dbt",
-    "sqlglot",
     "boto3-stubs",
     "types-psycopg2",
 }
