@@ -19,6 +19,7 @@ from loaders import pipeline
 from loaders.config import ConfigError, Settings
 from loaders.console import console
 from loaders.dbt import DbtFailed, run_dbt
+from loaders.docs_site import docs_freshness
 from loaders.errors import Interrupted, Terminated, note_signal
 from loaders.serving import PUBLISHED_SCHEMA
 
@@ -80,8 +81,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
             generate(source, streams=args.streams, days=args.days, seed=args.seed, progress=_say)
     seed(settings, source)
     summary = pipeline.run(settings, progress=_say)
-    _say("==> dbt docs generate")
-    run_dbt(settings, ["docs", "generate"])
+    if not docs_freshness(settings).current:  # a run that built nothing leaves them current
+        _say("==> dbt docs generate")
+        run_dbt(settings, ["docs", "generate"])
     _say("")
     for line in summary.lines():
         _say(line)
@@ -130,11 +132,22 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(workdir=Path(args.workdir) if args.workdir else None)
 
 
+def version() -> str:
+    """``music-elt <version> (dbt-core <version>, Python <version>)``."""
+    from importlib.metadata import version as installed
+
+    return (
+        f"music-elt {installed('music-elt')} (dbt-core {installed('dbt-core')}, "
+        f"Python {sys.version.split()[0]})"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="music-elt",
         description="Music streaming ELT: RDS + S3 -> warehouse -> dbt KPI marts.",
     )
+    top.add_argument("--version", action="version", version=version())
     sub = top.add_subparsers(dest="command", required=True)
 
     def with_workdir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:

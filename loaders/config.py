@@ -77,6 +77,7 @@ class Environment(BaseSettings):
     workdir: Path = Field(DEFAULT_WORKDIR, alias="MUSIC_ELT_WORKDIR")
     rds_dsn: str = Field("", alias="MUSIC_ELT_RDS_DSN", repr=False)
     rds_tables: str = Field(",".join(DEFAULT_RDS_TABLES), alias="MUSIC_ELT_RDS_TABLES")
+    rds_wait_seconds: float = Field(30.0, alias="MUSIC_ELT_RDS_WAIT_SECONDS")
     batch_size: int = Field(50_000, alias="MUSIC_ELT_BATCH_SIZE")
     landing_url: str = Field("", alias="MUSIC_ELT_LANDING")
     s3_endpoint_url: str = Field("", alias="MUSIC_ELT_S3_ENDPOINT_URL")
@@ -225,6 +226,7 @@ class Settings(_Copyable):
     workdir: Path = DEFAULT_WORKDIR
     rds_dsn: str = field(default="", repr=False)  # empty: the embedded pgserver in the workdir
     rds_tables: tuple[str, ...] = DEFAULT_RDS_TABLES
+    rds_wait_seconds: float = 30.0  # how long a refused RDS connection is retried
     batch_size: int = 50_000
     landing_url: str = ""  # empty: <workdir>/landing; or s3://bucket/prefix
     s3_endpoint_url: str = ""
@@ -240,6 +242,10 @@ class Settings(_Copyable):
             check_identifier(table, "RDS table")
         if self.batch_size < 1:
             raise ConfigError(f"MUSIC_ELT_BATCH_SIZE must be positive, got {self.batch_size}")
+        if self.rds_wait_seconds < 0:
+            raise ConfigError(
+                f"MUSIC_ELT_RDS_WAIT_SECONDS must be 0 or more, got {self.rds_wait_seconds}"
+            )
         if self.lock_wait_seconds < 0:
             raise ConfigError(
                 f"MUSIC_ELT_LOCK_WAIT_SECONDS must be 0 or more, got {self.lock_wait_seconds}"
@@ -334,6 +340,7 @@ class Settings(_Copyable):
             workdir=work,
             rds_dsn=variables.rds_dsn,
             rds_tables=tuple(t.strip() for t in variables.rds_tables.split(",") if t.strip()),
+            rds_wait_seconds=variables.rds_wait_seconds,
             batch_size=variables.batch_size,
             landing_url=variables.landing_url,
             s3_endpoint_url=variables.s3_endpoint_url,

@@ -165,8 +165,8 @@ class NodeProgress:
             self.total = max(self.total, int(data.total))
         elif name == "NodeFinished":
             node = data.node_info
-            kind = {"model": "models", "test": "tests", "unit_test": "tests"}
-            self.done[kind.get(node.resource_type, "other nodes")] += 1
+            kind = {"unit_test": "unit tests"}.get(node.resource_type)
+            self.done[kind or f"{node.resource_type}s"] += 1  # models, tests, exposures, ...
             status = data.run_result.status
             if status in ("error", "fail"):
                 message = (data.run_result.message or "").strip().splitlines()

@@ -79,12 +79,12 @@ def extract(
     run_id: str,
     *,
     tables: Sequence[str] | None = None,
-    wait_seconds: float = 30,
     progress: Progress = print,
 ) -> list[TableExtract]:
     """Extract the configured RDS tables (or ``tables``) in batches into landing."""
     extracts = []
-    with rds.connect(settings, wait_seconds=wait_seconds, progress=progress) as conn:
+    rds.require_source(settings)
+    with rds.connect(settings, progress=progress) as conn:
         for table in tables or settings.rds_tables:
             if settings.embedded_rds and not rds.table_exists(conn, table):
                 raise ConfigError(
@@ -656,6 +656,7 @@ def run(settings: Settings, *, progress: Progress = print, force_build: bool = F
     :class:`~loaders.errors.Interrupted`, naming the step and the state it left."""
     from loaders.runlock import run_lock
 
+    rds.require_source(settings)
     with run_lock(settings, progress=progress):
         return _run(settings, progress=progress, force_build=force_build)
 

@@ -80,16 +80,34 @@ class TableExtract:
         return cls(**data)
 
 
+def require_source(settings: Settings) -> None:
+    """ConfigError, before anything is created, when the source is the embedded RDS and the
+    work directory was never seeded (a mistyped ``--workdir`` creates nothing)."""
+    if settings.embedded_rds and not settings.pgdata.is_dir():
+        raise ConfigError(
+            f"{settings.workdir} has no embedded RDS: seed it first (music-elt seed --from-dir "
+            f"DIR --workdir {settings.workdir}), or set MUSIC_ELT_RDS_DSN to your RDS database"
+        )
+
+
+WAIT_REPORT_SECONDS = 10.0
+"""While the RDS refuses connections, one "waiting ... left" line at most this often."""
+
+
 @contextmanager
 def connect(
-    settings: Settings, *, wait_seconds: float = 0.0, progress: Callable[[str], None] | None = None
+    settings: Settings,
+    *,
+    wait_seconds: float | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Iterator[Any]:
     """A psycopg2 connection to the source database.
 
     With no ``MUSIC_ELT_RDS_DSN`` this starts (or reuses) the embedded PostgreSQL whose data
-    lives in the work directory. ``wait_seconds`` retries a refused connection that long, saying
-    so through ``progress`` with the time left; then ConnectionError says which database
-    (password redacted) and why.
+    lives in the work directory. A refused connection is retried for ``wait_seconds`` (default
+    ``MUSIC_ELT_RDS_WAIT_SECONDS``), saying so through ``progress`` at most every
+    :data:`WAIT_REPORT_SECONDS` with the time left; then ConnectionError says which database
+    (password redacted), why, and what to check.
     """
     if settings.embedded_rds:
         from music_elt_demo.embedded import embedded_server
@@ -97,18 +115,23 @@ def connect(
         dsn = embedded_server(settings.pgdata).get_uri()
     else:
         dsn = settings.rds_dsn
-    deadline = time.monotonic() + wait_seconds
+    wait = settings.rds_wait_seconds if wait_seconds is None else wait_seconds
+    deadline = time.monotonic() + wait
+    reported = -WAIT_REPORT_SECONDS
 
     def say_waiting(state: RetryCallState) -> None:
-        if progress is None or state.outcome is None:
+        nonlocal reported
+        now = time.monotonic()
+        if progress is None or state.outcome is None or now - reported < WAIT_REPORT_SECONDS:
             return
+        reported = now
         error = str(state.outcome.exception()).strip().splitlines() or ["refused"]
-        left = max(0.0, deadline - time.monotonic())
+        left = max(0.0, deadline - now)
         progress(f"  waiting for the RDS database at {redact(dsn)} ({error[0]}): {left:.0f}s left")
 
     retrying = Retrying(
         retry=retry_if_exception_type(psycopg2.OperationalError),
-        stop=stop_after_delay(wait_seconds),
+        stop=stop_after_delay(wait),
         wait=wait_exponential(multiplier=0.1, max=2.0),
         before_sleep=say_waiting,
         reraise=True,
@@ -117,8 +140,11 @@ def connect(
         conn = retrying(psycopg2.connect, dsn, connect_timeout=10)
     except psycopg2.OperationalError as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        waited = f" (retried for {wait:.0f}s)" if wait else ""
         raise ConnectionError(
-            f"cannot reach the RDS database at {redact(dsn)}: {first_line}"
+            f"cannot reach the RDS database at {redact(dsn)}{waited}: {first_line}. Check that "
+            "it is running and reachable from here (host, port, security group) and "
+            "MUSIC_ELT_RDS_DSN; MUSIC_ELT_RDS_WAIT_SECONDS sets how long to retry"
         ) from None
     try:
         yield conn

@@ -4,7 +4,7 @@ The data set imitates what the pipeline meets in production (see the KPI contrac
 ``dbt_project/models/_contract__docs.md``): a Spotify-style songs table with every
 audio-feature column, duplicated ``track_id`` rows, multi-artist credits, non-ASCII text and
 CSV-quoted names; stream files with skewed track popularity, a daily cycle, a few timestamp
-formats, late and re-delivered files, duplicate plays and malformed rows.
+formats, late files, a file copied under another name, duplicate plays and malformed rows.
 
 Users and songs are small and are written row by row. Stream files are written by DuckDB
 (``COPY (select ... from range(n)) TO ...``): every field is a function of a 32-bit hash of
@@ -159,8 +159,8 @@ _TIME_FORMATS = (
 class GenerateSummary:
     """What :func:`generate` wrote.
 
-    ``stream_rows`` counts every data row of every stream file, including the re-delivered copy
-    (``redelivered_rows``) and the malformed rows; ``songs`` counts distinct track ids and
+    ``stream_rows`` counts every data row of every stream file, including the copy of a file
+    under another name (``copied_rows``) and the malformed rows; ``songs`` counts distinct track ids and
     ``song_rows`` the rows of ``songs.csv`` (a few track ids appear twice).
     """
 
@@ -171,7 +171,7 @@ class GenerateSummary:
     songs: int
     song_rows: int
     stream_rows: int
-    redelivered_rows: int
+    copied_rows: int
     stream_files: int
     files: tuple[Path, ...]
 
@@ -202,7 +202,8 @@ def generate(
     """Write ``users.csv``, ``songs.csv`` and ``streams/`` under ``out_dir``.
 
     ``streams`` plays are spread over ``days`` days from ``start_date`` (UTC); one whole file is
-    then re-delivered under another name, so the stream files hold a few more rows than that.
+    then copied under another name (a new key: its plays are duplicates; not a re-delivery,
+    which is the same key again), so the stream files hold a few more rows than that.
     Same arguments, same bytes. Raises ``ValueError`` for impossible arguments and
     ``FileExistsError`` when ``out_dir/streams`` already holds stream files.
     """
@@ -227,7 +228,7 @@ def generate(
     )
 
     plan, bounds = _plan_stream_files(streams, days, start_date)
-    files = len(plan) + (1 if len(plan) > 1 else 0)  # the re-delivered copy comes last
+    files = len(plan) + (1 if len(plan) > 1 else 0)  # the copy under another name comes last
     written: list[Path] = [users_path, songs_path]
     stream_rows = 0
     with duckdb.connect() as con:
@@ -256,7 +257,7 @@ def generate(
             stream_rows += spec.rows
             say(f"  [{number}/{files}] streams/{spec.name}: {spec.rows:,} rows")
 
-    redelivered_rows = 0
+    copied_rows = 0
     if len(plan) > 1:
         source = plan[1]
         last_date = start_date + timedelta(days=days - 1)
@@ -265,9 +266,9 @@ def generate(
         copy = streams_dir / f"listens_{last_date}_part-{part:03d}{suffix}"
         shutil.copyfile(streams_dir / source.name, copy)
         written.append(copy)
-        redelivered_rows = source.rows
-        stream_rows += redelivered_rows
-        say(f"  [{files}/{files}] streams/{copy.name}: re-delivery of {source.name}")
+        copied_rows = source.rows
+        stream_rows += copied_rows
+        say(f"  [{files}/{files}] streams/{copy.name}: a copy of {source.name} (duplicate plays)")
 
     return GenerateSummary(
         out_dir=out_dir,
@@ -277,7 +278,7 @@ def generate(
         songs=songs,
         song_rows=song_rows,
         stream_rows=stream_rows,
-        redelivered_rows=redelivered_rows,
+        copied_rows=copied_rows,
         stream_files=len(written) - 2,
         files=tuple(written),
     )

@@ -78,7 +78,7 @@ def test_dbt_progress_counts_models_and_tests_and_prints_failures() -> None:
     progress(_finished("test", "not_null_stg_a_id", "pass"))
     assert out.getvalue().splitlines() == [
         "  FAIL test unique_stg_a_id: Got 2 results, configured to fail",
-        "  dbt build: 4/4 nodes done (models 1, tests 3)",
+        "  dbt build: 4/4 nodes done (models 1, tests 2, unit tests 1)",
     ]
 
 
