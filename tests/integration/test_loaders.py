@@ -337,7 +337,8 @@ def test_a_query_interrupted_by_ctrl_c_stops_the_run_as_an_interrupt(
         raise duckdb.InterruptException("INTERRUPT Error: Interrupted!")
 
     monkeypatch.setattr(DuckDBWarehouse, "_copy_to_temp", interrupted)
-    monkeypatch.setattr(pipeline, "extract", lambda *args, **kwargs: [])
+    monkeypatch.setattr(pipeline, "extract", lambda *args, **kwargs: [])  # no RDS here
+    monkeypatch.setattr(pipeline.rds, "require_source", lambda settings: None)
     with pytest.raises(Interrupted) as stopped:
         pipeline.run(settings, progress=print)
     assert (stopped.value.signal_name, stopped.value.step) == ("Ctrl-C", "load")
