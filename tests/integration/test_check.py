@@ -1,0 +1,168 @@
+"""``music-elt check`` against real warehouses: DuckDB, and PostgreSQL with a privileged user,
+with a user holding only the grants the README lists, and with a reader that may only read."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import psycopg2
+import pytest
+
+from loaders import check, cli, pipeline
+from loaders.config import Settings
+from loaders.landing import LandedObject
+from tests.conftest import pg_dsn, postgres_settings
+
+
+def _statuses(settings: Settings) -> dict[str, tuple[str, str]]:
+    return {c.name: (c.status, c.detail) for c in check.run_checks(settings)}
+
+
+def _admin(db: dict[str, Any]) -> Any:
+    conn = psycopg2.connect(pg_dsn(db))
+    conn.autocommit = True
+    return conn
+
+
+def _as_user(settings: Settings, user: str) -> Settings:
+    return replace(settings, warehouse=replace(settings.warehouse, user=user))
+
+
+def test_duckdb_before_the_first_run_passes_and_names_what_the_run_creates(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    found = _statuses(settings)
+    assert found["connection"][0] == "ok"
+    assert found["warehouse file"] == ("ok", "writable")
+    assert found["schemas"][1].startswith("created by the first run: raw_streams")
+    assert found["landing zone"][0] == "ok"
+    assert check.main(settings) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith(": 0 failed, 0 warnings")
+
+
+def test_an_unreachable_bucket_fails_the_check_with_what_to_fix(
+    settings: Settings, s3_endpoint: str, s3_bucket: str
+) -> None:
+    missing = replace(
+        settings, landing_url=f"s3://no-{uuid.uuid4().hex[:8]}/x", s3_endpoint_url=s3_endpoint
+    )
+    status, detail = _statuses(missing)["landing zone"]
+    assert status == "FAIL" and "NoSuchBucket" in detail and "fix the bucket name" in detail
+    assert check.main(missing, say=lambda line: None) == 1
+    there = replace(settings, landing_url=f"s3://{s3_bucket}/x", s3_endpoint_url=s3_endpoint)
+    assert _statuses(there)["landing zone"][0] == "ok"
+
+
+def test_postgres_privileged_user_passes_and_the_reader_role_is_checked(
+    settings: Settings, pg_database: dict[str, Any]
+) -> None:
+    pg = postgres_settings(settings, pg_database)
+    found = _statuses(pg)
+    assert found["missing schemas"][0] == "ok"  # a superuser may create them
+    assert found["temporary tables"][0] == "ok"
+    assert found["reader role"][0] == "ok"  # none configured
+    assert not [name for name, (status, _) in found.items() if status == "FAIL"]
+
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    with_reader = replace(pg, warehouse=replace(pg.warehouse, reader_role=role))
+    status, detail = _statuses(with_reader)["reader role"]
+    assert status == "FAIL" and f"create role {role}" in detail
+    admin = _admin(pg_database)
+    with admin.cursor() as cur:
+        cur.execute(f"create role {role}")
+        cur.execute("create schema marts")
+        cur.execute("create table marts.fct_genre_kpis_daily (listen_date date)")
+    with pipeline.warehouse(pg):  # the raw schemas and the ledger
+        pass
+    found = _statuses(with_reader)
+    assert found["reader marts"][0] == "warn" and "lacks USAGE" in found["reader marts"][1]
+    assert found["reader marts.fct_genre_kpis_daily"][0] == "warn"
+    assert found["reader served"] == ("warn", "not published yet (no schema)")
+    assert found["reader marts.fct_top_artists_hourly"] == ("warn", "not published yet")
+    with admin.cursor() as cur:  # what the publish step grants
+        cur.execute(f"grant usage on schema marts, raw_meta to {role}")
+        cur.execute(f"grant select on marts.fct_genre_kpis_daily, raw_meta.load_ledger to {role}")
+    found = _statuses(with_reader)
+    assert found["reader marts"] == ("ok", f"{role} has USAGE")
+    assert found["reader marts.fct_genre_kpis_daily"] == ("ok", f"{role} has SELECT")
+    assert found["reader raw_meta.load_ledger"] == ("ok", f"{role} has SELECT")
+    assert found["reader raw_meta.dbt_builds"][0] == "warn"
+    admin.close()
+
+
+def test_postgres_reader_as_the_run_user_fails_with_the_grants_to_give(
+    settings: Settings, pg_database: dict[str, Any]
+) -> None:
+    """A user that may only read cannot run the pipeline: check says so, one line per missing
+    privilege with the GRANT that fixes it, and exits 1. The README's grants for the
+    loader/dbt user then make the same check pass, and that user loads a file."""
+    pg = postgres_settings(settings, pg_database)
+    with pipeline.warehouse(pg):  # an administrator's first run created the raw schemas
+        pass
+    user = f"u_{uuid.uuid4().hex[:8]}"
+    admin = _admin(pg_database)
+    with admin.cursor() as cur:
+        cur.execute(f"create role {user} login")
+        cur.execute(f"revoke create on schema public from {user}")
+    reader = _as_user(pg, user)
+    found = _statuses(reader)
+    status, detail = found["schema raw_meta"]
+    assert status == "FAIL"
+    assert detail == (
+        f"{user} lacks USAGE and CREATE: grant usage, create on schema raw_meta to {user}"
+    )
+    status, detail = found["missing schemas"]
+    assert status == "FAIL" and "staging, intermediate, marts, kpi_build, served" in detail
+    assert f"grant create on database {pg_database['dbname']} to {user}" in detail
+    lines: list[str] = []
+    assert check.main(reader, say=lines.append) == 1
+    assert all(line.split()[0] in ("ok", "warn", "FAIL") for line in lines[:-1])
+
+    with admin.cursor() as cur:  # the README's grants for the loader/dbt user
+        for schema in ("staging", "intermediate", "marts", "kpi_build", "served"):
+            cur.execute(f"create schema {schema}")
+        for schema in (
+            "raw_streams",
+            "raw_rds",
+            "raw_meta",
+            "staging",
+            "intermediate",
+            "marts",
+            "kpi_build",
+            "served",
+        ):
+            cur.execute(f"grant usage, create on schema {schema} to {user}")
+        cur.execute(f"grant temp on database {pg_database['dbname']} to {user}")
+        cur.execute(f"grant select, insert, update on raw_meta.load_ledger to {user}")
+        cur.execute(f"grant select, insert on raw_streams.streams to {user}")
+        cur.execute(f"grant select, insert, update, delete on raw_meta.dbt_builds to {user}")
+    found = _statuses(reader)
+    assert not [name for name, (status, _) in found.items() if status == "FAIL"], found
+    landing = pipeline.landing_store(reader)
+    path = settings.workdir / "a.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("user_id,track_id,listen_time\n1,t,2026-01-05 09:00:00\n")
+    landing.put("streams/a.csv", path)
+    (obj,) = landing.list("streams/")
+    with pipeline.warehouse(reader) as wh:  # setup creates nothing: it all exists
+        (outcome,) = wh.load_stream_files(landing, [obj], load_id="r", loaded_at=pipeline.utcnow())
+    assert (outcome.status, outcome.rows) == ("loaded", 1)
+    assert isinstance(obj, LandedObject)
+    admin.close()
+
+
+def test_the_cli_prints_one_line_per_check_and_exits_1_on_a_failure(
+    settings: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MUSIC_ELT_TARGET", "postgres")
+    monkeypatch.setenv("WAREHOUSE_HOST", "127.0.0.1")
+    monkeypatch.setenv("WAREHOUSE_PORT", "1")  # nothing listens there
+    monkeypatch.setenv("WAREHOUSE_USER", "loader")
+    monkeypatch.setenv("WAREHOUSE_DBNAME", "music")
+    monkeypatch.setenv("WAREHOUSE_PASSWORD", "not-a-secret")
+    assert cli.main(["check", "--workdir", str(settings.workdir)]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("FAIL  connection: cannot reach the postgres warehouse")
+    assert "not-a-secret" not in out
