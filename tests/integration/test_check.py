@@ -12,7 +12,6 @@ import pytest
 
 from loaders import check, cli, pipeline
 from loaders.config import Settings
-from loaders.landing import LandedObject
 from tests.conftest import pg_dsn, postgres_settings
 
 
@@ -92,64 +91,50 @@ def test_postgres_privileged_user_passes_and_the_reader_role_is_checked(
     admin.close()
 
 
-def test_postgres_reader_as_the_run_user_fails_with_the_grants_to_give(
+def test_postgres_the_readme_grants_make_a_loader_and_a_reader_fails_with_the_fix(
     settings: Settings, pg_database: dict[str, Any]
 ) -> None:
-    """A user that may only read cannot run the pipeline: check says so, one line per missing
-    privilege with the GRANT that fixes it, and exits 1. The README's grants for the
-    loader/dbt user then make the same check pass, and that user loads a file."""
+    """A new login role cannot run the pipeline: check says so with the fix and exits 1. The
+    README's statements for the loader/dbt user (its schemas created with it as owner, TEMP
+    on the database) make the same check pass, and that user sets up and loads a file. A user
+    that may only read then fails the check, one line per missing privilege with its GRANT."""
     pg = postgres_settings(settings, pg_database)
-    with pipeline.warehouse(pg):  # an administrator's first run created the raw schemas
-        pass
-    user = f"u_{uuid.uuid4().hex[:8]}"
+    loader, reader = f"l_{uuid.uuid4().hex[:8]}", f"r_{uuid.uuid4().hex[:8]}"
     admin = _admin(pg_database)
     with admin.cursor() as cur:
-        cur.execute(f"create role {user} login")
-        cur.execute(f"revoke create on schema public from {user}")
-    reader = _as_user(pg, user)
-    found = _statuses(reader)
-    status, detail = found["schema raw_meta"]
-    assert status == "FAIL"
-    assert detail == (
-        f"{user} lacks USAGE and CREATE: grant usage, create on schema raw_meta to {user}"
-    )
-    status, detail = found["missing schemas"]
-    assert status == "FAIL" and "staging, intermediate, marts, kpi_build, served" in detail
-    assert f"grant create on database {pg_database['dbname']} to {user}" in detail
+        cur.execute(f"create role {loader} login")
+        cur.execute(f"create role {reader} login")
+    as_loader = _as_user(pg, loader)
+    status, detail = _statuses(as_loader)["missing schemas"]
+    assert status == "FAIL" and detail.startswith("raw_streams, raw_rds, raw_meta, staging")
+    assert f"grant create on database {pg_database['dbname']} to {loader}" in detail
     lines: list[str] = []
-    assert check.main(reader, say=lines.append) == 1
+    assert check.main(as_loader, say=lines.append) == 1
     assert all(line.split()[0] in ("ok", "warn", "FAIL") for line in lines[:-1])
 
-    with admin.cursor() as cur:  # the README's grants for the loader/dbt user
-        for schema in ("staging", "intermediate", "marts", "kpi_build", "served"):
-            cur.execute(f"create schema {schema}")
-        for schema in (
-            "raw_streams",
-            "raw_rds",
-            "raw_meta",
-            "staging",
-            "intermediate",
-            "marts",
-            "kpi_build",
-            "served",
-        ):
-            cur.execute(f"grant usage, create on schema {schema} to {user}")
-        cur.execute(f"grant temp on database {pg_database['dbname']} to {user}")
-        cur.execute(f"grant select, insert, update on raw_meta.load_ledger to {user}")
-        cur.execute(f"grant select, insert on raw_streams.streams to {user}")
-        cur.execute(f"grant select, insert, update, delete on raw_meta.dbt_builds to {user}")
-    found = _statuses(reader)
-    assert not [name for name, (status, _) in found.items() if status == "FAIL"], found
-    landing = pipeline.landing_store(reader)
+    with admin.cursor() as cur:  # the README's statements for the loader/dbt user
+        for schema in check.WRITTEN_SCHEMAS:
+            cur.execute(f"create schema {schema} authorization {loader}")
+        cur.execute(f"grant temp on database {pg_database['dbname']} to {loader}")
+    assert not [n for n, (status, _) in _statuses(as_loader).items() if status == "FAIL"]
+    landing = pipeline.landing_store(as_loader)
     path = settings.workdir / "a.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("user_id,track_id,listen_time\n1,t,2026-01-05 09:00:00\n")
     landing.put("streams/a.csv", path)
     (obj,) = landing.list("streams/")
-    with pipeline.warehouse(reader) as wh:  # setup creates nothing: it all exists
+    with pipeline.warehouse(as_loader) as wh:  # creates its tables in its own schemas
         (outcome,) = wh.load_stream_files(landing, [obj], load_id="r", loaded_at=pipeline.utcnow())
     assert (outcome.status, outcome.rows) == ("loaded", 1)
-    assert isinstance(obj, LandedObject)
+    found = _statuses(as_loader)
+    assert found["raw_meta.load_ledger"] == ("ok", "SELECT, INSERT, UPDATE")
+
+    found = _statuses(_as_user(pg, reader))
+    assert found["schema raw_meta"] == (
+        "FAIL",
+        f"{reader} lacks USAGE and CREATE: grant usage, create on schema raw_meta to {reader}",
+    )
+    assert check.main(_as_user(pg, reader), say=lambda line: None) == 1
     admin.close()
 
 
