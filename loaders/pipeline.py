@@ -377,9 +377,12 @@ def load(
     *,
     load_id: str,
     progress: Progress = print,
+    numbered: tuple[int, int] | None = None,
 ) -> LoadReport:
     """Load changed snapshots and new stream files exactly once; quarantine refused files.
-    A service failure raises :class:`loaders.errors.ServiceOutage` and quarantines nothing."""
+    A service failure raises :class:`loaders.errors.ServiceOutage` and quarantines nothing.
+    Files are numbered ``[i/n]`` within the group, or from ``numbered`` = (files before this
+    group, files in the run) when the group is one of a run's."""
     report = LoadReport()
     with warehouse(settings) as wh:
         for extract_ in group.snapshots:
@@ -387,12 +390,14 @@ def load(
             if outcome.status == "loaded":
                 report.snapshot_rows[extract_.table] = outcome.rows
             progress(f"  raw_rds.{extract_.table}: {outcome.status} ({outcome.rows:,} rows)")
-        total = len(group.stream_files)
+        before, total = numbered or (0, len(group.stream_files))
         loaded_at = utcnow()
         outcomes = wh.load_stream_files(  # one transaction for the group's files
             landing, group.stream_files, load_id=load_id, loaded_at=loaded_at
         )
-        for i, (obj, outcome) in enumerate(zip(group.stream_files, outcomes, strict=True), 1):
+        for i, (obj, outcome) in enumerate(
+            zip(group.stream_files, outcomes, strict=True), before + 1
+        ):
             if outcome.status == "rejected":
                 quarantine(landing, obj, outcome.reason)
                 if wh.record_rejected(obj, STREAMS_TABLE, outcome.reason, load_id, loaded_at):
@@ -419,12 +424,16 @@ def load_all(
     progress: Progress = print,
 ) -> LoadReport:
     """Every load group of the plan in order (the DAG maps one task per group instead)."""
-    return LoadReport.merge(
-        [
-            load(settings, landing, group, load_id=plan.run_id, progress=progress)
-            for group in plan.load_groups(settings.files_per_load_group)
-        ]
-    )
+    reports, before = [], 0
+    for group in plan.load_groups(settings.files_per_load_group):
+        numbered = (before, len(plan.stream_files))
+        reports.append(
+            load(
+                settings, landing, group, load_id=plan.run_id, progress=progress, numbered=numbered
+            )
+        )
+        before += len(group.stream_files)
+    return LoadReport.merge(reports)
 
 
 def quarantine(landing: LandingStore, obj: LandedObject, reason: str) -> str:
