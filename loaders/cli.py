@@ -1,4 +1,4 @@
-"""The ``music-elt`` command line: generate, seed, run, demo.
+"""The ``music-elt`` command line: generate, seed, run, demo, check.
 
 Every command keeps the embedded stack's state under one work directory (``--workdir``,
 default ``.music-elt/``): the RDS stand-in's data, the landing zone and the DuckDB warehouse.
@@ -93,6 +93,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
         "\ndbt docs site (models, tests, lineage, KPI definitions): "
         f"make docs WORKDIR={settings.workdir}, then http://127.0.0.1:8081"
     )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from loaders import check
+
+    return check.main(_settings(args), say=_say)
 
 
 def show_marts(settings: Settings) -> None:
@@ -190,6 +196,15 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--from-dir", help="use this data directory instead of generating one")
     with_sizes(d)
     d.set_defaults(func=cmd_demo)
+
+    c = with_workdir(
+        sub.add_parser(
+            "check",
+            help="check the warehouse, its privileges, the reader role and the landing zone "
+            "(changes nothing; exit 1 when a run would fail)",
+        )
+    )
+    c.set_defaults(func=cmd_check)
     return top
 
 
@@ -202,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        args.func(args)
+        code = args.func(args)
     except (ConfigError, ConnectionError, FileNotFoundError) as exc:
         print(f"music-elt: error: {exc}", file=sys.stderr)
         return 2
@@ -221,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

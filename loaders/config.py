@@ -101,6 +101,7 @@ class Environment(BaseSettings):
     dbt_manifest: Path | None = Field(None, alias="MUSIC_ELT_DBT_MANIFEST")
     lock_wait_seconds: float = Field(120.0, alias="MUSIC_ELT_LOCK_WAIT_SECONDS")
     keep_rds_extracts: int = Field(3, alias="MUSIC_ELT_KEEP_RDS_EXTRACTS")
+    files_per_load_group: int = Field(25, alias="MUSIC_ELT_FILES_PER_LOAD_TASK")
 
     @classmethod
     def read(cls, env: Mapping[str, str] | None = None) -> Environment:
@@ -236,6 +237,7 @@ class Settings(_Copyable):
     dbt_manifest: Path | None = None  # the DAG's pre-built manifest; default: the last build's
     lock_wait_seconds: float = 120.0  # how long a second run waits for the run lock
     keep_rds_extracts: int = 3  # RDS extract folders kept per table after a green build
+    files_per_load_group: int = 25  # stream files per load group: one transaction, one commit
 
     def __post_init__(self) -> None:
         for table in self.rds_tables:
@@ -253,6 +255,10 @@ class Settings(_Copyable):
         if self.keep_rds_extracts < 1:
             raise ConfigError(
                 f"MUSIC_ELT_KEEP_RDS_EXTRACTS must be at least 1, got {self.keep_rds_extracts}"
+            )
+        if self.files_per_load_group < 1:
+            raise ConfigError(
+                f"MUSIC_ELT_FILES_PER_LOAD_TASK must be at least 1, got {self.files_per_load_group}"
             )
         if self.landing_url and not (
             self.landing_url.startswith("s3://") or "://" not in self.landing_url
@@ -350,4 +356,5 @@ class Settings(_Copyable):
             dbt_manifest=variables.dbt_manifest,
             lock_wait_seconds=variables.lock_wait_seconds,
             keep_rds_extracts=variables.keep_rds_extracts,
+            files_per_load_group=variables.files_per_load_group,
         )

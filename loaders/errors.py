@@ -9,9 +9,13 @@ Redshift reports both kinds as ``InternalError`` (XX000), so its messages decide
 the texts matched here:
 
 - a row or format error: "Load into table '...' failed. Check 'stl_load_errors' system table for
-  details." (Redshift Database Developer Guide, "System tables for troubleshooting data loads"
-  and "STL_LOAD_ERRORS"; the load-error reference lists the causes, e.g. "Delimiter not found",
-  "Extra column(s) found", "Missing data for not-null field"); a corrupt gzip object surfaces as
+  details." on a provisioned cluster (Redshift Database Developer Guide, "System tables for
+  troubleshooting data loads" and "STL_LOAD_ERRORS"; the load-error reference lists the causes,
+  e.g. "Delimiter not found", "Extra column(s) found", "Missing data for not-null field"), and
+  "... Check 'sys_load_error_detail' system table for details." on Redshift Serverless, which
+  has no STL tables and records COPY errors in SYS_LOAD_ERROR_DETAIL ("SYS_LOAD_ERROR_DETAIL":
+  "details of COPY command errors"; "Amazon Redshift Serverless": the SYS monitoring views
+  replace the STL tables there); a corrupt gzip object surfaces as
   "Failed to inflate ... zlib error code" / "invalid or incomplete deflate data".
 - outages: "S3ServiceException:Access Denied,Status 403" (no GET/LIST permission on the bucket,
   "Permissions to access other AWS resources"); "not authorized to assume IAM Role" / "Not
@@ -31,7 +35,7 @@ import zlib
 from loaders.landing import shown
 
 _REDSHIFT_DATA_ERROR = re.compile(
-    r"stl_load_errors|failed to inflate|incomplete deflate data|zlib error|"
+    r"stl_load_errors|sys_load_error_detail|failed to inflate|incomplete deflate data|zlib error|"
     r"invalid gzip|gzip: (?:stdin: )?(?:not in gzip format|unexpected end)",
     re.IGNORECASE,
 )

@@ -40,7 +40,7 @@ from loaders.landing import (
     shown,
 )
 from loaders.rds import TableExtract
-from loaders.warehouse import STREAMS_TABLE, FileRejected, Warehouse, open_warehouse
+from loaders.warehouse import STREAMS_TABLE, Warehouse, open_warehouse
 
 Progress = Callable[[str], None]
 FILES_PER_LOAD_GROUP = 25
@@ -377,9 +377,12 @@ def load(
     *,
     load_id: str,
     progress: Progress = print,
+    numbered: tuple[int, int] | None = None,
 ) -> LoadReport:
     """Load changed snapshots and new stream files exactly once; quarantine refused files.
-    A service failure raises :class:`loaders.errors.ServiceOutage` and quarantines nothing."""
+    A service failure raises :class:`loaders.errors.ServiceOutage` and quarantines nothing.
+    Files are numbered ``[i/n]`` within the group, or from ``numbered`` = (files before this
+    group, files in the run) when the group is one of a run's."""
     report = LoadReport()
     with warehouse(settings) as wh:
         for extract_ in group.snapshots:
@@ -387,17 +390,20 @@ def load(
             if outcome.status == "loaded":
                 report.snapshot_rows[extract_.table] = outcome.rows
             progress(f"  raw_rds.{extract_.table}: {outcome.status} ({outcome.rows:,} rows)")
-        total = len(group.stream_files)
-        for i, obj in enumerate(group.stream_files, 1):
-            loaded_at = utcnow()
-            try:
-                outcome = wh.load_stream_file(landing, obj, load_id=load_id, loaded_at=loaded_at)
-            except FileRejected as exc:
-                quarantine(landing, obj, exc.reason)
-                if wh.record_rejected(obj, STREAMS_TABLE, exc.reason, load_id, loaded_at):
-                    report.unloadable_versions.append((obj.key, exc.reason))
-                report.files_rejected.append((obj, exc.reason))
-                progress(f"  [{i}/{total}] {shown(obj.key)}: REJECTED, {shown(exc.reason)}")
+        before, total = numbered or (0, len(group.stream_files))
+        loaded_at = utcnow()
+        outcomes = wh.load_stream_files(  # one transaction for the group's files
+            landing, group.stream_files, load_id=load_id, loaded_at=loaded_at
+        )
+        for i, (obj, outcome) in enumerate(
+            zip(group.stream_files, outcomes, strict=True), before + 1
+        ):
+            if outcome.status == "rejected":
+                quarantine(landing, obj, outcome.reason)
+                if wh.record_rejected(obj, STREAMS_TABLE, outcome.reason, load_id, loaded_at):
+                    report.unloadable_versions.append((obj.key, outcome.reason))
+                report.files_rejected.append((obj, outcome.reason))
+                progress(f"  [{i}/{total}] {shown(obj.key)}: REJECTED, {shown(outcome.reason)}")
                 continue
             if outcome.status == "loaded":
                 report.files_loaded.append(obj)
@@ -418,12 +424,16 @@ def load_all(
     progress: Progress = print,
 ) -> LoadReport:
     """Every load group of the plan in order (the DAG maps one task per group instead)."""
-    return LoadReport.merge(
-        [
-            load(settings, landing, group, load_id=plan.run_id, progress=progress)
-            for group in plan.load_groups()
-        ]
-    )
+    reports, before = [], 0
+    for group in plan.load_groups(settings.files_per_load_group):
+        numbered = (before, len(plan.stream_files))
+        reports.append(
+            load(
+                settings, landing, group, load_id=plan.run_id, progress=progress, numbered=numbered
+            )
+        )
+        before += len(group.stream_files)
+    return LoadReport.merge(reports)
 
 
 def quarantine(landing: LandingStore, obj: LandedObject, reason: str) -> str:

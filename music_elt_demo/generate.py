@@ -160,8 +160,8 @@ class GenerateSummary:
     """What :func:`generate` wrote.
 
     ``stream_rows`` counts every data row of every stream file, including the copy of a file
-    under another name (``copied_rows``) and the malformed rows; ``songs`` counts distinct track ids and
-    ``song_rows`` the rows of ``songs.csv`` (a few track ids appear twice).
+    under another name (``copied_rows``) and the malformed rows; ``songs`` counts distinct track
+    ids and ``song_rows`` the rows of ``songs.csv`` (a few track ids appear twice).
     """
 
     out_dir: Path

@@ -10,9 +10,10 @@
           artists reach built periods that way, with no re-parse of the streams).
         Watermarks are load sequence numbers of the ledger, never clock times.
         With no stored relation (it does not exist yet) every period is stale. The KPI marts
-        delete these periods in a pre-hook (a period whose plays all vanished must go too:
-        delete+insert only replaces periods the new rows name), then rebuild every period
-        missing from them.
+        delete these periods in a pre-hook (a period whose plays all vanished must go too), then
+        append every period missing from them (incremental strategy `append`): each stale
+        period is deleted once, in the same transaction as its new rows. The select has no
+        placeholder column: every column is typed by the relation it comes from.
     -#}
     {#- with no stored relation, only current periods (no untyped null column to coalesce) -#}
     select
@@ -77,9 +78,16 @@
 
 
 {% macro delete_stale_periods(period, stored=none) -%}
-    {#- Pre-hook of an incremental KPI mart: delete its stale periods (see stale_periods). -#}
+    {#-
+        Pre-hook of an incremental KPI mart: delete its stale periods (see stale_periods). With
+        no stored relation to compare with (fct_top_artists_hourly built while
+        fct_listening_kpis_hourly does not exist, e.g. after a first build in which that model
+        failed) every period is stale: all rows go, and the model appends every period.
+    -#}
     {%- if is_incremental() and stored is not none %}
         delete from {{ this }}
         where {{ period }} in ({{ stale_periods(period, ref('fct_listens'), stored) }})
+    {%- elif is_incremental() %}
+        delete from {{ this }}
     {%- endif %}
 {%- endmacro %}

@@ -1,26 +1,15 @@
-"""Settings validation, secret redaction, header checks and the Redshift statements (no I/O).
-
-No Redshift cluster is reachable here: these tests pin the exact SQL the Redshift loader sends.
-"""
+"""Settings validation, secret redaction and header checks (no I/O). The Redshift statements
+are pinned in test_redshift_statements.py."""
 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from loaders.config import ConfigError, Settings, WarehouseSettings, check_identifier, redact
-from loaders.landing import LandedObject
-from loaders.warehouse import (
-    FileRejected,
-    RedshiftWarehouse,
-    column_positions,
-    read_header,
-    redshift_manifest,
-)
+from loaders.warehouse import FileRejected, column_positions, read_header
 
 
 def test_settings_defaults_to_the_embedded_stack() -> None:
@@ -259,105 +248,6 @@ def test_column_positions_are_by_name() -> None:
     }
     with pytest.raises(FileRejected, match="lacks required column"):
         column_positions(["user_id"], ("user_id", "track_id"))
-
-
-class _Recorder:
-    """Records the SQL a warehouse sends (stands in for a Redshift cursor)."""
-
-    def __init__(self) -> None:
-        self.sql: list[str] = []
-
-    def execute(self, sql: str, params: Any = None) -> None:
-        self.sql.append(" ".join(sql.split()))
-
-
-class _S3Store:
-    def __init__(self) -> None:
-        self.written: dict[str, str] = {}
-
-    def uri(self, key: str) -> str:
-        return f"s3://bucket/landing/{key}"
-
-    def write_text(self, key: str, text: str) -> None:
-        self.written[key] = text
-
-
-def _redshift(region: str = "") -> RedshiftWarehouse:
-    return RedshiftWarehouse(
-        WarehouseSettings(
-            kind="redshift",
-            user="loader",
-            dbname="music",
-            iam_role="arn:aws:iam::123456789012:role/redshift-copy",
-            region=region,
-        )
-    )
-
-
-def test_redshift_copies_one_stream_file_with_iam_role_and_gzip() -> None:
-    """One stream file is copied through a manifest naming its exact URL: COPY from a plain
-    's3://.../a.csv.gz' would read every object whose key starts with it (a.csv.gz.bak)."""
-    cur, store = _Recorder(), _S3Store()
-    line = _redshift()._copy_to_temp(cur, store, ["streams/a.CSV.GZ"], 3)  # type: ignore[arg-type]
-    assert line is None  # Redshift cannot tell line numbers
-    assert cur.sql == [
-        "create temp table _landing (c1 varchar(65535), c2 varchar(65535), c3 varchar(65535))",
-        "copy _landing from 's3://bucket/landing/manifests/streams/a.CSV.GZ.manifest' "
-        "format as csv ignoreheader 1 "
-        "iam_role 'arn:aws:iam::123456789012:role/redshift-copy' gzip manifest",
-    ]
-    manifest = json.loads(store.written["manifests/streams/a.CSV.GZ.manifest"])
-    assert manifest == {
-        "entries": [{"url": "s3://bucket/landing/streams/a.CSV.GZ", "mandatory": True}]
-    }
-
-
-def test_redshift_reads_a_name_with_pattern_characters_literally() -> None:
-    """A key with glob characters and a quote: its exact URL in the manifest, the quote
-    doubled in the statement, nothing read as a pattern or a prefix."""
-    cur, store = _Recorder(), _S3Store()
-    key = "streams/it's [ab]*?.csv"
-    _redshift()._copy_to_temp(cur, store, [key], 3)  # type: ignore[arg-type]
-    assert cur.sql[-1] == (
-        "copy _landing from 's3://bucket/landing/manifests/streams/it''s [ab]*?.csv.manifest' "
-        "format as csv ignoreheader 1 "
-        "iam_role 'arn:aws:iam::123456789012:role/redshift-copy' manifest"
-    )
-    manifest = json.loads(store.written[f"manifests/{key}.manifest"])
-    assert [e["url"] for e in manifest["entries"]] == [f"s3://bucket/landing/{key}"]
-
-
-def test_redshift_loads_rds_parts_through_a_manifest() -> None:
-    cur, store = _Recorder(), _S3Store()
-    keys = ["rds/songs/r1/part-00001.csv.gz", "rds/songs/r1/part-00002.csv.gz"]
-    _redshift(region="eu-west-1")._copy_to_temp(cur, store, keys, 2)  # type: ignore[arg-type]
-    assert cur.sql[-1] == (
-        "copy _landing from 's3://bucket/landing/manifests/rds/songs/r1/copy.manifest' "
-        "format as csv ignoreheader 1 iam_role 'arn:aws:iam::123456789012:role/redshift-copy' "
-        "gzip manifest region 'eu-west-1'"
-    )
-    manifest = json.loads(store.written["manifests/rds/songs/r1/copy.manifest"])
-    assert manifest == json.loads(redshift_manifest([store.uri(k) for k in keys]))
-    assert [e["url"] for e in manifest["entries"]] == [store.uri(k) for k in keys]
-    assert all(e["mandatory"] for e in manifest["entries"])
-
-
-def test_redshift_refuses_a_local_landing_zone() -> None:
-    class Local(_S3Store):
-        def uri(self, key: str) -> str:
-            return f"/tmp/landing/{key}"
-
-    with pytest.raises(ValueError, match="MUSIC_ELT_LANDING=s3://"):
-        _redshift()._copy_to_temp(_Recorder(), Local(), ["streams/a.csv"], 3)  # type: ignore[arg-type]
-
-
-def test_redshift_uses_its_own_lock_and_wide_text() -> None:
-    cur = _Recorder()
-    wh = _redshift()
-    wh._lock_ledger(cur)
-    assert cur.sql == ["lock raw_meta.load_ledger"]
-    assert wh.text_type == "varchar(65535)"
-    assert LandedObject("k", 1, "e").key == "k"
 
 
 def test_seeded_column_names_are_made_plain_identifiers() -> None:

@@ -25,6 +25,10 @@ from loaders.errors import ServiceOutage, describe_outage, is_bad_data, outage
 REDSHIFT_LOAD_ERROR = (
     "Load into table '_landing' failed.  Check 'stl_load_errors' system table for details."
 )
+# Redshift Serverless has no STL tables: its COPY names the SYS view instead
+SERVERLESS_LOAD_ERROR = (
+    "Load into table 'x' failed. Check 'sys_load_error_detail' system table for details."
+)
 REDSHIFT_GZIP_ERROR = (
     "Failed writing body (0 != 16384) Cause: Failed to inflateinvalid or incomplete deflate "
     "data. zlib error code: -3"
@@ -55,6 +59,14 @@ REDSHIFT_OUTAGES = {
 def test_redshift_row_and_format_errors_are_bad_data() -> None:
     assert is_bad_data(psycopg2.InternalError(REDSHIFT_LOAD_ERROR))
     assert is_bad_data(psycopg2.InternalError(REDSHIFT_GZIP_ERROR))
+
+
+def test_redshift_serverless_row_and_format_errors_are_bad_data() -> None:
+    """On Serverless the same load error points to sys_load_error_detail: a bad file is
+    quarantined there too, not retried as an outage on every run."""
+    exc = psycopg2.InternalError(SERVERLESS_LOAD_ERROR)
+    assert is_bad_data(exc)
+    assert not is_bad_data(psycopg2.InternalError("relation sys_load_detail does not exist x"))
 
 
 @pytest.mark.parametrize(("label", "text"), REDSHIFT_OUTAGES.items())

@@ -12,7 +12,7 @@ import pytest
 from loaders.errors import ServiceOutage, step_outage
 from loaders.landing import LandedObject, is_gzip, is_stream_file_name, shown
 from loaders.pipeline import LoadReport, Plan, stream_file_problem
-from loaders.warehouse import FileRejected, _LineLimit
+from loaders.warehouse import FileRejected, LineLimit
 
 
 def test_printed_names_cannot_forge_a_line() -> None:
@@ -72,7 +72,7 @@ def test_the_load_report_keeps_unloadable_versions_and_warns_by_name() -> None:
     assert not any("correction" in line and "k.csv.gz" in line for line in again.lines())
 
 
-def _read_all(stream: _LineLimit, size: int = 1 << 20) -> int:
+def _read_all(stream: LineLimit, size: int = 1 << 20) -> int:
     total = 0
     while chunk := stream.read(size):
         total += len(chunk)
@@ -82,9 +82,9 @@ def _read_all(stream: _LineLimit, size: int = 1 << 20) -> int:
 def test_lines_up_to_the_limit_pass_a_longer_one_is_refused() -> None:
     limit = 1000
     fits = b"h\n" + b"x" * limit + b"\n" + b"y" * limit
-    assert _read_all(_LineLimit(io.BytesIO(fits), limit), size=64) == len(fits)
+    assert _read_all(LineLimit(io.BytesIO(fits), limit), size=64) == len(fits)
     for data in (b"h\n" + b"x" * (limit + 1) + b"\nz\n", b"x" * (limit + 1)):
-        stream = _LineLimit(io.BytesIO(data), limit)
+        stream = LineLimit(io.BytesIO(data), limit)
         with pytest.raises(FileRejected, match="longer than 64 MiB"):
             _read_all(stream, size=64)
         assert isinstance(stream.error, FileRejected)

@@ -95,6 +95,7 @@ def test_the_embedded_stack_without_its_extra_says_what_to_install(
         embedded_server(tmp_path / "pgdata")
     for name in ("MUSIC_ELT_RDS_DSN", "MUSIC_ELT_WORKDIR"):
         monkeypatch.delenv(name, raising=False)
+    (tmp_path / "work" / "rds-pgdata").mkdir(parents=True)  # seeded once, with the extra
     assert main(["run", "--workdir", str(tmp_path / "work")]) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "'embedded' extra" in error

@@ -1,8 +1,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='listen_date',
+        incremental_strategy='append',
         on_schema_change='fail',
         dist='even',
         sort=['listen_date', 'track_genre'],

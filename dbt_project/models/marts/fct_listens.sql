@@ -1,7 +1,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
+        incremental_strategy='delete_insert_from_first_date',
         unique_key=['user_id', 'track_id', 'listen_time'],
         on_schema_change='fail',
         dist='user_id',
@@ -18,7 +18,8 @@
     Incremental by play, so that a run costs about its new rows. Watermarks are the ledger's load
     sequence numbers, never clock times. Rows of a load numbered above the largest this table has
     consumed (max last_load_seq) are counted into their plays: a new play, or one already here
-    whose count grows (delete+insert by play). A play with a row of a file version superseded by
+    whose count grows (delete+insert by play; the delete reads only dates on or after the first
+    date the run writes: macros/listens_window.sql). A play with a row of a file version superseded by
     a load above that watermark (a correction) is recounted from all its current rows; one left
     with none is written with raw_row_count 0 and deleted by the post-hook. A failed build leaves
     this table as it was, so the next run counts the same rows again.

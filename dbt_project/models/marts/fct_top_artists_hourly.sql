@@ -1,8 +1,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='listen_hour',
+        incremental_strategy='append',
         on_schema_change='fail',
         dist='even',
         sort=['listen_hour', 'artist_rank'],
