@@ -15,7 +15,7 @@ daily as (
 
 ),
 
-trailing as (
+day_history as (
 
     select
         day_.listen_date,
@@ -35,7 +35,7 @@ select
     listen_count,
     trailing_median,
     trailing_days
-from trailing
+from day_history
 where
     trailing_days >= {{ var('volume_min_trailing_days') }}
     and listen_count < {{ var('volume_drop_ratio') }} * trailing_median
