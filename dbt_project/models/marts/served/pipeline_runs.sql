@@ -108,6 +108,7 @@ final as (
         {{ dbt.datediff('loads.first_loaded_at', 'loads.last_loaded_at', 'second') }} as load_sec,
         {{ dbt.datediff('builds.started_at', 'builds.finished_at', 'second') }} as build_sec,
         {{ dbt.datediff('builds.finished_at', 'builds.published_at', 'second') }} as build_to_publish_sec,
+        builds.started_at as build_started_at,
         builds.finished_at as build_finished_at,
         builds.published_at,
         case when builds.load_id is null then 'not green' else 'green' end as build_status,
