@@ -340,7 +340,7 @@ def test_pipeline_page_shows_freshness_and_every_run(
         assert (run.build_status, run.publish_status) == ("green", "published")
     late = runs.loc[runs["files_loaded"] == 1].squeeze()
     assert late.rows_in == 24
-    assert len(app.get("arrow_vega_lite_chart")) == 4
+    assert len(app.get("vega_lite_chart")) == 4  # files, rows, seconds, plays per day
 
 
 def test_every_page_says_what_to_run_without_kpi_data(
