@@ -144,6 +144,15 @@ def published_relations(
     return kpis + aggregates + views
 
 
+def served_models(settings: Settings) -> list[Mart]:
+    """The models of :data:`AGGREGATES` and :data:`PIPELINE_VIEWS`, from the dbt manifest."""
+    from loaders import manifest
+
+    data = manifest.load_manifest(settings.dbt_manifest_path)
+    names = (*AGGREGATES, *PIPELINE_VIEWS)
+    return [model for name in names if (model := manifest.model(data, name)) is not None]
+
+
 def serving_path(settings: Settings) -> Path:
     """Where the DuckDB serving copy lives: beside the work directory's other state."""
     return settings.workdir / SERVING_FILE
@@ -175,15 +184,7 @@ def publish_pending(settings: Settings, wh: Warehouse) -> bool:
 def publish_marts(settings: Settings, marts: Sequence[Mart]) -> str:
     """Publish the last green build (see the module docstring); returns what it did in words.
     Call it under the run lock, after a green build."""
-    from loaders import manifest
-
-    data = manifest.load_manifest(settings.dbt_manifest_path)
-    models = [
-        model
-        for name in (*AGGREGATES, *PIPELINE_VIEWS)
-        if (model := manifest.model(data, name)) is not None
-    ]
-    relations = published_relations(marts, models)
+    relations = published_relations(marts, served_models(settings))
     try:
         if settings.warehouse.kind == "duckdb":
             changed, revised = _publish_duckdb(settings, relations)

@@ -24,8 +24,9 @@ day_history as (
         percentile_cont(0.5) within group (order by history.listen_count) as trailing_median
     from daily as day_
     inner join daily as history
-        on {{ dbt.datediff('history.listen_date', 'day_.listen_date', 'day') }}
-        between 1 and {{ var('volume_trailing_days') }}
+        on
+            {{ dbt.datediff('history.listen_date', 'day_.listen_date', 'day') }}
+            between 1 and {{ var('volume_trailing_days') }}
     group by day_.listen_date, day_.listen_count
 
 )

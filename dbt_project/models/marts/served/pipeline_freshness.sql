@@ -56,9 +56,9 @@ final as (
         last_green_build_at,
         last_published_at,
         checked_at,
-        {{ dbt.datediff('newest_listen_time', 'checked_at', 'second') }} as newest_listen_age_sec,
-        {{ dbt.datediff('last_green_build_at', 'checked_at', 'second') }} as last_green_build_age_sec,
-        {{ dbt.datediff('last_published_at', 'checked_at', 'second') }} as last_published_age_sec
+        {{ dbt.datediff('newest_listen_time', 'checked_at', 'second') }} as newest_listen_age_sec,  -- noqa: LT05
+        {{ dbt.datediff('last_green_build_at', 'checked_at', 'second') }} as last_green_build_age_sec,  -- noqa: LT05
+        {{ dbt.datediff('last_published_at', 'checked_at', 'second') }} as last_published_age_sec  -- noqa: LT05
     from latest
 
 )

@@ -20,6 +20,7 @@ landed_objects as (
     select
         object_key,
         target_table,
+        target_table = 'raw_streams.streams' as is_stream_file,
         row_count,
         load_status,
         load_id,
@@ -54,10 +55,14 @@ loads as (
         load_id,
         min(loaded_at) as first_loaded_at,
         max(loaded_at) as last_loaded_at,
-        sum(case when target_table = 'raw_streams.streams' and load_status = 'loaded' then 1 else 0 end) as files_loaded,
-        sum(case when target_table <> 'raw_streams.streams' and load_status = 'loaded' then 1 else 0 end) as snapshots_loaded,
+        sum(case when is_stream_file and load_status = 'loaded' then 1 else 0 end) as files_loaded,
+        sum(
+            case when not is_stream_file and load_status = 'loaded' then 1 else 0 end
+        ) as snapshots_loaded,
         sum(case when load_status = 'rejected' then 1 else 0 end) as files_quarantined,
-        sum(case when target_table = 'raw_streams.streams' and load_status = 'loaded' then row_count else 0 end) as rows_in
+        sum(
+            case when is_stream_file and load_status = 'loaded' then row_count else 0 end
+        ) as rows_in
     from landed_objects
     group by load_id
 
@@ -88,8 +93,9 @@ rejected as (
 runs as (
 
     select load_id from loads
-    union
-    select load_id from builds
+    union all
+    select builds.load_id from builds
+    where builds.load_id not in (select loads.load_id from loads)
 
 ),
 
@@ -105,9 +111,9 @@ final as (
         coalesce(loads.rows_in, 0) as rows_in,
         coalesce(loads.rows_in, 0) - coalesce(rejected.rows_rejected, 0) as rows_kept,
         coalesce(rejected.rows_rejected, 0) as rows_rejected,
-        {{ dbt.datediff('loads.first_loaded_at', 'loads.last_loaded_at', 'second') }} as load_sec,
-        {{ dbt.datediff('builds.started_at', 'builds.finished_at', 'second') }} as build_sec,
-        {{ dbt.datediff('builds.finished_at', 'builds.published_at', 'second') }} as build_to_publish_sec,
+        {{ dbt.datediff('loads.first_loaded_at', 'loads.last_loaded_at', 'second') }} as load_sec,  -- noqa: LT05
+        {{ dbt.datediff('builds.started_at', 'builds.finished_at', 'second') }} as build_sec,  -- noqa: LT05
+        {{ dbt.datediff('builds.finished_at', 'builds.published_at', 'second') }} as build_to_publish_sec,  -- noqa: LT05
         builds.started_at as build_started_at,
         builds.finished_at as build_finished_at,
         builds.published_at,
