@@ -611,8 +611,13 @@ class KpiReader:
     @property
     def where(self) -> str:
         """A printable description of what this reader reads (no secret in it)."""
-        if self.path is not None:
-            return f"the DuckDB serving copy {self.path}"
+        if self.path is not None:  # relative to the current folder when inside it
+            shown = (
+                self.path.relative_to(Path.cwd())
+                if self.path.is_relative_to(Path.cwd())
+                else self.path
+            )
+            return f"the DuckDB serving copy {shown}"
         w = self.settings.warehouse
         return f"the {w.kind} warehouse {w.user}@{w.host}:{w.port}/{w.dbname}"
 
