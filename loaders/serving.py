@@ -3,7 +3,9 @@
 Write, audit, publish. dbt builds the KPI marts (models tagged ``kpi``) into the internal
 schema ``kpi_build``; only after the whole build passed its tests does :func:`publish_marts`
 make them readable under the names readers use, ``marts.<name>``, together with the served
-aggregates ``served.daily_listeners`` and ``served.rejected_rows_by_file``. One mechanism on
+aggregates ``served.daily_listeners`` and ``served.rejected_rows_by_file`` (dbt models built
+with them) and, on DuckDB, copies of the pipeline's dbt views (``marts.landed_files``,
+``marts.pipeline_runs``, ``marts.pipeline_freshness``; read in place elsewhere). One mechanism on
 every warehouse: each published relation is brought to its audited content by difference on
 its grain (the keys whose rows differ are deleted and inserted again), so a publish writes
 about what changed, and all of them switch at once:
@@ -14,6 +16,16 @@ about what changed, and all of them switch at once:
 - DuckDB: a DuckDB file has one writer, and a reader would block the pipeline, so readers read
   ``<workdir>/serving.duckdb``. A publish copies the current one to a temporary file, brings it
   up to date there, and moves it over with ``os.replace``; then it marks the build published.
+
+Each publish also records what it changed in what readers saw before: for the KPI marts, every
+value of a changed grain key that differs (floats beyond a relative 1e-9) goes to the revision
+log with the file versions loaded or superseded since the previous publish, except in a period
+(the grain's first column: a date, an hour) published for the first time. The log is written
+in the same transaction as the marts (on DuckDB inside the serving copy, as
+``marts.kpi_revisions``, then appended to the warehouse's ``raw_meta.kpi_revisions``, which the
+dbt view ``marts.kpi_revisions`` reads on every warehouse). With ``MUSIC_ELT_READER_ROLE``
+set, the publish grants that role USAGE on the published schemas and SELECT on the published
+relations (PostgreSQL, Redshift).
 
 A publish that dies (kill -9, a full disk) leaves the build unpublished: the next run, even one
 with nothing new, publishes it (:func:`publish_pending`) and removes leftover temporary files.
