@@ -27,10 +27,14 @@ def _age(at: datetime | None) -> str | None:
     return f"{ui.fmt_age(now - at)} ago" if at else None
 
 
+def _minute(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M") if at else "never"
+
+
 newest, built, served = st.columns(3)
 newest.metric(
     "Newest play (UTC)",
-    ui.fmt_time(fresh.newest_listen_time),
+    _minute(fresh.newest_listen_time),
     _age(fresh.newest_listen_time),
     delta_color="off",
     help="The latest listen_time in the marts (marts.pipeline_freshness).",
@@ -38,7 +42,7 @@ newest.metric(
 )
 built.metric(
     "Last green build (UTC)",
-    ui.fmt_time(fresh.last_green_build_at),
+    _minute(fresh.last_green_build_at),
     _age(fresh.last_green_build_at),
     delta_color="off",
     help="When the last dbt build that passed every test finished.",
@@ -46,7 +50,7 @@ built.metric(
 )
 served.metric(
     "Last publish (UTC)",
-    ui.fmt_time(last_publish),
+    _minute(last_publish),
     _age(last_publish),
     delta_color="off",
     help="When readers last got a new green build (this dashboard reads that publish).",
@@ -57,7 +61,7 @@ if runs.empty:
     st.info("No run has loaded a file yet.")
     st.stop()
 
-runs = runs.assign(run=runs["run_started_at"].map(ui.fmt_time))
+runs = runs.assign(run=runs["run_started_at"].map(lambda at: at.strftime("%m-%d %H:%M:%S")))
 st.markdown(f"#### {len(runs):,} run(s)")
 
 
