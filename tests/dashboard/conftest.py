@@ -4,7 +4,8 @@ Generated data (3 days, ~8k plays, every kind of bad row, plus one file the load
 whole) goes through ``music-elt demo --from-dir`` (seed, run, ``dbt docs generate``) exactly as
 the README's ``make demo`` does, then the serving copy is published as the pipeline's finish
 step does. A second run loads a late file for an hour of the first day, so the revision log
-and the pipeline's run history have something to show. The CLI runs in a subprocess:
+and the pipeline's run history have something to show; then the docs site is generated
+again, as the demo leaves it after its build. The CLI runs in a subprocess:
 dbt-duckdb keeps its DuckDB instance open until its process ends, and the tests must be free to
 open the warehouse read-only. Under pytest-xdist the workers share one build (a file lock in
 the session's common temporary folder).
@@ -63,6 +64,18 @@ def build_kpi_workdir(root: Path) -> Path:
     shutil.copy(late, landing)
     run = [sys.executable, "-m", "loaders.cli", "run", "--workdir", str(work)]
     subprocess.run(run, check=True, stdout=subprocess.DEVNULL, env=_clean_env())
+    # the docs site of the last green build, as the demo leaves it (`dbt docs generate`)
+    docs = (
+        "import sys; from pathlib import Path; from loaders.config import Settings; "
+        "from loaders.dbt import run_dbt; "
+        "run_dbt(Settings.from_env(workdir=Path(sys.argv[1])), ['docs', 'generate'])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", docs, str(work)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=_clean_env(),
+    )
     return work
 
 
