@@ -26,5 +26,7 @@ PAGES = [
     st.Page("pages/genres.py", title="Genres over time", icon=":material/show_chart:"),
     st.Page("pages/hours.py", title="Hours", icon=":material/schedule:"),
     st.Page("pages/data_quality.py", title="Data quality", icon=":material/rule:"),
+    st.Page("pages/revisions.py", title="Revisions", icon=":material/history:"),
+    st.Page("pages/pipeline.py", title="Pipeline", icon=":material/monitor_heart:"),
 ]
 st.navigation(PAGES).run()

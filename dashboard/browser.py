@@ -29,7 +29,14 @@ from types import TracebackType
 from typing import Any
 
 INSTALL_HINT = "apt-get update && apt-get install -y chromium"
-PAGES = {"overview": "", "genres": "genres", "hours": "hours", "data_quality": "data_quality"}
+PAGES = {
+    "overview": "",
+    "genres": "genres",
+    "hours": "hours",
+    "data_quality": "data_quality",
+    "revisions": "revisions",
+    "pipeline": "pipeline",
+}
 _FLAGS = (
     "--headless",
     "--no-sandbox",

@@ -1,8 +1,10 @@
 """The dashboard's questions, as queries over the served relations (``loaders.serving``).
 
-Every function takes a :class:`loaders.serving.KpiSession` and returns rows straight from the
-marts (or from the served aggregates of ``fct_listens`` and ``fct_rejected_listens``): no number
-is recomputed here, so what a page shows is what the marts hold. Pages format for reading.
+Every function takes a :class:`loaders.serving.KpiSession` and returns rows straight from
+published dbt relations: the KPI marts, the served aggregates (``daily_listeners``,
+``rejected_rows_by_file``), the revision log (``kpi_revisions``) and the pipeline's views
+(``landed_files``, ``pipeline_runs``, ``pipeline_freshness``). No number is recomputed here,
+so what a page shows is what those models hold; pages format for reading.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from typing import Any
 
 import pandas as pd
 
-from loaders.serving import KpiSession
-from loaders.warehouse import BUILDS_TABLE, LEDGER_TABLE
+from loaders.serving import REVISION_COLUMNS, KpiSession
 
 GENRE_KPIS = "marts.fct_genre_kpis_daily"
 HOURLY_KPIS = "marts.fct_listening_kpis_hourly"
 TOP_ARTISTS = "marts.fct_top_artists_hourly"
 DAILY_LISTENERS = "served.daily_listeners"
 REJECTS_BY_FILE = "served.rejected_rows_by_file"
-STREAMS_TABLE = "raw_streams.streams"
+REVISIONS = "marts.kpi_revisions"
+LANDED_FILES = "marts.landed_files"
+RUNS = "marts.pipeline_runs"
+FRESHNESS = "marts.pipeline_freshness"
 
 GENRE_COLUMNS = (
     "listen_date",
@@ -46,8 +50,6 @@ HOURLY_COLUMNS = (
     "top_artist",
     "top_artist_plays",
 )
-# A ledger row whose key was delivered again with other content (a correction) afterwards
-SUPERSEDED = "superseded_at is not null"
 
 
 def _frame(session: KpiSession, sql: str, params: tuple[Any, ...] = ()) -> pd.DataFrame:
@@ -181,6 +183,15 @@ def top_artists(session: KpiSession, start: date, end: date) -> pd.DataFrame:
     )
 
 
+def daily_plays(session: KpiSession) -> pd.DataFrame:
+    """Plays and listeners per day (``daily_listeners``), in date order."""
+    return _frame(
+        session,
+        "select listen_date, listen_count, unique_listeners "
+        f"from {session.relation(DAILY_LISTENERS)} order by listen_date",
+    )
+
+
 def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day)
 
@@ -207,7 +218,7 @@ def rejects_by_reason(session: KpiSession) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class LedgerCounts:
-    """Stream files by what happened to them, from the load ledger."""
+    """Stream files by what happened to them, from ``landed_files`` (the load ledger)."""
 
     loaded: int  # loaded and current (not superseded)
     quarantined: int  # refused whole: status 'rejected'
@@ -217,11 +228,10 @@ class LedgerCounts:
 def ledger_counts(session: KpiSession) -> LedgerCounts:
     loaded, quarantined, replaced = session.query(
         "select "
-        f"coalesce(sum(case when status = 'loaded' and not ({SUPERSEDED}) then 1 else 0 end), 0), "
-        "coalesce(sum(case when status = 'rejected' then 1 else 0 end), 0), "
-        f"coalesce(sum(case when {SUPERSEDED} then 1 else 0 end), 0) "
-        f"from {session.relation(LEDGER_TABLE)} where target_table = %s",
-        (STREAMS_TABLE,),
+        "coalesce(sum(case when load_status = 'loaded' and not is_superseded then 1 else 0 end), "
+        "0), coalesce(sum(case when load_status = 'rejected' then 1 else 0 end), 0), "
+        "coalesce(sum(case when is_superseded then 1 else 0 end), 0) "
+        f"from {session.relation(LANDED_FILES)} where is_stream_file",
     )[0]
     return LedgerCounts(int(loaded), int(quarantined), int(replaced))
 
@@ -230,8 +240,8 @@ def quarantined_files(session: KpiSession) -> pd.DataFrame:
     """Objects the loader refused whole, with the reason, latest first."""
     return _frame(
         session,
-        "select object_key, reason, size_bytes, loaded_at, load_id "
-        f"from {session.relation(LEDGER_TABLE)} where status = 'rejected' "
+        "select object_key, reject_reason as reason, size_bytes, loaded_at, load_id "
+        f"from {session.relation(LANDED_FILES)} where load_status = 'rejected' "
         "order by loaded_at desc, object_key",
     )
 
@@ -241,7 +251,7 @@ def superseded_files(session: KpiSession) -> pd.DataFrame:
     return _frame(
         session,
         "select object_key, etag, row_count, loaded_at, load_id "
-        f"from {session.relation(LEDGER_TABLE)} where {SUPERSEDED} "
+        f"from {session.relation(LANDED_FILES)} where is_superseded "
         "order by object_key, loaded_at",
     )
 
@@ -250,17 +260,18 @@ def ledger_summary(session: KpiSession) -> pd.DataFrame:
     """Landed objects and their rows by target table and status."""
     return _frame(
         session,
-        "select target_table, status, count(*) as objects, sum(row_count) as row_count "
-        f"from {session.relation(LEDGER_TABLE)} group by target_table, status "
-        "order by target_table, status",
+        "select target_table, load_status as status, count(*) as objects, "
+        f"sum(row_count) as row_count from {session.relation(LANDED_FILES)} "
+        "group by target_table, load_status order by target_table, load_status",
     )
 
 
 def last_green_build(session: KpiSession) -> tuple[datetime, datetime, str] | None:
     """(started_at, finished_at, load_id) of the latest green dbt build, UTC; None if none."""
     rows = session.query(
-        f"select started_at, finished_at, load_id from {session.relation(BUILDS_TABLE)} "
-        "order by finished_at desc limit 1"
+        "select build_started_at, build_finished_at, load_id "
+        f"from {session.relation(RUNS)} where build_status = 'green' "
+        "order by build_finished_at desc limit 1"
     )
     return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
@@ -269,5 +280,101 @@ def published_at(session: KpiSession) -> datetime | None:
     """When the DuckDB serving copy was published (None when reading a warehouse directly)."""
     if session.reader.path is None:
         return None
-    rows = session.query("select published_at from served.published")
+    rows = session.query(f"select published_at from {session.relation('served.published')}")
     return rows[0][0] if rows else None
+
+
+# -- revisions -----------------------------------------------------------------------------------
+def revisions(
+    session: KpiSession,
+    marts: list[str] | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    limit: int = 500,
+) -> pd.DataFrame:
+    """The latest revisions (newest publish first), optionally of some marts only and of values
+    whose period (the grain's date) lies between ``start`` and ``end``."""
+    where, params = ["1 = 1"], []
+    if marts:
+        where.append(f"mart in ({', '.join(['%s'] * len(marts))})")
+        params += marts
+    if start is not None and end is not None:
+        # the grain starts with YYYY-MM-DD: text comparison orders dates
+        where.append("substring(grain, 1, 10) between %s and %s")
+        params += [start.isoformat(), end.isoformat()]
+    return _frame(
+        session,
+        f"select {', '.join(REVISION_COLUMNS)} from {session.relation(REVISIONS)} "
+        f"where {' and '.join(where)} order by new_published_at desc, mart, grain, kpi "
+        f"limit {int(limit)}",
+        tuple(params),
+    )
+
+
+def revised_days(session: KpiSession) -> dict[date, datetime]:
+    """Days with a value revised after its first publish, with the latest revision's time."""
+    rows = session.query(
+        "select substring(grain, 1, 10), max(new_published_at) "
+        f"from {session.relation(REVISIONS)} group by substring(grain, 1, 10)"
+    )
+    return {date.fromisoformat(day): at for day, at in rows}
+
+
+def revision_count(session: KpiSession) -> int:
+    (count,) = session.query(f"select count(*) from {session.relation(REVISIONS)}")[0]
+    return int(count)
+
+
+# -- pipeline health -----------------------------------------------------------------------------
+RUN_COLUMNS = (
+    "load_id",
+    "run_started_at",
+    "files_loaded",
+    "snapshots_loaded",
+    "files_quarantined",
+    "files_superseded",
+    "rows_in",
+    "rows_kept",
+    "rows_rejected",
+    "load_sec",
+    "build_sec",
+    "build_to_publish_sec",
+    "build_status",
+    "publish_status",
+)
+
+
+def runs(session: KpiSession) -> pd.DataFrame:
+    """Every pipeline run (``pipeline_runs``), oldest first. On DuckDB the serving copy is
+    written just before the warehouse marks its build published, so the build it publishes
+    reads 'pending' there: shown as 'published', which it is for whoever reads this copy."""
+    frame = _frame(
+        session,
+        f"select {', '.join(RUN_COLUMNS)}, build_finished_at from {session.relation(RUNS)} "
+        "order by run_started_at, load_id",
+    )
+    if session.reader.path is not None and not frame.empty:
+        (built,) = session.query(
+            f"select build_finished_at from {session.relation('served.published')}"
+        )[0]
+        served = (frame["publish_status"] == "pending") & (frame["build_finished_at"] <= built)
+        frame.loc[served, "publish_status"] = "published"
+    return frame.drop(columns=["build_finished_at"])
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """The newest play, file, green build and publish (``pipeline_freshness``), UTC."""
+
+    newest_listen_time: datetime | None
+    newest_loaded_at: datetime | None
+    last_green_build_at: datetime | None
+    last_published_at: datetime | None
+
+
+def freshness(session: KpiSession) -> Freshness:
+    rows = session.query(
+        "select newest_listen_time, newest_loaded_at, last_green_build_at, last_published_at "
+        f"from {session.relation(FRESHNESS)}"
+    )
+    return Freshness(*rows[0]) if rows else Freshness(None, None, None, None)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,18 @@ def fmt_time(value: Any) -> str:
 
 def fmt_hour(value: datetime) -> str:
     return value.strftime("%Y-%m-%d %H:00")
+
+
+def fmt_age(age: timedelta) -> str:
+    """A duration for reading: '42 s', '17 min', '5.2 h', '3.1 days'."""
+    seconds = age.total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
 
 
 def fmt_date(value: date) -> str:

@@ -205,6 +205,8 @@ class WarehouseSettings(_Copyable):
     def dbt_env(self) -> dict[str, str]:
         """Environment variables that ``dbt_project/profiles.yml`` reads for this warehouse."""
         env = {"MUSIC_ELT_TARGET": self.kind}
+        if self.reader_role:  # the grants config of the relations readers read in place
+            env["MUSIC_ELT_READER_ROLE"] = self.reader_role
         if self.kind == "duckdb":
             env["MUSIC_ELT_DUCKDB_PATH"] = str(self.duckdb_path.resolve())
             duckdb = self.duckdb_settings()  # an empty variable: DuckDB's default

@@ -77,11 +77,14 @@ def newest_project_file(project_dir: Path) -> Path | None:
 
 
 def last_build_finished(settings: Settings) -> datetime | None:
-    """When the last green build finished (naive UTC), from what readers are served (the
-    DuckDB serving copy, or the warehouse); None when unknown or never."""
+    """When the last green build finished (naive UTC), from what readers are served (the dbt
+    view ``pipeline_freshness`` in the DuckDB serving copy, or in the warehouse); None when
+    unknown or never."""
     reader = open_reader(settings)
     try:
-        rows = reader.query(f"select max(finished_at) from {reader.relation(BUILDS_TABLE)}")
+        rows = reader.query(
+            f"select last_green_build_at from {reader.relation('marts.pipeline_freshness')}"
+        )
     except (NoKpiData, ConnectionError):
         return _duckdb_last_build(settings)
     return rows[0][0] if rows else None

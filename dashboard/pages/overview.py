@@ -20,10 +20,25 @@ with ui.kpi_session() as session:
     today = kpis.day_totals(session, day)
     before = kpis.day_totals(session, kpis.previous_day(day))
     genres = kpis.genres_of_day(session, day)
+    revised = kpis.revised_days(session)
     ui.source_caption(session, kpis.published_at(session))
 
 assert today is not None  # the latest day has genre rows by definition
 st.subheader(f"{ui.fmt_date(day)}, the latest day in the marts")
+if day in revised:
+    st.warning(
+        f"Revised after its first publish (latest revision published {ui.fmt_time(revised[day])}"
+        "): late or corrected files changed numbers already shown. See the Revisions page.",
+        icon=":material/history:",
+    )
+earlier = sorted((d for d in revised if d != day), reverse=True)
+if earlier:
+    st.caption(
+        ":material/history: Days revised after their first publish: "
+        + ", ".join(f"{ui.fmt_date(d)} (last {ui.fmt_time(revised[d])})" for d in earlier[:7])
+        + (f" and {len(earlier) - 7} more" if len(earlier) > 7 else "")
+        + ". See the Revisions page."
+    )
 against = (
     f"vs {ui.fmt_date(before.day)}" if before else "no plays the day before: nothing to compare"
 )

@@ -3,7 +3,9 @@
 Generated data (3 days, ~8k plays, every kind of bad row, plus one file the loader refuses
 whole) goes through ``music-elt demo --from-dir`` (seed, run, ``dbt docs generate``) exactly as
 the README's ``make demo`` does, then the serving copy is published as the pipeline's finish
-step does. The CLI runs in a subprocess:
+step does. A second run loads a late file for an hour of the first day, so the revision log
+and the pipeline's run history have something to show; then the docs site is generated
+again, as the demo leaves it after its build. The CLI runs in a subprocess:
 dbt-duckdb keeps its DuckDB instance open until its process ends, and the tests must be free to
 open the warehouse read-only. Under pytest-xdist the workers share one build (a file lock in
 the session's common temporary folder).
@@ -11,6 +13,7 @@ the session's common temporary folder).
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -27,6 +30,8 @@ from music_elt_demo.generate import generate
 
 # A file whose header lacks listen_time: quarantined by the loader with its reason.
 REFUSED_FILE = "streams/zz_refused_no_listen_time.csv"
+# A file delivered after the first run, with plays in an hour already published.
+LATE_FILE = "streams/late/zz_late_plays.csv"
 
 
 def build_kpi_workdir(root: Path) -> Path:
@@ -44,6 +49,33 @@ def build_kpi_workdir(root: Path) -> Path:
         env=_clean_env(),
     )
     assert (work / "serving.duckdb").is_file()  # the run published its green build
+
+    # a late file for the first day's 03:00 hour, delivered after that day was published
+    first_day = min(path.name.split("_")[1] for path in (source / "streams").glob("listens_*"))
+    with (source / "songs.csv").open(newline="") as songs:
+        tracks = [row["track_id"] for row in csv.DictReader(songs)][:3]
+    late = root / "late.csv"
+    late.write_text(
+        "user_id,track_id,listen_time\n"
+        + "".join(f"{n},{tracks[n % 3]},{first_day} 03:{n:02d}:00\n" for n in range(1, 25))
+    )
+    landing = work / "landing" / LATE_FILE
+    landing.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(late, landing)
+    run = [sys.executable, "-m", "loaders.cli", "run", "--workdir", str(work)]
+    subprocess.run(run, check=True, stdout=subprocess.DEVNULL, env=_clean_env())
+    # the docs site of the last green build, as the demo leaves it (`dbt docs generate`)
+    docs = (
+        "import sys; from pathlib import Path; from loaders.config import Settings; "
+        "from loaders.dbt import run_dbt; "
+        "run_dbt(Settings.from_env(workdir=Path(sys.argv[1])), ['docs', 'generate'])"
+    )
+    subprocess.run(
+        [sys.executable, "-c", docs, str(work)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=_clean_env(),
+    )
     return work
 
 

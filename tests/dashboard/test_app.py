@@ -14,10 +14,17 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import REPO
-from tests.dashboard.conftest import REFUSED_FILE
+from tests.dashboard.conftest import LATE_FILE, REFUSED_FILE
 
 APP = str(REPO / "dashboard" / "app.py")
-PAGES = ("pages/overview.py", "pages/genres.py", "pages/hours.py", "pages/data_quality.py")
+PAGES = (
+    "pages/overview.py",
+    "pages/genres.py",
+    "pages/hours.py",
+    "pages/data_quality.py",
+    "pages/revisions.py",
+    "pages/pipeline.py",
+)
 
 
 def run_page(page: str | None = None) -> AppTest:
@@ -247,6 +254,91 @@ def test_data_quality_page_counts_rejects_and_files_as_the_warehouse_does(
     quarantined = app.dataframe[2].value
     assert quarantined["object_key"].tolist() == [REFUSED_FILE]
     assert "listen_time" in quarantined["reason"].item()
+
+
+def test_revisions_page_shows_the_log_and_filters_it(
+    dashboard_env: Path, marts: duckdb.DuckDBPyConnection
+) -> None:
+    app = run_page("pages/revisions.py")
+    log = frame(
+        marts,
+        "select mart, grain, kpi, old_value, new_value, caused_by from raw_meta.kpi_revisions "
+        "order by new_published_at desc, mart, grain, kpi",
+    )
+    assert len(log) > 0  # the late file revised the first day
+    assert metric(app, "Revised values (all)").value == f"{len(log):,}"
+    shown = app.dataframe[0].value
+    assert (
+        shown[["Mart", "Row", "KPI"]].values.tolist()
+        == log[["mart", "grain", "kpi"]].values.tolist()
+    )
+    assert shown["Old"].tolist() == log["old_value"].fillna("—").tolist()
+    assert shown["New"].tolist() == log["new_value"].fillna("—").tolist()
+    assert set(shown["Caused by"]) == {LATE_FILE}
+    # the late file's 24 plays, in the hourly mart: old -> new, +24
+    first_hour = one(marts, "select min(listen_date) from marts.fct_genre_kpis_daily")
+    plays = shown.loc[
+        (shown["Mart"] == "fct_listening_kpis_hourly")
+        & (shown["Row"] == f"{first_hour} 03:00:00")
+        & (shown["KPI"] == "listen_count")
+    ]
+    assert plays["Change"].item() == "+24"
+    assert int(plays["New"].item()) == one(
+        marts,
+        "select listen_count from marts.fct_listening_kpis_hourly where listen_hour = ?",
+        [f"{first_hour} 03:00:00"],
+    )
+
+    app.multiselect(key="revision_marts").set_value(["fct_top_artists_hourly"]).run()
+    assert not app.exception
+    only = app.dataframe[0].value if app.dataframe else pd.DataFrame({"Mart": []})
+    assert set(only["Mart"]) <= {"fct_top_artists_hourly"}
+    assert len(only) == (log["mart"] == "fct_top_artists_hourly").sum()
+
+    # a date range without revisions: nothing shown
+    last = one(marts, "select max(listen_date) from marts.fct_genre_kpis_daily")
+    app.multiselect(key="revision_marts").set_value(list(log["mart"].unique())).run()
+    app.date_input(key="revision_dates").set_value((last, last)).run()
+    assert [s.value for s in app.success] and not app.dataframe
+
+    # the overview marks the revised day
+    overview = run_page()
+    assert any(str(first_hour) in c.value and "revised" in c.value for c in overview.caption)
+
+
+def test_pipeline_page_shows_freshness_and_every_run(
+    dashboard_env: Path, marts: duckdb.DuckDBPyConnection
+) -> None:
+    app = run_page("pages/pipeline.py")
+    newest = one(marts, "select max(listen_time) from marts.fct_listens")
+    assert metric(app, "Newest play (UTC)").value == newest.strftime("%Y-%m-%d %H:%M")
+    finished = one(marts, "select max(finished_at) from raw_meta.dbt_builds")
+    assert metric(app, "Last green build (UTC)").value == finished.strftime("%Y-%m-%d %H:%M")
+    runs = app.dataframe[0].value
+    expected = frame(
+        marts,
+        "select load_id, count(case when status = 'loaded' and target_table = "
+        "'raw_streams.streams' then 1 end) as files, "
+        "count(case when status = 'rejected' then 1 end) as quarantined, "
+        "sum(case when status = 'loaded' and target_table = 'raw_streams.streams' "
+        "then row_count else 0 end) as rows_in "
+        "from raw_meta.load_ledger group by load_id",
+    ).set_index("load_id")
+    assert len(runs) == 2  # the demo's run and the late file's
+    for run in runs.itertuples():
+        assert run.files_loaded == expected.loc[run.load_id, "files"]
+        assert run.files_quarantined == expected.loc[run.load_id, "quarantined"]
+        assert run.rows_in == expected.loc[run.load_id, "rows_in"]
+        rejected = one(
+            marts,
+            "select count(*) from marts.fct_rejected_listens where load_id = ?",
+            [run.load_id],
+        )
+        assert (run.rows_rejected, run.rows_kept) == (rejected, run.rows_in - rejected)
+        assert (run.build_status, run.publish_status) == ("green", "published")
+    late = runs.loc[runs["files_loaded"] == 1].squeeze()
+    assert late.rows_in == 24
+    assert len(app.get("vega_lite_chart")) == 4  # files, rows, seconds, plays per day
 
 
 def test_every_page_says_what_to_run_without_kpi_data(

@@ -103,3 +103,31 @@ def test_overview_renders_in_chromium(
     assert header[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", header[16:24]) == (1400, 1000)
     assert png.stat().st_size > 20_000  # a drawn page, not a blank one
+
+
+def test_revisions_and_pipeline_pages_render_in_chromium(
+    dashboard_url: str, marts: duckdb.DuckDBPyConnection, tmp_path: Path
+) -> None:
+    (revised,) = marts.execute("select count(*) from raw_meta.kpi_revisions").fetchone()
+    (runs,) = marts.execute("select count(*) from marts.pipeline_runs").fetchone()
+    (newest,) = marts.execute("select max(listen_time) from marts.fct_listens").fetchone()
+    assert revised > 0 and runs == 2
+
+    with Chromium(size=(1400, 1000)) as browser:
+        # the app's entry first: a fresh Streamlit server that is asked for a page before it
+        # ran app.py (where st.navigation is declared) runs the page file alone
+        browser.open(dashboard_url)
+        browser.open(f"{dashboard_url}/revisions")
+        revisions = browser.html()
+        revisions_png = browser.screenshot(tmp_path / "revisions.png")
+        browser.open(f"{dashboard_url}/pipeline")
+        pipeline = browser.html()
+        pipeline_png = browser.screenshot(tmp_path / "pipeline.png")
+
+    assert ">Revisions<" in revisions and f">{revised:,}<" in revisions  # the count tile
+    assert "glideDataEditor" in revisions or 'data-testid="stDataFrame"' in revisions
+    assert ">Pipeline<" in pipeline
+    assert f">{newest.strftime('%Y-%m-%d %H:%M')}<" in pipeline  # the newest play tile
+    assert pipeline.count('data-testid="stVegaLiteChart"') == 4  # files, rows, seconds, days
+    for png in (revisions_png, pipeline_png):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000

@@ -25,6 +25,7 @@ from loaders.serving import (
     publish_marts,
     publish_pending,
     published_relations,
+    served_models,
     serving_path,
 )
 from loaders.warehouse import open_warehouse
@@ -39,16 +40,22 @@ def test_serving_copy_holds_exactly_what_the_audited_build_holds(kpi_settings: S
     copy = duckdb.connect(str(serving_path(kpi_settings)), read_only=True)
     warehouse = duckdb.connect(str(kpi_settings.warehouse.duckdb_path), read_only=True)
     try:
-        relations = published_relations(pipeline.kpi_marts(kpi_settings))
+        relations = published_relations(
+            pipeline.kpi_marts(kpi_settings), served_models(kpi_settings)
+        )
         names = {relation.name for relation in relations}
-        assert {
+        assert names == {
             "marts.fct_genre_kpis_daily",
             "marts.fct_listening_kpis_hourly",
             "marts.fct_top_artists_hourly",
             "served.daily_listeners",
-        } <= names
+            "served.rejected_rows_by_file",
+            "marts.landed_files",
+            "marts.pipeline_runs",
+            "marts.pipeline_freshness",
+        }
         for relation in relations:
-            if relation.name == "raw_meta.dbt_builds":
+            if relation.name in ("marts.pipeline_runs", "marts.pipeline_freshness"):
                 continue  # copied before the warehouse marks the build published
             assert _rows(copy, f"select * from {relation.name}") == _rows(
                 warehouse, relation.query
@@ -76,7 +83,7 @@ def test_serving_copy_holds_exactly_what_the_audited_build_holds(kpi_settings: S
         assert daily == {}
         assert (
             copy.execute(
-                "select status from raw_meta.load_ledger where object_key = ?", [REFUSED_FILE]
+                "select load_status from marts.landed_files where object_key = ?", [REFUSED_FILE]
             ).fetchone()[0]
             == "rejected"
         )
