@@ -44,7 +44,7 @@ def _context() -> tuple[Any, str]:
 
 @dag(
     dag_id="music_streaming_pipeline",
-    schedule=config.schedule,
+    schedule=runtime.schedule(config),  # with an SQS queue, also on each new stream file
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

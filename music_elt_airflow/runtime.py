@@ -69,6 +69,8 @@ class DagConfig:
     schedule: str | None = "@hourly"
     duckdb_pool: str = "music_elt_duckdb"
     cosmos_mode: str = "watcher"  # see COSMOS_MODES
+    sqs_queue_url: str = ""  # S3 notifications of new stream files: event-driven runs
+    sqs_wait_seconds: int = 20  # SQS long polling (1-20 s): how long one receive waits
 
     def __post_init__(self) -> None:
         for name, value in (
@@ -77,6 +79,16 @@ class DagConfig:
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+        if self.sqs_queue_url and not self.settings.landing_url.startswith("s3://"):
+            raise ConfigError(
+                "MUSIC_ELT_SQS_QUEUE_URL needs the landing zone on S3 (MUSIC_ELT_LANDING="
+                "s3://bucket/prefix): the queue receives that bucket's notifications"
+            )
+        if not 1 <= self.sqs_wait_seconds <= 20:
+            raise ConfigError(
+                f"MUSIC_ELT_SQS_WAIT_SECONDS must be 1 to 20 (SQS long polling), "
+                f"got {self.sqs_wait_seconds}"
+            )
         if self.cosmos_mode not in COSMOS_MODES:
             raise ConfigError(
                 f"MUSIC_ELT_COSMOS_MODE={self.cosmos_mode!r}: choose one of "
@@ -148,6 +160,8 @@ class DagConfig:
                 schedule=env.get("MUSIC_ELT_SCHEDULE", "@hourly") or None,
                 duckdb_pool=env.get("MUSIC_ELT_DUCKDB_POOL", "music_elt_duckdb"),
                 cosmos_mode=env.get("MUSIC_ELT_COSMOS_MODE", "watcher"),
+                sqs_queue_url=env.get("MUSIC_ELT_SQS_QUEUE_URL", ""),
+                sqs_wait_seconds=int(env.get("MUSIC_ELT_SQS_WAIT_SECONDS", "20")),
             )
         except ValueError as exc:
             raise ConfigError(f"a numeric DAG setting is not a number: {exc}") from None
@@ -187,6 +201,42 @@ def kpi_assets(config: DagConfig) -> dict[str, Asset]:
         )
         for mart in manifest.kpi_marts(manifest.load_manifest(config.manifest))
     }
+
+
+STREAMS_ASSET = "music_elt.landing.streams"
+
+
+def schedule(config: DagConfig) -> Any:
+    """The DAG's schedule: ``MUSIC_ELT_SCHEDULE`` (a cron expression or preset, UTC; empty:
+    none). With ``MUSIC_ELT_SQS_QUEUE_URL`` the DAG also runs on the asset
+    ``music_elt.landing.streams``, whose watcher reads the queue of the bucket's notifications
+    (:mod:`music_elt_airflow.events`); the schedule stays as a safety net."""
+    if not config.sqs_queue_url:
+        return config.schedule
+    from airflow.sdk import AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable
+
+    from loaders.landing import STREAMS_PREFIX
+    from music_elt_airflow.events import StreamFilesTrigger
+
+    prefix = config.settings.landing_url[len("s3://") :].partition("/")[2].strip("/")
+    trigger = StreamFilesTrigger(
+        sqs_queue=config.sqs_queue_url,
+        aws_conn_id=S3_CONN_ID,
+        streams_prefix=(prefix + "/" if prefix else "") + STREAMS_PREFIX,
+        max_messages=10,  # SQS's most per receive
+        num_batches=10,  # up to 100 notifications make one event
+        wait_time_seconds=config.sqs_wait_seconds,
+        waiter_delay=0,  # the next long poll starts at once
+    )
+    streams = Asset(
+        name=STREAMS_ASSET,
+        uri="x-music-elt://landing/streams",
+        watchers=[AssetWatcher(name="music_elt_stream_notifications", trigger=trigger)],
+    )
+    if config.schedule is None:
+        return [streams]
+    timetable = CronTriggerTimetable(config.schedule, timezone="UTC")
+    return AssetOrTimeSchedule(timetable=timetable, assets=[streams])
 
 
 # -- at run time ---------------------------------------------------------------------------------
