@@ -433,7 +433,9 @@ def wire_watchers(config: DagConfig, group: Any) -> None:
       second build record); when the producer has no result for it, it fails saying what to do;
     - the producer is upstream of every model sensor (under ``airflow dags test`` a sensor that
       starts first would block it), and the sensors read its results without holding a worker
-      for long; the producer and the sensors time out after the build timeout.
+      for long; the producer and the sensors time out after the build timeout;
+    - the sensors only read XCom: they stay out of the DuckDB pool and report side by side, while
+      archive and publish (downstream of the producer alone, :func:`build_task`) go on.
     """
     from cosmos.operators.watcher import DbtProducerWatcherOperator
 
@@ -450,11 +452,21 @@ def wire_watchers(config: DagConfig, group: Any) -> None:
         task.poke_interval = 1
         task.timeout = config.build_timeout_seconds
         task.execution_timeout = config.build_timeout
-        task.pool = config.warehouse_pool
+        task.pool = "default_pool"  # it reads XCom only, never the warehouse
         task._handle_retry = _report_last_build
         task._fallback_to_non_watcher_run = _no_build_alone(task.task_id, producer.task_id)
         if not task.upstream_task_ids & {t.task_id for t in tasks}:  # a root of the dbt graph
             producer >> task
+
+
+def build_task(group: Any) -> Any:
+    """What archive and publish wait for: the watcher producer of the dbt task group (it runs
+    ``dbt build`` and records the green build; the model tasks only report it), or the whole
+    group in the other Cosmos modes, where the model tasks build."""
+    from cosmos.operators.watcher import DbtProducerWatcherOperator
+
+    producers = (t for t in group.iter_tasks() if isinstance(t, DbtProducerWatcherOperator))
+    return next(producers, group)
 
 
 def _building(config: DagConfig, cosmos_execute: Any) -> Any:

@@ -112,9 +112,10 @@ def test_tasks_and_dependencies(pipeline_dag: Any) -> None:
     roots = {task_id for task_id in dbt_ids if not upstream(task_id) & dbt_ids}
     assert roots == {PRODUCER} and upstream(PRODUCER) == {"loaded"}
     assert dbt_ids - {PRODUCER} <= _descendants(dag, PRODUCER)
-    # archiving and publishing wait for every dbt task, and for the loads' summary
-    assert dbt_ids | {"loaded"} <= _ancestors(dag, "archive")
-    assert dbt_ids | {"archive"} <= _ancestors(dag, "publish")
+    # archiving and publishing wait for the build and the loads' summary; the model tasks only
+    # report the build (they read XCom), beside them
+    assert upstream("archive") == {"plan", "loaded", PRODUCER}
+    assert _ancestors(dag, "publish") & dbt_ids == {PRODUCER}
 
     extract = dag.task_dict["extract"]._get_specified_expand_input().value
     assert extract == {"table": ["users", "songs"]}
@@ -175,9 +176,11 @@ def test_retries_pools_and_run_limits(
     # a retried producer or sensor would run dbt a second time: neither retries
     assert producer.retries == 0 and sensors and all(t.retries == 0 for t in sensors)
     assert all(not t.deferrable for t in sensors)
-    # every task that touches the DuckDB file shares the pool of one slot
-    writers = [producer, *sensors, *(tasks[t] for t in ("plan", "load", "archive", "publish"))]
+    # every task that touches the DuckDB file shares the pool of one slot; the model tasks
+    # read the producer's XCom only, and report side by side
+    writers = [producer, *(tasks[t] for t in ("plan", "load", "archive", "publish"))]
     assert all(t.pool == POOL for t in writers)
+    assert all(t.pool == "default_pool" for t in sensors)
     assert tasks["check_rds_available"].retries == 0
     # every task has a timeout: a hung build fails, alerts and frees the pool
     assert all(t.execution_timeout is not None for t in dag.tasks)
