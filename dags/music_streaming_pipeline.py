@@ -10,7 +10,7 @@ Each run executes the plan of `loaders.pipeline` (the same steps as `music-elt r
 3. **load** (mapped over the plan's load groups): exactly once through the ledger; files that
    cannot be loaded are quarantined; an outage fails the task and touches nothing.
 4. **dbt** (Cosmos watcher mode): one `dbt build` that records the green build of this run,
-   reported by one task per model and its tests; a clear builds again.
+   reported by one task per model (and its tests); a clear builds again.
 5. **archive** and **publish** (Assets of the KPI marts), after the build, each once it is green.
 
 Tasks that write hold the warehouse's run lock (the CLI's too); every task has a timeout.

@@ -41,7 +41,7 @@ log = logging.getLogger("music_elt.runtime")
 REPO = Path(__file__).resolve().parent.parent
 # How Cosmos runs the dbt project (bench/dag_bench.py measures them side by side):
 COSMOS_MODES = {
-    # one `dbt build` (watcher producer), reported by one task per model and its tests
+    # one `dbt build` (watcher producer), reported by one task per model (and its tests)
     "watcher": (ExecutionMode.WATCHER, InvocationMode.DBT_RUNNER, TestBehavior.AFTER_EACH),
     "watcher-subprocess": (
         ExecutionMode.WATCHER,
