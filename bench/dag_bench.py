@@ -101,7 +101,7 @@ def dag_run(airflow: Airflow, timeout: float) -> dict[str, Any]:
     busy: dict[str, float] = defaultdict(float)
     for ti in tasks:
         start, end = _when(ti["start_date"]), _when(ti["end_date"])
-        if start is None or end is None:
+        if start is None or end is None or ti["state"] == "skipped":
             continue
         task_id = ti["task_id"]
         phase = (
