@@ -10,9 +10,8 @@ Each run executes the plan of `loaders.pipeline` (the same steps as `music-elt r
 3. **load** (mapped over the plan's load groups): exactly once through the ledger; files that
    cannot be loaded are quarantined; an outage fails the task and touches nothing.
 4. **dbt** (Cosmos watcher mode): one `dbt build` that records the green build of this run,
-   reported by one task per model and its tests; a clear builds again.
-5. **archive** and **publish** (Airflow Assets for the KPI marts), each only after checking
-   that this run's build is recorded green.
+   reported by one task per model (and its tests); a clear builds again.
+5. **archive** and **publish** (Assets of the KPI marts), after the build, each once it is green.
 
 Tasks that write hold the warehouse's run lock (the CLI's too); every task has a timeout.
 
@@ -44,7 +43,7 @@ def _context() -> tuple[Any, str]:
 
 @dag(
     dag_id="music_streaming_pipeline",
-    schedule=config.schedule,
+    schedule=runtime.schedule(config),  # with an SQS queue, also on each new stream file
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -154,7 +153,8 @@ def music_streaming_pipeline() -> None:
     should_run(planned) >> groups
     loads = loaded(load.expand(group=groups))
     archived = archive(planned, loads)
-    loads >> dbt >> archived >> publish()
+    loads >> dbt
+    runtime.build_task(dbt) >> archived >> publish()  # the model tasks report beside them
 
 
 music_streaming_pipeline()

@@ -41,7 +41,7 @@ log = logging.getLogger("music_elt.runtime")
 REPO = Path(__file__).resolve().parent.parent
 # How Cosmos runs the dbt project (bench/dag_bench.py measures them side by side):
 COSMOS_MODES = {
-    # one `dbt build` (watcher producer), reported by one task per model and its tests
+    # one `dbt build` (watcher producer), reported by one task per model (and its tests)
     "watcher": (ExecutionMode.WATCHER, InvocationMode.DBT_RUNNER, TestBehavior.AFTER_EACH),
     "watcher-subprocess": (
         ExecutionMode.WATCHER,
@@ -69,6 +69,8 @@ class DagConfig:
     schedule: str | None = "@hourly"
     duckdb_pool: str = "music_elt_duckdb"
     cosmos_mode: str = "watcher"  # see COSMOS_MODES
+    sqs_queue_url: str = ""  # S3 notifications of new stream files: event-driven runs
+    sqs_wait_seconds: int = 20  # SQS long polling (1-20 s): how long one receive waits
 
     def __post_init__(self) -> None:
         for name, value in (
@@ -77,6 +79,16 @@ class DagConfig:
         ):
             if value <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+        if self.sqs_queue_url and not self.settings.landing_url.startswith("s3://"):
+            raise ConfigError(
+                "MUSIC_ELT_SQS_QUEUE_URL needs the landing zone on S3 (MUSIC_ELT_LANDING="
+                "s3://bucket/prefix): the queue receives that bucket's notifications"
+            )
+        if not 1 <= self.sqs_wait_seconds <= 20:
+            raise ConfigError(
+                f"MUSIC_ELT_SQS_WAIT_SECONDS must be 1 to 20 (SQS long polling), "
+                f"got {self.sqs_wait_seconds}"
+            )
         if self.cosmos_mode not in COSMOS_MODES:
             raise ConfigError(
                 f"MUSIC_ELT_COSMOS_MODE={self.cosmos_mode!r}: choose one of "
@@ -148,6 +160,8 @@ class DagConfig:
                 schedule=env.get("MUSIC_ELT_SCHEDULE", "@hourly") or None,
                 duckdb_pool=env.get("MUSIC_ELT_DUCKDB_POOL", "music_elt_duckdb"),
                 cosmos_mode=env.get("MUSIC_ELT_COSMOS_MODE", "watcher"),
+                sqs_queue_url=env.get("MUSIC_ELT_SQS_QUEUE_URL", ""),
+                sqs_wait_seconds=int(env.get("MUSIC_ELT_SQS_WAIT_SECONDS", "20")),
             )
         except ValueError as exc:
             raise ConfigError(f"a numeric DAG setting is not a number: {exc}") from None
@@ -187,6 +201,42 @@ def kpi_assets(config: DagConfig) -> dict[str, Asset]:
         )
         for mart in manifest.kpi_marts(manifest.load_manifest(config.manifest))
     }
+
+
+STREAMS_ASSET = "music_elt.landing.streams"
+
+
+def schedule(config: DagConfig) -> Any:
+    """The DAG's schedule: ``MUSIC_ELT_SCHEDULE`` (a cron expression or preset, UTC; empty:
+    none). With ``MUSIC_ELT_SQS_QUEUE_URL`` the DAG also runs on the asset
+    ``music_elt.landing.streams``, whose watcher reads the queue of the bucket's notifications
+    (:mod:`music_elt_airflow.events`); the schedule stays as a safety net."""
+    if not config.sqs_queue_url:
+        return config.schedule
+    from airflow.sdk import AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable
+
+    from loaders.landing import STREAMS_PREFIX
+    from music_elt_airflow.events import StreamFilesTrigger
+
+    prefix = config.settings.landing_url[len("s3://") :].partition("/")[2].strip("/")
+    trigger = StreamFilesTrigger(
+        sqs_queue=config.sqs_queue_url,
+        aws_conn_id=S3_CONN_ID,
+        streams_prefix=(prefix + "/" if prefix else "") + STREAMS_PREFIX,
+        max_messages=10,  # SQS's most per receive
+        num_batches=10,  # up to 100 notifications make one event
+        wait_time_seconds=config.sqs_wait_seconds,
+        waiter_delay=0,  # the next long poll starts at once
+    )
+    streams = Asset(
+        name=STREAMS_ASSET,
+        uri="x-music-elt://landing/streams",
+        watchers=[AssetWatcher(name="music_elt_stream_notifications", trigger=trigger)],
+    )
+    if config.schedule is None:
+        return [streams]
+    timetable = CronTriggerTimetable(config.schedule, timezone="UTC")
+    return AssetOrTimeSchedule(timetable=timetable, assets=[streams])
 
 
 # -- at run time ---------------------------------------------------------------------------------
@@ -383,7 +433,9 @@ def wire_watchers(config: DagConfig, group: Any) -> None:
       second build record); when the producer has no result for it, it fails saying what to do;
     - the producer is upstream of every model sensor (under ``airflow dags test`` a sensor that
       starts first would block it), and the sensors read its results without holding a worker
-      for long; the producer and the sensors time out after the build timeout.
+      for long; the producer and the sensors time out after the build timeout;
+    - the sensors only read XCom: they stay out of the DuckDB pool and report side by side, while
+      archive and publish (downstream of the producer alone, :func:`build_task`) go on.
     """
     from cosmos.operators.watcher import DbtProducerWatcherOperator
 
@@ -400,11 +452,57 @@ def wire_watchers(config: DagConfig, group: Any) -> None:
         task.poke_interval = 1
         task.timeout = config.build_timeout_seconds
         task.execution_timeout = config.build_timeout
-        task.pool = config.warehouse_pool
+        task.pool = "default_pool"  # it reads XCom only, never the warehouse
         task._handle_retry = _report_last_build
         task._fallback_to_non_watcher_run = _no_build_alone(task.task_id, producer.task_id)
         if not task.upstream_task_ids & {t.task_id for t in tasks}:  # a root of the dbt graph
             producer >> task
+    for task in tasks:
+        if getattr(task, "is_test_sensor", False):
+            _fold_into_model_task(task)
+
+
+def _fold_into_model_task(tests: Any) -> None:
+    """Report a model's tests in its model's task: the tests' task (Cosmos's ``.test`` sensor of
+    the model) leaves the DAG, its downstream tasks follow the model's task, and the model's
+    task succeeds once the build reported the model and then its tests (a failed test fails
+    it). Each task costs a worker process that parses the DAG file: half as many report faster."""
+    dag = tests.dag
+    (model_id,) = tests.upstream_task_ids  # the model's task, right before its tests'
+    model = dag.task_dict[model_id]
+    for task_id in list(tests.downstream_task_ids):
+        after = dag.task_dict[task_id]
+        after.upstream_task_ids.discard(tests.task_id)
+        model >> after
+    model.downstream_task_ids.discard(tests.task_id)
+    dag._remove_task(tests.task_id)
+    model._get_node_status = _model_then_tests(model, model._get_node_status)
+
+
+def _model_then_tests(task: Any, model_status: Any) -> Any:
+    """The status a model task reports: its model's, then, once the model succeeded, its tests'
+    (Cosmos's aggregate of the model's tests; none yet: the task keeps waiting)."""
+    from cosmos.operators._watcher.aggregation import get_tests_status_xcom_key
+    from cosmos.operators._watcher.state import get_xcom_val, is_dbt_node_status_success
+
+    def model_then_tests(ti: Any, context: Any) -> Any:
+        status = model_status(ti, context)
+        if not is_dbt_node_status_success(status):
+            return status
+        key = get_tests_status_xcom_key(task.model_unique_id)
+        return get_xcom_val(ti, task.producer_task_id, key)
+
+    return model_then_tests
+
+
+def build_task(group: Any) -> Any:
+    """What archive and publish wait for: the watcher producer of the dbt task group (it runs
+    ``dbt build`` and records the green build; the model tasks only report it), or the whole
+    group in the other Cosmos modes, where the model tasks build."""
+    from cosmos.operators.watcher import DbtProducerWatcherOperator
+
+    producers = (t for t in group.iter_tasks() if isinstance(t, DbtProducerWatcherOperator))
+    return next(producers, group)
 
 
 def _building(config: DagConfig, cosmos_execute: Any) -> Any:

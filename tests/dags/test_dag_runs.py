@@ -186,7 +186,7 @@ def _failing_data_test_fails_the_run_and_archives_nothing(scenario: Scenario) ->
     states = task_states(dag_run)
     assert dag_run.state == "failed", states
     assert states["dbt.dbt_producer_watcher"] == ["failed"]  # the one dbt build
-    assert states["dbt.stg_rds__users.test"] == ["upstream_failed"]
+    assert states["dbt.stg_rds__users.run"] == ["upstream_failed"]  # reports its tests too
     assert states["archive"] == ["upstream_failed"]
     assert states["publish"] == ["upstream_failed"]
     assert read_marts(scenario.settings) == scenario.marts_after_first_run  # readers: as before

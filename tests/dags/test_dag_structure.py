@@ -112,9 +112,10 @@ def test_tasks_and_dependencies(pipeline_dag: Any) -> None:
     roots = {task_id for task_id in dbt_ids if not upstream(task_id) & dbt_ids}
     assert roots == {PRODUCER} and upstream(PRODUCER) == {"loaded"}
     assert dbt_ids - {PRODUCER} <= _descendants(dag, PRODUCER)
-    # archiving and publishing wait for every dbt task, and for the loads' summary
-    assert dbt_ids | {"loaded"} <= _ancestors(dag, "archive")
-    assert dbt_ids | {"archive"} <= _ancestors(dag, "publish")
+    # archiving and publishing wait for the build and the loads' summary; the model tasks only
+    # report the build (they read XCom), beside them
+    assert upstream("archive") == {"plan", "loaded", PRODUCER}
+    assert _ancestors(dag, "publish") & dbt_ids == {PRODUCER}
 
     extract = dag.task_dict["extract"]._get_specified_expand_input().value
     assert extract == {"table": ["users", "songs"]}
@@ -136,20 +137,18 @@ def _descendants(dag: Any, task_id: str) -> set[str]:
 def test_one_watcher_task_per_dbt_model(pipeline_dag: Any, dbt_manifest: Path) -> None:
     from cosmos.operators.watcher import DbtRunWatcherOperator, DbtTestWatcherOperator
 
+    assert not [t for t in pipeline_dag.tasks if isinstance(t, DbtTestWatcherOperator)]
+
     models = _manifest_nodes(dbt_manifest, "model")
     runs = [t for t in pipeline_dag.tasks if isinstance(t, DbtRunWatcherOperator)]
     built = [m for m in models.values() if m["config"]["materialized"] != "ephemeral"]
     assert len(runs) == len(built)
-    tested = set()
-    for test in _manifest_nodes(dbt_manifest, "test").values():
-        tested |= {d.split(".")[-1] for d in test["depends_on"]["nodes"] if d.startswith("model.")}
     for node in built:
         run = _dbt_task(pipeline_dag, node["name"], "run")
         assert isinstance(run, DbtRunWatcherOperator)
-        if node["name"] in tested:  # its tests' results, right after it, in their own task
-            test = _dbt_task(pipeline_dag, node["name"], "test")
-            assert isinstance(test, DbtTestWatcherOperator)
-            assert run.task_id in test.upstream_task_ids
+        # its tests' results in the same task (a task each would cost a worker process)
+        with pytest.raises(AssertionError, match="no test task"):
+            _dbt_task(pipeline_dag, node["name"], "test")
         # lineage: a model's task comes after the tasks of the models it reads
         for parent in node["depends_on"]["nodes"]:
             if parent.startswith("model.") and parent.split(".")[-1] in models:
@@ -175,9 +174,11 @@ def test_retries_pools_and_run_limits(
     # a retried producer or sensor would run dbt a second time: neither retries
     assert producer.retries == 0 and sensors and all(t.retries == 0 for t in sensors)
     assert all(not t.deferrable for t in sensors)
-    # every task that touches the DuckDB file shares the pool of one slot
-    writers = [producer, *sensors, *(tasks[t] for t in ("plan", "load", "archive", "publish"))]
+    # every task that touches the DuckDB file shares the pool of one slot; the model tasks
+    # read the producer's XCom only, and report side by side
+    writers = [producer, *(tasks[t] for t in ("plan", "load", "archive", "publish"))]
     assert all(t.pool == POOL for t in writers)
+    assert all(t.pool == "default_pool" for t in sensors)
     assert tasks["check_rds_available"].retries == 0
     # every task has a timeout: a hung build fails, alerts and frees the pool
     assert all(t.execution_timeout is not None for t in dag.tasks)
