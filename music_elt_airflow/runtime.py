@@ -29,11 +29,21 @@ from cosmos.constants import (
     SourceRenderingBehavior,
     TestBehavior,
 )
-from cosmos.profiles import RedshiftUserPasswordProfileMapping
+from cosmos.profiles import (
+    PostgresUserPasswordProfileMapping,
+    RedshiftUserPasswordProfileMapping,
+)
 
 from loaders import manifest, peak_memory
 from loaders.config import ConfigError, Settings
-from loaders.connections import RDS_CONN_ID, REDSHIFT_CONN_ID, S3_CONN_ID, settings_from_connections
+from loaders.connections import (
+    POSTGRES_CONN_ID,
+    RDS_CONN_ID,
+    REDSHIFT_CONN_ID,
+    S3_CONN_ID,
+    WAREHOUSE_CONN_IDS,
+    settings_from_connections,
+)
 from loaders.landing import LandingStore
 from loaders.serving import PUBLISHED_SCHEMA
 
@@ -128,10 +138,11 @@ class DagConfig:
             env.get("MUSIC_ELT_DBT_MANIFEST") or project / "target" / "airflow" / "manifest.json"
         )
         env["MUSIC_ELT_DBT_MANIFEST"] = str(_absolute(str(manifest_path), root))
-        if env.get("MUSIC_ELT_TARGET") == "redshift":  # its warehouse comes from redshift_conn
+        if (target := env.get("MUSIC_ELT_TARGET", "")) in WAREHOUSE_CONN_IDS:
+            # its warehouse comes from its connection when a task runs: postgres_conn, redshift_conn
             settings = replace(
                 Settings.from_env({**env, "MUSIC_ELT_TARGET": "duckdb"}),
-                warehouse=_redshift_placeholder(),
+                warehouse=_warehouse_placeholder(target),
             )
         else:
             settings = Settings.from_env(env)
@@ -170,11 +181,11 @@ def _absolute(value: str, root: Path) -> Path:
     return path if path.is_absolute() else (root / path).resolve()
 
 
-def _redshift_placeholder() -> Any:
+def _warehouse_placeholder(kind: str) -> Any:
     from loaders.config import WarehouseSettings
 
-    # parse time only: host and credentials come from redshift_conn when a task runs
-    return WarehouseSettings(kind="redshift", user="-", dbname="-", iam_role="-")
+    # parse time only: host and credentials come from the target's connection when a task runs
+    return WarehouseSettings(kind=kind, user="-", dbname="-", iam_role="-")
 
 
 def kpi_assets(config: DagConfig) -> dict[str, Asset]:
@@ -226,6 +237,7 @@ def settings(config: DagConfig) -> Settings:
         env,
         rds=connection(RDS_CONN_ID),
         s3=connection(S3_CONN_ID),
+        postgres=connection(POSTGRES_CONN_ID) if config.target == "postgres" else None,
         redshift=connection(REDSHIFT_CONN_ID) if config.target == "redshift" else None,
     )
 
@@ -305,14 +317,19 @@ def project_config(config: DagConfig) -> ProjectConfig:
 
 
 def profile_config(config: DagConfig) -> ProfileConfig:
-    """duckdb/postgres: the project's profiles.yml (it reads MUSIC_ELT_* / WAREHOUSE_*);
-    redshift: a profile built from the ``redshift_conn`` connection when a task runs."""
-    if config.target == "redshift":
+    """duckdb: the project's profiles.yml (it reads MUSIC_ELT_DUCKDB_*); postgres, redshift: a
+    profile built from the target's connection (``postgres_conn``, ``redshift_conn``) when a
+    task runs; dbt's default schema is ``WAREHOUSE_SCHEMA`` (default ``public``)."""
+    mappings = {
+        "postgres": PostgresUserPasswordProfileMapping,
+        "redshift": RedshiftUserPasswordProfileMapping,
+    }
+    if config.target in mappings:
         return ProfileConfig(
             profile_name="music_elt",
-            target_name="redshift",
-            profile_mapping=RedshiftUserPasswordProfileMapping(
-                conn_id=REDSHIFT_CONN_ID,
+            target_name=config.target,
+            profile_mapping=mappings[config.target](
+                conn_id=WAREHOUSE_CONN_IDS[config.target],
                 profile_args={"schema": os.environ.get("WAREHOUSE_SCHEMA", "public"), "threads": 4},
             ),
         )
