@@ -31,6 +31,17 @@ POSTGRES_CONN_ID = "postgres_conn"
 # the connection that holds the warehouse of each target (DuckDB is a local file: none)
 WAREHOUSE_CONN_IDS = {"postgres": POSTGRES_CONN_ID, "redshift": REDSHIFT_CONN_ID}
 
+# The CLI's variables for secrets and endpoints, and the connection that holds each under Airflow:
+# a deployment configures them one way only, so the DAG refuses these variables.
+CLI_ONLY_VARIABLES = {
+    "MUSIC_ELT_RDS_DSN": RDS_CONN_ID,
+    "MUSIC_ELT_S3_ENDPOINT_URL": S3_CONN_ID,
+    **{
+        f"WAREHOUSE_{field}": f"{POSTGRES_CONN_ID} or {REDSHIFT_CONN_ID}"
+        for field in ("HOST", "PORT", "USER", "PASSWORD", "DBNAME")
+    },
+}
+
 # libpq parameters an RDS connection may carry in its extra.
 _LIBPQ_EXTRAS = (
     "sslmode",
@@ -42,6 +53,20 @@ _LIBPQ_EXTRAS = (
     "options",
     "target_session_attrs",
 )
+
+
+def check_no_cli_variables(env: Mapping[str, str]) -> None:
+    """ConfigError when ``env`` (a DAG's) sets a variable that only the CLI reads: under Airflow
+    that secret or endpoint belongs in a connection, named in the message."""
+    given = [name for name in CLI_ONLY_VARIABLES if env.get(name)]
+    if given:
+        name = given[0]
+        raise ConfigError(
+            f"{name} is set, but under Airflow it comes from the connection "
+            f"{CLI_ONLY_VARIABLES[name]}: create the connection and unset "
+            + ", ".join(given)
+            + " (the environment configures only the CLI)"
+        )
 
 
 def extra_of(conn: ConnectionFields) -> dict[str, Any]:
@@ -165,7 +190,11 @@ def settings_from_connections(
     - ``postgres`` (``postgres_conn``) or ``redshift`` (``redshift_conn``) is the warehouse
       when ``MUSIC_ELT_TARGET`` names it; that target without its connection is an error, and
       the ``WAREHOUSE_*`` variables (the CLI's) are not read.
+
+    The CLI's variables for secrets and endpoints (:data:`CLI_ONLY_VARIABLES`) are an error
+    here: each belongs in its connection.
     """
+    check_no_cli_variables(env)
     target = env.get("MUSIC_ELT_TARGET", "duckdb")
     conn_id = WAREHOUSE_CONN_IDS.get(target)
     warehouse = {"postgres": postgres, "redshift": redshift}.get(target)

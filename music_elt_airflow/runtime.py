@@ -42,6 +42,7 @@ from loaders.connections import (
     REDSHIFT_CONN_ID,
     S3_CONN_ID,
     WAREHOUSE_CONN_IDS,
+    check_no_cli_variables,
     settings_from_connections,
 )
 from loaders.landing import LandingStore
@@ -119,6 +120,7 @@ class DagConfig:
         task agree whatever their working directory; the dbt project is looked for beside the
         DAG (a deployment's ``dags/dbt_project``), then in that parent."""
         env = dict(os.environ if env is None else env)
+        check_no_cli_variables(env)  # secrets and endpoints come from connections only
         root = (dag_folder or REPO / "dags").resolve().parent
         paths = (
             "MUSIC_ELT_WORKDIR",

@@ -6,6 +6,10 @@ executor. While the file ``$MUSIC_ELT_SHARED_NOTHING_ROOT/on`` exists, each task
 in a new empty folder ``$MUSIC_ELT_SHARED_NOTHING_ROOT/task-*`` that is its working directory,
 its ``MUSIC_ELT_WORKDIR``, its temporary directory (``TMPDIR``) and holds its Cosmos cache, as
 separate Celery or Kubernetes workers would have; the folder's ``TASK`` file names the task.
+The task process is a fork of the executor's worker, itself a fork of the scheduler: Cosmos,
+which the scheduler imported (its provider info) and which reads its settings (the cache
+folder) from the environment at import, is dropped from the worker's modules before each task,
+so the task imports it again under its own environment, as a machine of its own would.
 Without the file the executor is the LocalExecutor. What a task finds in its folder is only
 what that task wrote.
 """
@@ -13,6 +17,7 @@ what that task wrote.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,6 +53,8 @@ def _run_on_a_machine_of_its_own(workload: Any, **kwargs: Any) -> int:
     os.environ.update(env)
     tempfile.tempdir = None  # the task process (a fork of this one) computes it again
     os.chdir(machine / "work")
+    for module in [m for m in sys.modules if m == "cosmos" or m.startswith("cosmos.")]:
+        del sys.modules[module]  # the forked task imports it again, under its environment
     try:
         return BaseExecutor.run_workload(workload, **kwargs)
     finally:
