@@ -11,7 +11,7 @@ writes into DIR (emptied first):
 - ``dags/``: the DAG file, its ``.airflowignore`` and ``dbt_project/`` with the manifest parsed
   for the target at ``dbt_project/target/airflow/manifest.json`` (where the DAG looks);
 - ``Dockerfile``: an image for the official Helm chart (or any Docker-based Airflow);
-- ``mwaa/``: ``requirements.txt`` and ``plugins.zip`` laid out for Amazon MWAA;
+- ``mwaa/``: ``requirements.txt``, ``plugins.zip`` and ``startup.sh`` laid out for Amazon MWAA;
 - ``bundle.json``: the target, the package version, the manifest's adapter and dbt version.
 
 A manifest parsed for another adapter is refused: the DAG renders its tasks from it.
@@ -51,6 +51,16 @@ COPY --chown=airflow:0 requirements.txt constraints.txt /opt/music-elt/
 COPY --chown=airflow:0 wheels/ /opt/music-elt/wheels/
 RUN pip install --no-cache-dir -r /opt/music-elt/requirements.txt
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
+"""
+
+
+MWAA_STARTUP = """\
+#!/bin/sh
+# Amazon MWAA startup script: what the DAG reads when it is parsed (dags/README.md). Secrets and
+# endpoints are not set here: they come from Airflow connections.
+export MUSIC_ELT_TARGET={target}
+export MUSIC_ELT_LANDING=s3://CHANGE-ME-bucket/music
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY=False
 """
 
 
@@ -129,6 +139,7 @@ def build(target: str, manifest: Path, wheel: Path, lock: Path, out: Path) -> Pa
         f"--find-links {MWAA_PLUGINS}/wheels\n--constraint {MWAA_PLUGINS}/constraints.txt\n"
         f"{requirement}\n"
     )
+    (mwaa / "startup.sh").write_text(MWAA_STARTUP.format(target=target))
     (out / "bundle.json").write_text(
         json.dumps(
             {"target": target, "package": f"{name}=={version}", "airflow": airflow, **metadata},

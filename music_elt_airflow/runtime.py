@@ -136,8 +136,12 @@ class DagConfig:
         project = beside if (beside / "dbt_project.yml").is_file() else root / "dbt_project"
         env.setdefault("MUSIC_ELT_DBT_PROJECT_DIR", str(project.resolve()))
         project = Path(env["MUSIC_ELT_DBT_PROJECT_DIR"])
-        manifest_path = (
-            env.get("MUSIC_ELT_DBT_MANIFEST") or project / "target" / "airflow" / "manifest.json"
+        # a bundle's manifest (make bundle), else the checkout's for the target (make manifest)
+        bundled = project / "target" / "airflow" / "manifest.json"
+        target_name = env.get("MUSIC_ELT_TARGET") or "duckdb"
+        parsed = project / "target" / f"airflow-{target_name}" / "manifest.json"
+        manifest_path = env.get("MUSIC_ELT_DBT_MANIFEST") or (
+            bundled if bundled.is_file() or not parsed.is_file() else parsed
         )
         env["MUSIC_ELT_DBT_MANIFEST"] = str(_absolute(str(manifest_path), root))
         if (target := env.get("MUSIC_ELT_TARGET", "")) in WAREHOUSE_CONN_IDS:
@@ -173,8 +177,9 @@ class DagConfig:
     def check_manifest(self) -> None:
         if not self.manifest.is_file():
             raise FileNotFoundError(
-                f"no dbt manifest at {self.manifest}: run `make manifest` (or `dbt parse "
-                f"--target-path {self.manifest.parent}`) or set MUSIC_ELT_DBT_MANIFEST"
+                f"no dbt manifest at {self.manifest}: run `make manifest DBT_TARGET="
+                f"{self.target}` (or deploy `make bundle TARGET={self.target}`) or set "
+                "MUSIC_ELT_DBT_MANIFEST"
             )
 
 

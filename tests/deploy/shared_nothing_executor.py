@@ -47,7 +47,9 @@ def _run_on_a_machine_of_its_own(workload: Any, **kwargs: Any) -> int:
     env = _machine_env(machine)
     for name in ("work", "tmp", "home"):
         (machine / name).mkdir()
-    (machine / "TASK").write_text(str(workload.display_name), encoding="utf-8")
+    ti = getattr(workload, "ti", None)
+    name = f"{ti.task_id}[{ti.map_index}]" if ti is not None else str(workload.display_name)
+    (machine / "TASK").write_text(name, encoding="utf-8")
     saved = {name: os.environ.get(name) for name in env}
     cwd = os.getcwd()
     os.environ.update(env)

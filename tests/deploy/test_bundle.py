@@ -48,6 +48,7 @@ def test_redshift_bundle_carries_a_redshift_manifest(tmp_path: Path) -> None:
         assert sorted(plugins.namelist()) == ["constraints.txt", f"wheels/{wheels[0].name}"]
     mwaa = (out / "mwaa" / "requirements.txt").read_text()
     assert "--constraint /usr/local/airflow/plugins/constraints.txt" in mwaa
+    assert "export MUSIC_ELT_TARGET=redshift" in (out / "mwaa" / "startup.sh").read_text()
     assert "FROM ${BASE}" in (out / "Dockerfile").read_text()
 
 
