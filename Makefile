@@ -85,8 +85,8 @@ dashboard: $(VENV)/.installed-dashboard  ## serve the KPI dashboard of WORKDIR o
 		--server.address 127.0.0.1 --server.port $(DASHBOARD_PORT) --server.headless true \
 		--browser.gatherUsageStats false --client.toolbarMode viewer
 
-clean:  ## remove the demo work directory and dbt build output
-	rm -rf $(WORKDIR) dbt_project/target dbt_project/logs
+clean:  ## remove the demo work directory, dbt build output and bundles
+	rm -rf $(WORKDIR) dbt_project/target dbt_project/logs dist
 
 # ---- Airflow (issue 3) ----
 # The DAG (dags/music_streaming_pipeline.py) on the embedded stack in WORKDIR: Airflow's home,
@@ -126,10 +126,10 @@ manifest: $(DBT_MANIFEST)  ## dbt parse for DBT_TARGET (default duckdb): the DAG
 # the dbt project and that target's manifest, a Dockerfile and an MWAA layout.
 BUNDLE_DIR ?= dist/music-elt-$(DBT_TARGET)
 bundle: $(DBT_MANIFEST) requirements/airflow.lock | $(UV)  ## TARGET=duckdb|postgres|redshift: the deployable bundle in dist/music-elt-<TARGET>
-	@rm -rf dist/wheel
-	@$(UV) build --quiet --wheel --out-dir dist/wheel .
-	@$(BIN)/python deploy/bundle.py --target $(DBT_TARGET) --manifest $(DBT_MANIFEST) \
-		--wheel $$(ls dist/wheel/*.whl) --lock requirements/airflow.lock --out $(BUNDLE_DIR)
+	@wheel=$$(mktemp -d) && trap 'rm -rf "$$wheel"' EXIT && \
+		$(UV) build --quiet --out-dir "$$wheel" . && \
+		$(BIN)/python deploy/bundle.py --target $(DBT_TARGET) --manifest $(DBT_MANIFEST) \
+		--wheel "$$wheel"/*.whl --lock requirements/airflow.lock --out $(BUNDLE_DIR)
 
 # the metadata DB is migrated once per Airflow home and installed Airflow version
 $(AIRFLOW_DB_STAMP): $(AIRFLOW)
