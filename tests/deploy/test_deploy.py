@@ -301,6 +301,11 @@ def _shared_nothing_run(deployment: Deployment) -> None:
     )
     for name, folder in shared.items():
         assert _snapshot(folder) == before[name], f"a task wrote to {name} ({folder})"
+    wrote = {
+        (m / "TASK").read_text(): sorted(str(p.relative_to(m)) for p in (m / "work").rglob("*"))
+        for m in machines
+    }
+    assert not any(wrote.values()), f"tasks left files in their work directory: {wrote}"
 
     assert deployment.keys("streams/") == []
     archived = {key.rsplit("/", 1)[-1] for key in deployment.keys("archive/streams/")}
