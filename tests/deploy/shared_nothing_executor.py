@@ -72,7 +72,7 @@ def _run_on_a_machine_of_its_own(workload: Any, **kwargs: Any) -> int:
 def _worker(**kwargs: Any) -> None:
     """A LocalExecutor worker (a forked process) whose tasks run through the function above."""
     isolating = type("Isolating", (), {"run_workload": staticmethod(_run_on_a_machine_of_its_own)})
-    local_executor.BaseExecutor = isolating  # type: ignore[misc]  # in this worker process only
+    local_executor.BaseExecutor = isolating  # type: ignore[assignment]  # this worker only
     _RUN_WORKER(**kwargs)
 
 
@@ -80,7 +80,7 @@ class SharedNothingExecutor(LocalExecutor):
     """LocalExecutor whose worker processes run each task in a folder of its own."""
 
     def _spawn_worker(self) -> None:
-        local_executor._run_worker = _worker  # the target the LocalExecutor starts
+        local_executor._run_worker = _worker  # type: ignore[assignment]  # what workers run
         try:
             super()._spawn_worker()
         finally:
