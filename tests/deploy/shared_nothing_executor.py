@@ -72,7 +72,7 @@ def _run_on_a_machine_of_its_own(workload: Any, **kwargs: Any) -> int:
 def _worker(**kwargs: Any) -> None:
     """A LocalExecutor worker (a forked process) whose tasks run through the function above."""
     isolating = type("Isolating", (), {"run_workload": staticmethod(_run_on_a_machine_of_its_own)})
-    local_executor.BaseExecutor = isolating  # type: ignore[assignment]  # this worker only
+    local_executor.BaseExecutor = isolating  # type: ignore[assignment,misc]  # here only
     _RUN_WORKER(**kwargs)
 
 
