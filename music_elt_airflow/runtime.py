@@ -136,12 +136,11 @@ class DagConfig:
         project = beside if (beside / "dbt_project.yml").is_file() else root / "dbt_project"
         env.setdefault("MUSIC_ELT_DBT_PROJECT_DIR", str(project.resolve()))
         project = Path(env["MUSIC_ELT_DBT_PROJECT_DIR"])
-        # a bundle's manifest (make bundle), else the checkout's for the target (make manifest)
-        bundled = project / "target" / "airflow" / "manifest.json"
+        # the checkout's manifest for the target (make manifest), else a bundle's (make bundle)
         target_name = env.get("MUSIC_ELT_TARGET") or "duckdb"
         parsed = project / "target" / f"airflow-{target_name}" / "manifest.json"
         manifest_path = env.get("MUSIC_ELT_DBT_MANIFEST") or (
-            bundled if bundled.is_file() or not parsed.is_file() else parsed
+            parsed if parsed.is_file() else project / "target" / "airflow" / "manifest.json"
         )
         env["MUSIC_ELT_DBT_MANIFEST"] = str(_absolute(str(manifest_path), root))
         if (target := env.get("MUSIC_ELT_TARGET", "")) in WAREHOUSE_CONN_IDS:
