@@ -49,14 +49,14 @@ test: $(DEV) lint  ## lint, then the whole test suite (starts PostgreSQL and S3 
 	$(BIN)/pytest -n 2
 
 lint: $(DEV)  ## ruff, mypy, sqlfluff on the SQL dbt renders (dbt templater, in-memory DuckDB)
-	$(BIN)/ruff check loaders music_elt_airflow music_elt_demo dags dashboard tests bench
-	$(BIN)/ruff format --check loaders music_elt_airflow music_elt_demo dags dashboard tests bench
+	$(BIN)/ruff check loaders music_elt_airflow music_elt_demo dags dashboard tests bench deploy
+	$(BIN)/ruff format --check loaders music_elt_airflow music_elt_demo dags dashboard tests bench deploy
 	$(BIN)/mypy
 	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=:memory: ../$(BIN)/sqlfluff lint models tests
 
 format: $(DEV)  ## apply ruff's formatter and fixes
-	$(BIN)/ruff format loaders music_elt_airflow music_elt_demo dags dashboard tests bench
-	$(BIN)/ruff check --fix loaders music_elt_airflow music_elt_demo dags dashboard tests bench
+	$(BIN)/ruff format loaders music_elt_airflow music_elt_demo dags dashboard tests bench deploy
+	$(BIN)/ruff check --fix loaders music_elt_airflow music_elt_demo dags dashboard tests bench deploy
 
 # Re-resolve the locks (Python 3.11), keeping existing pins unless pyproject.toml needs others;
 # `make lock UPGRADE=--upgrade` moves everything to the newest allowed versions.
@@ -86,15 +86,17 @@ dashboard: $(VENV)/.installed-dashboard  ## serve the KPI dashboard of WORKDIR o
 		--server.address 127.0.0.1 --server.port $(DASHBOARD_PORT) --server.headless true \
 		--browser.gatherUsageStats false --client.toolbarMode viewer
 
-clean:  ## remove the demo work directory and dbt build output
-	rm -rf $(WORKDIR) dbt_project/target dbt_project/logs
+clean:  ## remove the demo work directory, dbt build output and bundles
+	rm -rf $(WORKDIR) dbt_project/target dbt_project/logs dist
 
 # ---- Airflow (issue 3) ----
 # The DAG (dags/music_streaming_pipeline.py) on the embedded stack in WORKDIR: Airflow's home,
 # metadata DB and Cosmos cache live in WORKDIR/airflow. The DAG loads the dbt graph from a
 # manifest built ahead of time (DBT_MANIFEST), never by running dbt ls/deps while parsing.
-DBT_MANIFEST ?= dbt_project/target/airflow/manifest.json
-DBT_TARGET   ?= $(or $(MUSIC_ELT_TARGET),duckdb)
+# One manifest per dbt target (its adapter shapes the graph the DAG renders): `make manifest
+# DBT_TARGET=redshift` (or TARGET=redshift) parses into dbt_project/target/airflow-redshift/.
+DBT_TARGET   ?= $(or $(TARGET),$(MUSIC_ELT_TARGET),duckdb)
+DBT_MANIFEST ?= dbt_project/target/airflow-$(DBT_TARGET)/manifest.json
 AIRFLOW_HOME_DIR = $(abspath $(WORKDIR))/airflow
 AIRFLOW_ENV = AIRFLOW_HOME=$(AIRFLOW_HOME_DIR) \
 	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
@@ -108,17 +110,27 @@ AIRFLOW_DB_STAMP = $(AIRFLOW_HOME_DIR)/.music-elt-migrated
 DBT_SOURCES := $(shell find dbt_project -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.md' \) \
 	-not -path '*/target/*' -not -path '*/logs/*')
 
-.PHONY: airflow airflow-setup dag-run
+.PHONY: airflow airflow-setup dag-run bundle
 
-# the manifest is rebuilt only when the dbt project changed
+# the manifest of a target is rebuilt only when the dbt project changed
 $(DBT_MANIFEST): $(CORE) $(DBT_SOURCES)
-	@echo "==> dbt parse: the DAG's manifest (the dbt project changed)"
+	@echo "==> dbt parse --target $(DBT_TARGET): the DAG's manifest (the dbt project changed)"
 	@cd dbt_project && MUSIC_ELT_DUCKDB_PATH=$(abspath $(dir $(DBT_MANIFEST)))/parse.duckdb \
 		../$(BIN)/dbt parse --quiet --profiles-dir . --target $(DBT_TARGET) \
 		--target-path $(abspath $(dir $(DBT_MANIFEST)))
 	@echo "manifest: $(DBT_MANIFEST)"
 
-manifest: $(DBT_MANIFEST)  ## dbt parse: the manifest the DAG renders its dbt tasks from (when the project changed)
+manifest: $(DBT_MANIFEST)  ## dbt parse for DBT_TARGET (default duckdb): the DAG's manifest, when the project changed
+
+# What an Airflow deployment installs for one target (dags/README.md, "Deploy"): the wheel, a
+# requirements.txt / constraints.txt pair from requirements/airflow.lock, the DAG folder with
+# the dbt project and that target's manifest, a Dockerfile and an MWAA layout.
+BUNDLE_DIR ?= dist/music-elt-$(DBT_TARGET)
+bundle: $(DBT_MANIFEST) requirements/airflow.lock | $(UV)  ## TARGET=duckdb|postgres|redshift: the deployable bundle in dist/music-elt-<TARGET>
+	@wheel=$$(mktemp -d) && trap 'rm -rf "$$wheel"' EXIT && \
+		$(UV) build --quiet --out-dir "$$wheel" . && \
+		$(BIN)/python deploy/bundle.py --target $(DBT_TARGET) --manifest $(DBT_MANIFEST) \
+		--wheel "$$wheel"/*.whl --lock requirements/airflow.lock --out $(BUNDLE_DIR)
 
 # the metadata DB is migrated once per Airflow home and installed Airflow version
 $(AIRFLOW_DB_STAMP): $(AIRFLOW)

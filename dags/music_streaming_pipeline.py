@@ -15,8 +15,8 @@ Each run executes the plan of `loaders.pipeline` (the same steps as `music-elt r
 
 Tasks that write hold the warehouse's run lock (the CLI's too); every task has a timeout.
 
-Connections: `aws_rds_connection`, `aws_conn`, `redshift_conn`; alerts: `slack_webhook`,
-`pagerduty_events`. This file is wiring only (see `dags/README.md`).
+Connections: `aws_rds_connection`, `aws_conn`, `postgres_conn` or `redshift_conn`; alerts:
+`slack_webhook`, `pagerduty_events`. This file is wiring only (see `dags/README.md`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """Turn connection records (Airflow's fields, as plain dicts) into pipeline :class:`Settings`.
 
-The DAG looks up its connections (``aws_rds_connection``, ``aws_conn``, ``redshift_conn``) and
-passes their fields here as dicts with Airflow's field names: ``conn_type``, ``host``, ``port``,
-``login``, ``password``, ``schema`` (the database for PostgreSQL and Redshift) and ``extra``
-(a dict or a JSON string). A connection that does not exist is ``None``: its part of the stack
-stays what the environment says, which with no ``MUSIC_ELT_*`` variables is the embedded stack
-in ``MUSIC_ELT_WORKDIR``. This module does not import Airflow.
+Under Airflow every secret and endpoint comes from a connection; the environment only says what
+to run (the target, the landing location, limits). The DAG looks up its connections
+(``aws_rds_connection``, ``aws_conn``, and the warehouse's: ``postgres_conn`` or
+``redshift_conn``) and passes their fields here as dicts with Airflow's field names:
+``conn_type``, ``host``, ``port``, ``login``, ``password``, ``schema`` (the database for
+PostgreSQL and Redshift) and ``extra`` (a dict or a JSON string). A connection that does not
+exist is ``None``: its part of the stack stays what the environment says, which with no
+``MUSIC_ELT_*`` variables is the embedded stack in ``MUSIC_ELT_WORKDIR``. This module does not
+import Airflow.
 """
 
 from __future__ import annotations
@@ -24,6 +27,20 @@ ConnectionFields = Mapping[str, Any]
 RDS_CONN_ID = "aws_rds_connection"
 S3_CONN_ID = "aws_conn"
 REDSHIFT_CONN_ID = "redshift_conn"
+POSTGRES_CONN_ID = "postgres_conn"
+# the connection that holds the warehouse of each target (DuckDB is a local file: none)
+WAREHOUSE_CONN_IDS = {"postgres": POSTGRES_CONN_ID, "redshift": REDSHIFT_CONN_ID}
+
+# The CLI's variables for secrets and endpoints, and the connection that holds each under Airflow:
+# a deployment configures them one way only, so the DAG refuses these variables.
+CLI_ONLY_VARIABLES = {
+    "MUSIC_ELT_RDS_DSN": RDS_CONN_ID,
+    "MUSIC_ELT_S3_ENDPOINT_URL": S3_CONN_ID,
+    **{
+        f"WAREHOUSE_{field}": f"{POSTGRES_CONN_ID} or {REDSHIFT_CONN_ID}"
+        for field in ("HOST", "PORT", "USER", "PASSWORD", "DBNAME")
+    },
+}
 
 # libpq parameters an RDS connection may carry in its extra.
 _LIBPQ_EXTRAS = (
@@ -36,6 +53,20 @@ _LIBPQ_EXTRAS = (
     "options",
     "target_session_attrs",
 )
+
+
+def check_no_cli_variables(env: Mapping[str, str]) -> None:
+    """ConfigError when ``env`` (a DAG's) sets a variable that only the CLI reads: under Airflow
+    that secret or endpoint belongs in a connection, named in the message."""
+    given = [name for name in CLI_ONLY_VARIABLES if env.get(name)]
+    if given:
+        name = given[0]
+        raise ConfigError(
+            f"{name} is set, but under Airflow it comes from the connection "
+            f"{CLI_ONLY_VARIABLES[name]}: create the connection and unset "
+            + ", ".join(given)
+            + " (the environment configures only the CLI)"
+        )
 
 
 def extra_of(conn: ConnectionFields) -> dict[str, Any]:
@@ -85,10 +116,7 @@ def s3_endpoint_url(conn: ConnectionFields) -> str:
     return str(service.get("endpoint_url") or extra.get("endpoint_url") or "")
 
 
-def redshift_warehouse(conn: ConnectionFields, env: Mapping[str, str]) -> WarehouseSettings:
-    """The Redshift warehouse of a ``redshift`` connection. The COPY role comes from the extra's
-    ``iam_role`` (or ``MUSIC_ELT_REDSHIFT_IAM_ROLE``), the region from ``region``."""
-    extra = extra_of(conn)
+def _require(conn_id: str, conn: ConnectionFields) -> None:
     missing = [
         label
         for label, value in (
@@ -99,7 +127,28 @@ def redshift_warehouse(conn: ConnectionFields, env: Mapping[str, str]) -> Wareho
         if not value
     ]
     if missing:
-        raise ConfigError(f"{REDSHIFT_CONN_ID} lacks {', '.join(missing)}")
+        raise ConfigError(f"{conn_id} lacks {', '.join(missing)}")
+
+
+def postgres_warehouse(conn: ConnectionFields, env: Mapping[str, str]) -> WarehouseSettings:
+    """The PostgreSQL warehouse of a ``postgres`` connection (``schema`` is the database)."""
+    _require(POSTGRES_CONN_ID, conn)
+    return WarehouseSettings(
+        kind="postgres",
+        host=str(conn["host"]),
+        port=int(conn.get("port") or 5432),
+        user=str(conn["login"]),
+        password=str(conn.get("password") or ""),
+        dbname=str(conn["schema"]),
+        reader_role=env.get("MUSIC_ELT_READER_ROLE", ""),
+    )
+
+
+def redshift_warehouse(conn: ConnectionFields, env: Mapping[str, str]) -> WarehouseSettings:
+    """The Redshift warehouse of a ``redshift`` connection. The COPY role comes from the extra's
+    ``iam_role`` (or ``MUSIC_ELT_REDSHIFT_IAM_ROLE``), the region from ``region``."""
+    extra = extra_of(conn)
+    _require(REDSHIFT_CONN_ID, conn)
     iam_role = str(extra.get("iam_role") or env.get("MUSIC_ELT_REDSHIFT_IAM_ROLE", ""))
     if not iam_role:
         raise ConfigError(
@@ -120,6 +169,7 @@ def redshift_warehouse(conn: ConnectionFields, env: Mapping[str, str]) -> Wareho
             or env.get("MUSIC_ELT_REDSHIFT_REGION")
             or ""
         ),
+        reader_role=env.get("MUSIC_ELT_READER_ROLE", ""),
     )
 
 
@@ -128,6 +178,7 @@ def settings_from_connections(
     *,
     rds: ConnectionFields | None = None,
     s3: ConnectionFields | None = None,
+    postgres: ConnectionFields | None = None,
     redshift: ConnectionFields | None = None,
 ) -> Settings:
     """Settings from the environment, overridden by the connections that exist.
@@ -136,20 +187,26 @@ def settings_from_connections(
     - ``s3`` (``aws_conn``) gives the S3 endpoint; its credentials are the S3 client's business
       (the DAG builds the client from the connection). The landing location itself is
       ``MUSIC_ELT_LANDING`` (``s3://bucket/prefix``).
-    - ``redshift`` (``redshift_conn``) is the warehouse when ``MUSIC_ELT_TARGET=redshift``;
-      that target without the connection is an error.
+    - ``postgres`` (``postgres_conn``) or ``redshift`` (``redshift_conn``) is the warehouse
+      when ``MUSIC_ELT_TARGET`` names it; that target without its connection is an error, and
+      the ``WAREHOUSE_*`` variables (the CLI's) are not read.
+
+    The CLI's variables for secrets and endpoints (:data:`CLI_ONLY_VARIABLES`) are an error
+    here: each belongs in its connection.
     """
-    redshift_target = env.get("MUSIC_ELT_TARGET") == "redshift"
-    if redshift_target and redshift is None:
-        raise ConfigError(
-            f"MUSIC_ELT_TARGET=redshift needs the Airflow connection {REDSHIFT_CONN_ID}"
-        )
-    # The redshift warehouse comes from the connection, not from WAREHOUSE_* variables.
-    settings = Settings.from_env({**env, "MUSIC_ELT_TARGET": "duckdb"} if redshift_target else env)
+    check_no_cli_variables(env)
+    target = env.get("MUSIC_ELT_TARGET", "duckdb")
+    conn_id = WAREHOUSE_CONN_IDS.get(target)
+    warehouse = {"postgres": postgres, "redshift": redshift}.get(target)
+    if conn_id is not None and warehouse is None:
+        raise ConfigError(f"MUSIC_ELT_TARGET={target} needs the Airflow connection {conn_id}")
+    # A connection's warehouse replaces the WAREHOUSE_* variables: they are not even read.
+    settings = Settings.from_env({**env, "MUSIC_ELT_TARGET": "duckdb"} if conn_id else env)
     if rds is not None:
         settings = replace(settings, rds_dsn=rds_dsn(rds))
     if s3 is not None and (endpoint := s3_endpoint_url(s3)):
         settings = replace(settings, s3_endpoint_url=endpoint)
-    if redshift_target and redshift is not None:
-        settings = replace(settings, warehouse=redshift_warehouse(redshift, env))
+    if warehouse is not None and conn_id is not None:
+        build = postgres_warehouse if target == "postgres" else redshift_warehouse
+        settings = replace(settings, warehouse=build(warehouse, env))
     return settings

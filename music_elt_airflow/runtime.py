@@ -29,11 +29,22 @@ from cosmos.constants import (
     SourceRenderingBehavior,
     TestBehavior,
 )
-from cosmos.profiles import RedshiftUserPasswordProfileMapping
+from cosmos.profiles import (
+    PostgresUserPasswordProfileMapping,
+    RedshiftUserPasswordProfileMapping,
+)
 
 from loaders import manifest, peak_memory
 from loaders.config import ConfigError, Settings
-from loaders.connections import RDS_CONN_ID, REDSHIFT_CONN_ID, S3_CONN_ID, settings_from_connections
+from loaders.connections import (
+    POSTGRES_CONN_ID,
+    RDS_CONN_ID,
+    REDSHIFT_CONN_ID,
+    S3_CONN_ID,
+    WAREHOUSE_CONN_IDS,
+    check_no_cli_variables,
+    settings_from_connections,
+)
 from loaders.landing import LandingStore
 from loaders.serving import PUBLISHED_SCHEMA
 
@@ -121,6 +132,7 @@ class DagConfig:
         task agree whatever their working directory; the dbt project is looked for beside the
         DAG (a deployment's ``dags/dbt_project``), then in that parent."""
         env = dict(os.environ if env is None else env)
+        check_no_cli_variables(env)  # secrets and endpoints come from connections only
         root = (dag_folder or REPO / "dags").resolve().parent
         paths = (
             "MUSIC_ELT_WORKDIR",
@@ -136,14 +148,18 @@ class DagConfig:
         project = beside if (beside / "dbt_project.yml").is_file() else root / "dbt_project"
         env.setdefault("MUSIC_ELT_DBT_PROJECT_DIR", str(project.resolve()))
         project = Path(env["MUSIC_ELT_DBT_PROJECT_DIR"])
-        manifest_path = (
-            env.get("MUSIC_ELT_DBT_MANIFEST") or project / "target" / "airflow" / "manifest.json"
+        # the checkout's manifest for the target (make manifest), else a bundle's (make bundle)
+        target_name = env.get("MUSIC_ELT_TARGET") or "duckdb"
+        parsed = project / "target" / f"airflow-{target_name}" / "manifest.json"
+        manifest_path = env.get("MUSIC_ELT_DBT_MANIFEST") or (
+            parsed if parsed.is_file() else project / "target" / "airflow" / "manifest.json"
         )
         env["MUSIC_ELT_DBT_MANIFEST"] = str(_absolute(str(manifest_path), root))
-        if env.get("MUSIC_ELT_TARGET") == "redshift":  # its warehouse comes from redshift_conn
+        if (target := env.get("MUSIC_ELT_TARGET", "")) in WAREHOUSE_CONN_IDS:
+            # its warehouse comes from its connection when a task runs: postgres_conn, redshift_conn
             settings = replace(
                 Settings.from_env({**env, "MUSIC_ELT_TARGET": "duckdb"}),
-                warehouse=_redshift_placeholder(),
+                warehouse=_warehouse_placeholder(target),
             )
         else:
             settings = Settings.from_env(env)
@@ -174,8 +190,9 @@ class DagConfig:
     def check_manifest(self) -> None:
         if not self.manifest.is_file():
             raise FileNotFoundError(
-                f"no dbt manifest at {self.manifest}: run `make manifest` (or `dbt parse "
-                f"--target-path {self.manifest.parent}`) or set MUSIC_ELT_DBT_MANIFEST"
+                f"no dbt manifest at {self.manifest}: run `make manifest DBT_TARGET="
+                f"{self.target}` (or deploy `make bundle TARGET={self.target}`) or set "
+                "MUSIC_ELT_DBT_MANIFEST"
             )
 
 
@@ -184,11 +201,11 @@ def _absolute(value: str, root: Path) -> Path:
     return path if path.is_absolute() else (root / path).resolve()
 
 
-def _redshift_placeholder() -> Any:
+def _warehouse_placeholder(kind: str) -> Any:
     from loaders.config import WarehouseSettings
 
-    # parse time only: host and credentials come from redshift_conn when a task runs
-    return WarehouseSettings(kind="redshift", user="-", dbname="-", iam_role="-")
+    # parse time only: host and credentials come from the target's connection when a task runs
+    return WarehouseSettings(kind=kind, user="-", dbname="-", iam_role="-")
 
 
 def kpi_assets(config: DagConfig) -> dict[str, Asset]:
@@ -276,6 +293,7 @@ def settings(config: DagConfig) -> Settings:
         env,
         rds=connection(RDS_CONN_ID),
         s3=connection(S3_CONN_ID),
+        postgres=connection(POSTGRES_CONN_ID) if config.target == "postgres" else None,
         redshift=connection(REDSHIFT_CONN_ID) if config.target == "redshift" else None,
     )
 
@@ -355,14 +373,19 @@ def project_config(config: DagConfig) -> ProjectConfig:
 
 
 def profile_config(config: DagConfig) -> ProfileConfig:
-    """duckdb/postgres: the project's profiles.yml (it reads MUSIC_ELT_* / WAREHOUSE_*);
-    redshift: a profile built from the ``redshift_conn`` connection when a task runs."""
-    if config.target == "redshift":
+    """duckdb: the project's profiles.yml (it reads MUSIC_ELT_DUCKDB_*); postgres, redshift: a
+    profile built from the target's connection (``postgres_conn``, ``redshift_conn``) when a
+    task runs; dbt's default schema is ``WAREHOUSE_SCHEMA`` (default ``public``)."""
+    mappings = {
+        "postgres": PostgresUserPasswordProfileMapping,
+        "redshift": RedshiftUserPasswordProfileMapping,
+    }
+    if config.target in mappings:
         return ProfileConfig(
             profile_name="music_elt",
-            target_name="redshift",
-            profile_mapping=RedshiftUserPasswordProfileMapping(
-                conn_id=REDSHIFT_CONN_ID,
+            target_name=config.target,
+            profile_mapping=mappings[config.target](
+                conn_id=WAREHOUSE_CONN_IDS[config.target],
                 profile_args={"schema": os.environ.get("WAREHOUSE_SCHEMA", "public"), "threads": 4},
             ),
         )

@@ -104,3 +104,23 @@ def postgres_settings(base: Settings, db: dict[str, Any]) -> Settings:
             dbname=db["dbname"],
         ),
     )
+
+
+# a password the pgserver's trust authentication ignores: Cosmos's dbt profile needs one
+PG_TEST_PASSWORD = "unused-by-trust-auth"
+
+
+def postgres_conn_env(db: dict[str, Any], conn_id: str = "postgres_conn") -> dict[str, str]:
+    """The Airflow connection ``conn_id`` (a PostgreSQL database ``db``) as the environment
+    variable Airflow reads connections from: how the DAG's tests give it its warehouse."""
+    import json
+
+    fields = {
+        "conn_type": "postgres",
+        "host": db["host"],
+        "port": int(db["port"]),
+        "login": db["user"],
+        "password": PG_TEST_PASSWORD,
+        "schema": db["dbname"],
+    }
+    return {f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps(fields)}

@@ -45,10 +45,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def airflow_env(home: Path, port: int) -> dict[str, str]:
+def airflow_env(home: Path, port: int, *, dags: Path = DAGS, bin_dir: Path = BIN) -> dict[str, str]:
     """The environment of every Airflow process: this process's, without any AIRFLOW_*,
     MUSIC_ELT_*, WAREHOUSE_* setting it may carry, then Airflow's configuration for a fast
-    single-machine instance."""
+    single-machine instance. ``dags`` and ``bin_dir`` (where ``airflow`` is) default to the
+    repository's DAG folder and this virtual environment; a deployed bundle gives its own."""
     base = {
         name: value
         for name, value in os.environ.items()
@@ -57,9 +58,9 @@ def airflow_env(home: Path, port: int) -> dict[str, str]:
     passwords = home / "passwords.json"
     return {
         **base,
-        "PATH": f"{BIN}{os.pathsep}{base.get('PATH', '')}",
+        "PATH": f"{bin_dir}{os.pathsep}{base.get('PATH', '')}",
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "8",
@@ -95,6 +96,7 @@ class Airflow:
     port: int
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _token: str | None = None
+    bin_dir: Path = BIN  # where the airflow command is
 
     @property
     def url(self) -> str:
@@ -105,7 +107,7 @@ class Airflow:
         log = (self.home / f"{name}.log").open("ab")
         with log:
             return subprocess.Popen(
-                [str(BIN / "airflow"), *args],
+                [str(self.bin_dir / "airflow"), *args],
                 env=self.env,
                 cwd=self.home,
                 stdout=log,
@@ -397,12 +399,14 @@ def _q(value: str) -> str:
 
 
 @contextlib.contextmanager
-def airflow_instance(home: Path) -> Iterator[Airflow]:
+def airflow_instance(home: Path, *, dags: Path = DAGS, bin_dir: Path = BIN) -> Iterator[Airflow]:
     """An Airflow whose metadata DB is being migrated in ``home`` (about 15 s): prepare the
-    data meanwhile, then call ``start(dag_env)``. Everything stops when the block ends."""
+    data meanwhile, then call ``start(dag_env)``. Everything stops when the block ends.
+    ``dags`` and ``bin_dir``: see :func:`airflow_env`."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    airflow = Airflow(home=home, env=airflow_env(home, port), port=port)
+    env = airflow_env(home, port, dags=dags, bin_dir=bin_dir)
+    airflow = Airflow(home=home, env=env, port=port, bin_dir=bin_dir)
     try:
         airflow.migrate()
         yield airflow

@@ -32,7 +32,7 @@ from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX, open_landing
 from music_elt_demo.embedded import embedded_server
 from music_elt_demo.generate import generate
 from music_elt_demo.seed import seed, seed_table
-from tests.conftest import postgres_settings
+from tests.conftest import postgres_conn_env, postgres_settings
 from tests.dags.helpers import (
     assert_marts_match_reference,
     load_dag,
@@ -101,13 +101,7 @@ def scenario(
     if request.param == "postgres":
         db = request.getfixturevalue("pg_database")
         settings = postgres_settings(settings, db)
-        warehouse_env = {
-            "MUSIC_ELT_TARGET": "postgres",
-            "WAREHOUSE_HOST": db["host"],
-            "WAREHOUSE_PORT": str(db["port"]),
-            "WAREHOUSE_USER": db["user"],
-            "WAREHOUSE_DBNAME": db["dbname"],
-        }
+        warehouse_env = {"MUSIC_ELT_TARGET": "postgres", **postgres_conn_env(db)}
     seed(settings, seed_dir)
 
     with pytest.MonkeyPatch.context() as mp:

@@ -45,7 +45,7 @@ from loaders.warehouse import BUILDS_TABLE, LEDGER_TABLE, open_warehouse
 from music_elt_demo.embedded import embedded_server
 from music_elt_demo.generate import generate
 from music_elt_demo.seed import seed, seed_table
-from tests.conftest import pg_dsn, postgres_settings
+from tests.conftest import pg_dsn, postgres_conn_env, postgres_settings
 from tests.dags.helpers import DAG_ID, assert_marts_match_reference, webhook_server
 from tests.dags.scheduler import Airflow, AirflowError, airflow_instance, pipeline_run_id
 
@@ -489,10 +489,7 @@ def pg_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
             {
                 **DAG_ENV,
                 "MUSIC_ELT_TARGET": "postgres",
-                "WAREHOUSE_HOST": db["host"],
-                "WAREHOUSE_PORT": str(db["port"]),
-                "WAREHOUSE_USER": db["user"],
-                "WAREHOUSE_DBNAME": db["dbname"],
+                **postgres_conn_env(db),
                 "MUSIC_ELT_TASK_RETRIES": "0",
                 "MUSIC_ELT_BUILD_TIMEOUT_SECONDS": str(BUILD_TIMEOUT),
                 "MUSIC_ELT_WORKDIR": str(workdir),

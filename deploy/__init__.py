@@ -1,0 +1,1 @@
+"""Packaging for Airflow deployments (``make bundle``); not part of the installed package."""
