@@ -3,7 +3,8 @@ and fct_listening_kpis_hourly missing. The next build must succeed and give the 
 build from scratch. (With an untyped null placeholder for the missing relation's periods,
 PostgreSQL refused it: "COALESCE types timestamp ... and text cannot be matched", on every run
 until a full refresh.) Each stale period is deleted once: the KPI marts append after their
-pre-hook deleted the stale periods, and the published marts equal the reference."""
+pre-hook deleted the stale periods, and the published marts equal the reference. fct_listens'
+delete is bounded by the first listen date the run writes."""
 
 from __future__ import annotations
 
@@ -66,7 +67,12 @@ def test_a_build_after_a_partial_first_build_succeeds_and_equals_a_fresh_one(
     landing = pipeline.landing_store(settings)
     landing.put("streams/" + files[-1].name, files[-1])  # and a new file arrives
     lines: list[str] = []
+    log = settings.dbt_log_path / "dbt.log"
+    log.unlink()
     pipeline.run(settings, progress=lines.append)  # raises DbtFailed if the build fails
+    # fct_listens' delete is bounded by the first date the run writes (a literal)
+    alias = "DBT_INCREMENTAL_TARGET" if kind == "duckdb" else "DBT_INTERNAL_DEST"
+    assert f"{alias}.listen_date >= cast('" in log.read_text()
 
     expected = compute_kpis(data / "users.csv", data / "songs.csv", files, datetime.now())
     for mart, spec in MARTS.items():
