@@ -7,6 +7,8 @@ writes into DIR (emptied first):
 - ``requirements.txt``: ``music-elt[airflow]`` from ``wheels/``, within ``constraints.txt``
   (pip and uv read both references relative to the file);
 - ``constraints.txt``: every pin of the ``airflow`` lock, the set the tests ran with;
+- ``excludes.txt``: what the lock leaves out (dbt's opt-in v2 parser, whose build downloads a
+  binary), for an offline ``uv pip install --excludes``;
 - ``wheels/``: the package wheel;
 - ``dags/``: the DAG file, its ``.airflowignore`` and ``dbt_project/`` with the manifest parsed
   for the target at ``dbt_project/target/airflow/manifest.json`` (where the DAG looks);
@@ -118,9 +120,11 @@ def build(target: str, manifest: Path, wheel: Path, lock: Path, out: Path) -> Pa
     (out / "constraints.txt").write_text(
         f"{head}: the pinned set the tests ran with\n" + "\n".join(constraints) + "\n"
     )
+    shutil.copy2(REPO / "requirements" / "excludes.txt", out / "excludes.txt")
     requirement = f"{name.replace('_', '-')}[airflow]=={version}"
     (out / "requirements.txt").write_text(
-        f"{head}\n# pip install -r requirements.txt (paths below are relative to this file)\n"
+        f"{head}\n# pip install -r requirements.txt (paths below are relative to this file);\n"
+        "# offline: uv pip install --excludes excludes.txt -r requirements.txt\n"
         f"--find-links wheels\n-c constraints.txt\n{requirement}\n"
     )
     (out / "Dockerfile").write_text(

@@ -116,7 +116,7 @@ def install(bundle: Path, venv: Path) -> None:
         [str(uv), "venv", "--quiet", "--python", sys.executable, str(venv)],
         [
             *(str(uv), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")),
-            *("-r", str(bundle / "requirements.txt")),
+            *("--excludes", str(bundle / "excludes.txt"), "-r", str(bundle / "requirements.txt")),
         ],
     ):
         result = subprocess.run(
