@@ -37,8 +37,7 @@ BY_DESIGN_WARNINGS = {
         "{n:,} songs with a popularity outside 0-100: kept as given, see stg_rds__songs"
     ),
     "warn_daily_plays_below_trailing_median": (
-        "{n:,} day(s) with plays far below the median of the days before (a missing or "
-        "truncated file?): see the Pipeline page and the vars volume_* in dbt_project.yml"
+        "{n:,} day(s) with plays far below the days before (a file missing?), see daily_listeners"
     ),
 }
 # dbt commands whose nodes the console counts (docs generate, compile, parse stay silent).
