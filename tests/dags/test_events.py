@@ -76,7 +76,7 @@ def _next_event(trigger: Any, timeout: float = 30) -> Any:
 
 
 def test_watcher_fires_for_stream_files_and_drops_the_rest(
-    s3_endpoint: str, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    airflow_home: Path, s3_endpoint: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
     from airflow.sdk import AssetOrTimeSchedule
@@ -120,7 +120,7 @@ def test_watcher_fires_for_stream_files_and_drops_the_rest(
     assert kwargs["streams_prefix"] == f"{PREFIX}/streams/" and kwargs["aws_conn_id"] == "aws_conn"
 
 
-def test_schedule_without_a_queue_and_bad_settings(s3_bucket: str) -> None:
+def test_schedule_without_a_queue_and_bad_settings(airflow_home: Path, s3_bucket: str) -> None:
     from music_elt_airflow import runtime
 
     assert runtime.schedule(_config(s3_bucket, "")) == "@hourly"
