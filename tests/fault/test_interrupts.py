@@ -165,7 +165,8 @@ def test_waiting_for_the_rds_counts_down_and_ctrl_c_stops_it(tmp_path: Path) -> 
                 counts.append(int(found[1]))
             return len(counts) >= 2
 
-        run.wait_for(Trigger("a second, smaller countdown figure", countdown), timeout=9)
+        # one waiting line at most every 10 s (rds.WAIT_REPORT_SECONDS): the second at ~10 s
+        run.wait_for(Trigger("a second, smaller countdown figure", countdown), timeout=25)
         assert counts[0] > counts[1], f"not counting down: {counts}"
         run.send(signal.SIGINT)
         code, out, err = run.finish(timeout=30)

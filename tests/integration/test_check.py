@@ -73,6 +73,7 @@ def test_postgres_privileged_user_passes_and_the_reader_role_is_checked(
         cur.execute(f"create role {role}")
         cur.execute("create schema marts")
         cur.execute("create table marts.fct_genre_kpis_daily (listen_date date)")
+        cur.execute("create table marts.fct_listening_kpis_hourly (listen_hour timestamp)")
     with pipeline.warehouse(pg):  # the raw schemas and the ledger
         pass
     found = _statuses(with_reader)
@@ -80,14 +81,13 @@ def test_postgres_privileged_user_passes_and_the_reader_role_is_checked(
     assert found["reader marts.fct_genre_kpis_daily"][0] == "warn"
     assert found["reader served"] == ("warn", "not published yet (no schema)")
     assert found["reader marts.fct_top_artists_hourly"] == ("warn", "not published yet")
-    with admin.cursor() as cur:  # what the publish step grants
-        cur.execute(f"grant usage on schema marts, raw_meta to {role}")
-        cur.execute(f"grant select on marts.fct_genre_kpis_daily, raw_meta.load_ledger to {role}")
+    with admin.cursor() as cur:  # what the publish step grants, here on one relation only
+        cur.execute(f"grant usage on schema marts to {role}")
+        cur.execute(f"grant select on marts.fct_genre_kpis_daily to {role}")
     found = _statuses(with_reader)
     assert found["reader marts"] == ("ok", f"{role} has USAGE")
     assert found["reader marts.fct_genre_kpis_daily"] == ("ok", f"{role} has SELECT")
-    assert found["reader raw_meta.load_ledger"] == ("ok", f"{role} has SELECT")
-    assert found["reader raw_meta.dbt_builds"][0] == "warn"
+    assert found["reader marts.fct_listening_kpis_hourly"][0] == "warn"
     admin.close()
 
 
