@@ -42,17 +42,22 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     server.cleanup()
 
 
-@pytest.fixture
-def pg_database(pg_server: Any) -> Iterator[dict[str, Any]]:
+def new_database(server: Any) -> dict[str, Any]:
     """A fresh, empty database on the test server; connection fields as a dict."""
     name = f"t_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(pg_server.get_uri())
+    admin = psycopg2.connect(server.get_uri())
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f"create database {name}")
     info = admin.get_dsn_parameters()
     admin.close()
-    yield {"host": info["host"], "port": int(info["port"]), "user": info["user"], "dbname": name}
+    return {"host": info["host"], "port": int(info["port"]), "user": info["user"], "dbname": name}
+
+
+@pytest.fixture
+def pg_database(pg_server: Any) -> dict[str, Any]:
+    """A fresh, empty database on the test server (:func:`new_database`)."""
+    return new_database(pg_server)
 
 
 def pg_dsn(db: dict[str, Any]) -> str:

@@ -39,7 +39,14 @@ import pytest
 from loaders.config import Settings
 from music_elt_demo.generate import generate
 from music_elt_demo.seed import seed_table
-from tests.conftest import PG_TEST_PASSWORD, REPO, pg_dsn, postgres_conn_env, postgres_settings
+from tests.conftest import (
+    PG_TEST_PASSWORD,
+    REPO,
+    new_database,
+    pg_dsn,
+    postgres_conn_env,
+    postgres_settings,
+)
 from tests.dags.helpers import assert_marts_match_reference, read_marts
 from tests.dags.scheduler import Airflow, airflow_instance
 
@@ -135,17 +142,6 @@ def _seed_rds(db: dict[str, Any], data: Path) -> None:
         conn.close()
 
 
-def _new_database(pg_server: Any) -> dict[str, Any]:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(pg_server.get_uri())
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"create database {name}")
-    info = admin.get_dsn_parameters()
-    admin.close()
-    return {"host": info["host"], "port": int(info["port"]), "user": info["user"], "dbname": name}
-
-
 @pytest.fixture(scope="module")
 def deployment(
     tmp_path_factory: pytest.TempPathFactory, pg_server: Any, s3_endpoint: str
@@ -177,7 +173,7 @@ def deployment(
         data = root / "data"
         generate(data, streams=3000, days=2, seed=23)
         files = sorted((data / "streams").iterdir())
-        rds_db, warehouse_db = _new_database(pg_server), _new_database(pg_server)
+        rds_db, warehouse_db = new_database(pg_server), new_database(pg_server)
         _seed_rds(rds_db, data)
         bucket = f"deploy-{uuid.uuid4().hex[:10]}"
         s3 = boto3.client(

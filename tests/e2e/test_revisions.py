@@ -16,12 +16,10 @@ import csv
 import json
 import math
 import shutil
-import uuid
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 
 from loaders import pipeline
@@ -30,7 +28,7 @@ from loaders.serving import REVISION_COLUMNS, open_reader
 from loaders.warehouse import open_warehouse
 from music_elt_demo.generate import generate
 from music_elt_demo.seed import seed
-from tests.conftest import postgres_settings
+from tests.conftest import new_database, postgres_settings
 from tests.kpi_reference import MARTS
 
 pytestmark = pytest.mark.slow
@@ -180,23 +178,11 @@ def _setup(tmp_path: Path, kind: str, request: pytest.FixtureRequest) -> tuple[S
     generate(source, streams=1500, days=2, seed=31, users=200, songs=120)
     settings = Settings.from_env({}, workdir=tmp_path / "work")
     if kind == "postgres":
-        settings = postgres_settings(settings, _new_database(request.getfixturevalue("pg_server")))
+        settings = postgres_settings(settings, new_database(request.getfixturevalue("pg_server")))
     seed(settings, source, progress=_quiet)
     with (source / "songs.csv").open(newline="") as songs:
         tracks = [row["track_id"] for row in csv.DictReader(songs)][:3]
     return Scenario(settings, source), tracks
-
-
-def _new_database(server: Any) -> dict[str, Any]:
-    """A fresh database on the test server (a scenario of its own)."""
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(server.get_uri())
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"create database {name}")
-    info = admin.get_dsn_parameters()
-    admin.close()
-    return {"host": info["host"], "port": int(info["port"]), "user": info["user"], "dbname": name}
 
 
 def _first_day(scenario: Scenario) -> date:

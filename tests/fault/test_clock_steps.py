@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import pytest
 
 from tests.checks import query
+from tests.conftest import new_database
 from tests.fault.conftest import make_stack
 from tests.fault.harness import Stack
 
@@ -55,19 +54,13 @@ def clock_stack(request: pytest.FixtureRequest, tmp_path: Path, generated: Path)
 
 
 def _warehouse_database(server: Any) -> dict[str, str]:
-    name = f"wh_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(server.get_uri())
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f"create database {name}")
-    info = admin.get_dsn_parameters()
-    admin.close()
+    db = new_database(server)
     return {
         "MUSIC_ELT_TARGET": "postgres",
-        "WAREHOUSE_HOST": info["host"],
-        "WAREHOUSE_PORT": str(info["port"]),
-        "WAREHOUSE_USER": info["user"],
-        "WAREHOUSE_DBNAME": name,
+        "WAREHOUSE_HOST": db["host"],
+        "WAREHOUSE_PORT": str(db["port"]),
+        "WAREHOUSE_USER": db["user"],
+        "WAREHOUSE_DBNAME": db["dbname"],
     }
 
 
