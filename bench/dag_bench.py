@@ -42,6 +42,16 @@ PRODUCER = "dbt.dbt_producer_watcher"
 MARTS = ("fct_genre_kpis_daily", "fct_listening_kpis_hourly", "fct_top_artists_hourly")
 
 
+def commit() -> str:
+    """The checkout's short commit, recorded with each result ("" outside a git checkout)."""
+    return subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
 def env_without_settings() -> dict[str, str]:
     env = {
         name: value
@@ -182,12 +192,7 @@ def main() -> None:
         **dict(setting.split("=", 1) for setting in args.dag_env),
     }
     results: dict[str, Any] = {
-        "commit": subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip(),
+        "commit": commit(),
         "dag_env": args.dag_env,
         "load_before": os.getloadavg()[0],
     }

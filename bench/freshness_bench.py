@@ -40,7 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.dag_bench import env_without_settings, stop_embedded_rds  # noqa: E402
+from bench.dag_bench import commit, env_without_settings, stop_embedded_rds  # noqa: E402
 from tests.dags.scheduler import TERMINAL, Airflow, airflow_instance  # noqa: E402
 from tests.dags.test_events import PREFIX, aws_conn, notified_queue  # noqa: E402
 
@@ -145,12 +145,7 @@ def main() -> None:
     }
     quiet: dict[str, Any] = {"check": True, "stdout": subprocess.DEVNULL, "env": cli_env}
     results: dict[str, Any] = {
-        "commit": subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip(),
+        "commit": commit(),
         "held_plays_generated": args.held,
         "file_plays": args.file_plays,
         "load_before": os.getloadavg()[0],
