@@ -155,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     music_elt = str(REPO / ".venv" / "bin" / "music-elt")
     subprocess.run(["make", "--no-print-directory", "manifest"], cwd=REPO, check=True)
-    manifest = REPO / "dbt_project" / "target" / "airflow" / "manifest.json"
+    manifest = REPO / "dbt_project" / "target" / "airflow-duckdb" / "manifest.json"  # make manifest
 
     root = Path(tempfile.mkdtemp(prefix="music-elt-dag-bench-"))
     data, first, dagwork, cliwork = (root / n for n in ("data", "first", "dag", "cli"))

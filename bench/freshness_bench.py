@@ -119,7 +119,7 @@ def main() -> None:
 
     music_elt = str(REPO / ".venv" / "bin" / "music-elt")
     subprocess.run(["make", "--no-print-directory", "manifest"], cwd=REPO, check=True)
-    manifest = REPO / "dbt_project" / "target" / "airflow" / "manifest.json"
+    manifest = REPO / "dbt_project" / "target" / "airflow-duckdb" / "manifest.json"  # make manifest
     root = Path(tempfile.mkdtemp(prefix="music-elt-freshness-"))
     data, first, workdir = root / "data", root / "first", root / "work"
     print(f"work in {root}", flush=True)

@@ -483,6 +483,9 @@ def wire_watchers(config: DagConfig, group: Any) -> None:
     for task in tasks:
         if getattr(task, "is_test_sensor", False):
             _fold_into_model_task(task)
+    for task in group.iter_tasks():
+        if hasattr(task, "producer_task_id"):
+            task._get_node_status = _reported_by_the_build(config, task, task._get_node_status)
 
 
 def _fold_into_model_task(tests: Any) -> None:
@@ -516,6 +519,27 @@ def _model_then_tests(task: Any, model_status: Any) -> Any:
         return get_xcom_val(ti, task.producer_task_id, key)
 
     return model_then_tests
+
+
+def _reported_by_the_build(config: DagConfig, task: Any, node_status: Any) -> Any:
+    """The status a model task reports, failing once the build ended without it. Cosmos keeps
+    waiting (until the build timeout) for a node the build never ran, as when the DAG's dbt
+    manifest is not the project's: a test it lists does not exist any more."""
+
+    def reported(ti: Any, context: Any) -> Any:
+        status = node_status(ti, context)
+        if status is None and task._get_producer_task_status(context) == "success":
+            from airflow.sdk.exceptions import AirflowFailException
+
+            raise AirflowFailException(
+                f"the dbt build of {task.producer_task_id} ended without a result for "
+                f"{task.model_unique_id} or one of its tests: the DAG's dbt manifest "
+                f"({config.manifest}) is not the project's; parse it again (`make manifest "
+                f"DBT_TARGET={config.target}`, or deploy a new bundle), then clear the run"
+            )
+        return status
+
+    return reported
 
 
 def build_task(group: Any) -> Any:

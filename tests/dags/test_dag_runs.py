@@ -231,3 +231,48 @@ def _changed_songs_reach_the_built_marts(scenario: Scenario) -> None:
     genres = {row["track_genre"] for row in marts["fct_genre_kpis_daily"]}
     assert "renamed-genre" in genres and genre not in genres
     assert_marts_match_reference(marts, scenario.data, scenario.first_files + scenario.held_files)
+
+
+def test_a_manifest_that_is_not_the_projects_fails_the_model_task_at_once(
+    airflow_home: Path,
+    dbt_manifest: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The DAG renders from a manifest that lists a test of ``fct_listens`` the project no longer
+    has (a manifest older than the project): the build runs the project's tests and never
+    reports that one. The model task fails saying which manifest to parse again, instead of
+    waiting for the build timeout; the build itself is green, so publish still runs."""
+    manifest = json.loads(dbt_manifest.read_text())
+    test_id, test = next(
+        (uid, node)
+        for uid, node in manifest["nodes"].items()
+        if node["resource_type"] == "test"
+        and node["depends_on"]["nodes"] == ["model.music_elt.fct_listens"]
+    )
+    gone = test_id.rsplit(".", 1)[0] + ".removed_since"
+    manifest["nodes"][gone] = {**test, "unique_id": gone, "name": test["name"] + "_removed"}
+    stale = tmp_path / "stale-manifest.json"
+    stale.write_text(json.dumps(manifest))
+    data, workdir = tmp_path / "data", tmp_path / "work"
+    generate(data, streams=500, days=1, seed=5)
+    settings = Settings.from_env({}, workdir=workdir)
+    seed(settings, data)
+    for name in ("MUSIC_ELT_TARGET", "MUSIC_ELT_DUCKDB_PATH", "MUSIC_ELT_LANDING"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MUSIC_ELT_WORKDIR", str(workdir))
+    monkeypatch.setenv("MUSIC_ELT_DBT_MANIFEST", str(stale))
+    monkeypatch.setenv("MUSIC_ELT_TASK_RETRIES", "0")
+    monkeypatch.setenv("MUSIC_ELT_BUILD_TIMEOUT_SECONDS", "600")  # a hang fails, but late
+    try:
+        dag_run = _run()
+        states = task_states(dag_run)
+        assert states["dbt.fct_listens.run"] == ["failed"], states
+        assert states["dbt.dim_users.run"] == ["success"], states
+        assert states["publish"] == ["success"], states
+        assert "is not the project's; parse it again (`make manifest" in caplog.text
+    finally:
+        server = embedded_server(settings.pgdata)
+        server.cleanup()
+        atexit.unregister(server._cleanup)
