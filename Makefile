@@ -19,6 +19,9 @@ help:  ## list the targets
 # resolved first and the others are constrained to its pins, so every profile is a subset of
 # the tested set. A stamp per profile records that its lock is installed in .venv: dev syncs
 # .venv to its lock exactly; the others only add what is missing, so they never downgrade dev.
+# Installs compile every module to bytecode, as pip does: each Airflow task is a new process that
+# imports Airflow, Cosmos and dbt, and compiling them from source on each import (uv's default,
+# or PYTHONDONTWRITEBYTECODE) costs a task about two seconds of CPU.
 CORE     := $(VENV)/.installed-core
 AIRFLOW  := $(VENV)/.installed-airflow
 EMBEDDED := $(VENV)/.installed-embedded
@@ -30,13 +33,13 @@ $(UV):
 
 $(DEV): requirements/dev.lock pyproject.toml | $(UV)
 	@echo "==> $(VENV): sync to requirements/dev.lock"
-	@$(UV) pip sync --quiet --python $(BIN)/python requirements/dev.lock
+	@$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python requirements/dev.lock
 	@$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 
 $(VENV)/.installed-%: requirements/%.lock pyproject.toml | $(UV)
 	@echo "==> $(VENV): install requirements/$*.lock"
-	@$(UV) pip install --quiet --python $(BIN)/python --excludes requirements/excludes.txt -r $<
+	@$(UV) pip install --quiet --compile-bytecode --python $(BIN)/python --excludes requirements/excludes.txt -r $<
 	@$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $@
 

@@ -5,8 +5,8 @@ Each run executes the plan of `loaders.pipeline` (the same steps as `music-elt r
 
 1. **check_rds_available**, then **extract** (mapped, one per RDS table) into landing.
 2. **plan**: what is new (stream files, changed tables, a green build not yet published)
-   against the warehouse's ledger. **should_run** skips the rest when there is nothing to do
-   (the run succeeds and the log says why).
+   against the warehouse's ledger, and the load groups. **should_run** skips the rest when
+   there is nothing to do (the run succeeds and the log says why).
 3. **load** (mapped over the plan's load groups): exactly once through the ledger; files that
    cannot be loaded are quarantined; an outage fails the task and touches nothing.
 4. **dbt** (Cosmos watcher mode): one `dbt build` that records the green build of this run,
@@ -78,8 +78,9 @@ def music_streaming_pipeline() -> None:
         return done.to_json()
 
     @task(pool=WAREHOUSE)
-    def plan(extracts: list[str]) -> dict[str, Any]:
-        """Compare landing and the fresh extracts with the ledger: the plan of this run."""
+    def plan(extracts: list[str]) -> list[dict[str, Any]]:
+        """Compare landing and the fresh extracts with the ledger: the plan of this run (XCom
+        ``plan``) and its load groups (what ``load`` maps over)."""
         from loaders.rds import TableExtract
 
         settings, run_id = _context()
@@ -87,18 +88,15 @@ def music_streaming_pipeline() -> None:
         with runtime.run_lock(settings):
             decided = pipeline.plan_run(settings, runtime.landing(settings), found, run_id=run_id)
         print(decided.describe())
-        return decided.to_dict()
+        get_current_context()["ti"].xcom_push(key="plan", value=decided.to_dict())
+        groups = decided.load_groups(config.files_per_load_task) if decided.should_run else []
+        return [group.to_dict() for group in groups]
 
     @task.short_circuit
     def should_run(planned: dict[str, Any]) -> bool:
-        """Skip load, dbt and archive when nothing is new (the plan decided)."""
+        """Skip load, dbt, archive and publish when nothing is new (the plan decided)."""
         print(planned["description"])
         return bool(planned["should_run"])
-
-    @task
-    def load_groups(planned: dict[str, Any]) -> list[dict[str, Any]]:
-        groups = Plan.from_dict(planned).load_groups(config.files_per_load_task)
-        return [group.to_dict() for group in groups]
 
     @task(pool=WAREHOUSE, map_index_template="{{ group['label'] }}")
     def load(group: dict[str, Any]) -> dict[str, Any]:
@@ -148,10 +146,11 @@ def music_streaming_pipeline() -> None:
 
     extracts = extract.expand(table=list(config.settings.rds_tables))
     check_rds_available() >> extracts
-    planned = plan(extracts)
-    groups = load_groups(planned)
-    should_run(planned) >> groups
-    loads = loaded(load.expand(group=groups))
+    groups = plan(extracts)
+    planned = groups["plan"]
+    loads = load.expand(group=groups)
+    should_run(planned) >> loads
+    loads = loaded(loads)
     archived = archive(planned, loads)
     loads >> dbt
     runtime.build_task(dbt) >> archived >> publish()  # the model tasks report beside them

@@ -124,7 +124,7 @@ def build(target: str, manifest: Path, wheel: Path, lock: Path, out: Path) -> Pa
     requirement = f"{name.replace('_', '-')}[airflow]=={version}"
     (out / "requirements.txt").write_text(
         f"{head}\n# pip install -r requirements.txt (paths below are relative to this file);\n"
-        "# offline: uv pip install --excludes excludes.txt -r requirements.txt\n"
+        "# offline: uv pip install --compile-bytecode --excludes excludes.txt -r requirements.txt\n"
         f"--find-links wheels\n-c constraints.txt\n{requirement}\n"
     )
     (out / "Dockerfile").write_text(

@@ -98,6 +98,7 @@ class Environment(BaseSettings):
     reader_role: str = Field("", alias="MUSIC_ELT_READER_ROLE")
     dbt_project_dir: Path = Field(DEFAULT_DBT_PROJECT_DIR, alias="MUSIC_ELT_DBT_PROJECT_DIR")
     dbt_threads: int = Field(1, alias="MUSIC_ELT_DBT_THREADS")
+    dbt_unit_tests: bool = Field(False, alias="MUSIC_ELT_DBT_UNIT_TESTS")
     dbt_manifest: Path | None = Field(None, alias="MUSIC_ELT_DBT_MANIFEST")
     lock_wait_seconds: float = Field(120.0, alias="MUSIC_ELT_LOCK_WAIT_SECONDS")
     keep_rds_extracts: int = Field(3, alias="MUSIC_ELT_KEEP_RDS_EXTRACTS")
@@ -236,6 +237,7 @@ class Settings(_Copyable):
     warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
     dbt_project_dir: Path = DEFAULT_DBT_PROJECT_DIR
     dbt_threads: int = 1
+    dbt_unit_tests: bool = False  # dbt's unit tests in a run's build (default: left to CI)
     dbt_manifest: Path | None = None  # the DAG's pre-built manifest; default: the last build's
     lock_wait_seconds: float = 120.0  # how long a second run waits for the run lock
     keep_rds_extracts: int = 3  # RDS extract folders kept per table after a green build
@@ -355,6 +357,7 @@ class Settings(_Copyable):
             warehouse=warehouse,
             dbt_project_dir=variables.dbt_project_dir,
             dbt_threads=variables.dbt_threads,
+            dbt_unit_tests=variables.dbt_unit_tests,
             dbt_manifest=variables.dbt_manifest,
             lock_wait_seconds=variables.lock_wait_seconds,
             keep_rds_extracts=variables.keep_rds_extracts,

@@ -111,6 +111,14 @@ def dbt_args(settings: Settings, command: Sequence[str]) -> list[str]:
     ]
 
 
+def build_flags(settings: Settings) -> list[str]:
+    """The flags of a run's ``dbt build`` (the CLI's and the DAG's): dbt's unit tests stay out
+    unless ``MUSIC_ELT_DBT_UNIT_TESTS`` is set. Their inputs are fixed rows, so a production
+    build learns nothing from them; dbt's documentation recommends running them in development
+    and CI (``make test`` does, on every warehouse) rather than on every production build."""
+    return [] if settings.dbt_unit_tests else ["--exclude-resource-type", "unit_test"]
+
+
 def console_args(*, tty: bool) -> list[str]:
     """dbt's own console off, its log file at debug level without colour codes; colours on
     the console only for a terminal (should the console level ever be raised)."""

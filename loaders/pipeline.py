@@ -25,7 +25,7 @@ from typing import Any
 
 from loaders import manifest, peak_memory, rds
 from loaders.config import ConfigError, Settings
-from loaders.dbt import DbtReport, run_dbt
+from loaders.dbt import DbtReport, build_flags, run_dbt
 from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interrupt, step_outage
 from loaders.landing import (
     ARCHIVE_PREFIX,
@@ -473,7 +473,8 @@ def build(settings: Settings, run_id: str, runner: Callable[[], Any] | None = No
     with warehouse(settings) as wh:
         watermark = wh.ledger_watermark()
     started = utcnow()
-    result = runner() if runner is not None else run_dbt(settings, ["build"])
+    command = ["build", *build_flags(settings)]
+    result = runner() if runner is not None else run_dbt(settings, command)
     with warehouse(settings) as wh:
         wh.record_build(run_id, watermark, started, utcnow())
     return result

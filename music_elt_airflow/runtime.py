@@ -45,6 +45,7 @@ from loaders.connections import (
     check_no_cli_variables,
     settings_from_connections,
 )
+from loaders.dbt import build_flags
 from loaders.landing import LandingStore
 from loaders.serving import PUBLISHED_SCHEMA
 
@@ -467,6 +468,7 @@ def wire_watchers(config: DagConfig, group: Any) -> None:
     producer.retries = 0  # a failed build fails the run; a clear builds again
     producer.execution_timeout = config.build_timeout
     producer.execute = _building(config, producer.execute)
+    producer.dbt_cmd_flags = [*producer.dbt_cmd_flags, *build_flags(config.settings)]
     for task in tasks:
         if task is producer or not hasattr(task, "producer_task_id"):
             continue

@@ -6,7 +6,7 @@ the previous one left; pytest-xdist may send separate tests to separate workers)
 
 1. a first run loads everything, builds the marts (equal to tests/kpi_reference.py) and
    archives the stream files;
-2. a run with nothing new skips everything after ``has_new_work`` and succeeds;
+2. a run with nothing new skips everything after ``should_run`` and succeeds;
 3. new stream files arrive with a duplicate user in RDS: a dbt data test fails, the dbt build
    task and the run fail, nothing is archived, and the Slack alert names the failing test;
 4. after the RDS table is fixed the next run succeeds, archives the held files, and the marts
@@ -66,9 +66,9 @@ def _run() -> Any:
     return load_dag().test()
 
 
-def _xcom(dag_run: Any, task_id: str) -> Any:
+def _xcom(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
     ti = next(ti for ti in dag_run.get_task_instances() if ti.task_id == task_id)
-    return ti.xcom_pull(task_ids=task_id)
+    return ti.xcom_pull(task_ids=task_id, key=key)
 
 
 def asset_events(run_id: str) -> dict[str, int]:
@@ -156,9 +156,10 @@ def _run_with_nothing_new_skips_and_succeeds(scenario: Scenario) -> None:
     for task_id, task_states_ in states.items():
         expected = "success" if task_id in before_skip else "skipped"
         assert set(task_states_) == {expected}, (task_id, task_states_)
-    plan = _xcom(dag_run, "plan")
+    plan = _xcom(dag_run, "plan", key="plan")
     assert plan["should_run"] is False
     assert plan["description"].startswith("nothing new: no new stream file")
+    assert _xcom(dag_run, "plan") == []  # no load group
     assert read_marts(scenario.settings) == scenario.marts_after_first_run
     assert asset_events(dag_run.run_id) == {}
 
@@ -226,7 +227,7 @@ def _changed_songs_reach_the_built_marts(scenario: Scenario) -> None:
     states = task_states(dag_run)
     assert dag_run.state == "success", states
     assert states["dbt.fct_genre_kpis_daily.run"] == ["success"]
-    assert _xcom(dag_run, "plan")["songs_changed"] is True
+    assert _xcom(dag_run, "plan", key="plan")["songs_changed"] is True
     marts = read_marts(scenario.settings)
     genres = {row["track_genre"] for row in marts["fct_genre_kpis_daily"]}
     assert "renamed-genre" in genres and genre not in genres

@@ -172,5 +172,5 @@ def test_new_files_in_s3_run_the_dag_and_reach_the_published_marts(
     (again,) = _settle(airflow, before, lambda: True, RUN_TIMEOUT)
     states = airflow.task_states(again["dag_run_id"])
     assert again["state"] == "success", airflow.explain(again["dag_run_id"])
-    assert states["load_groups"] == ["skipped"], states  # nothing new: no load, no build
+    assert states["load"] == ["skipped"], states  # nothing new: no load, no build
     assert published_marts(settings) == marts

@@ -122,7 +122,8 @@ def install(bundle: Path, venv: Path) -> None:
     for command in (
         [str(uv), "venv", "--quiet", "--python", sys.executable, str(venv)],
         [
-            *(str(uv), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python")),
+            *(str(uv), "pip", "install", "--quiet", "--compile-bytecode"),
+            *("--python", str(venv / "bin" / "python")),
             *("--excludes", str(bundle / "excludes.txt"), "-r", str(bundle / "requirements.txt")),
         ],
     ):

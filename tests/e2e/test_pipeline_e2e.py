@@ -81,6 +81,19 @@ def assert_same_marts(a: Settings, b: Settings) -> None:
         )
 
 
+def assert_unit_tests_left_to_ci(settings: Settings, summary: pipeline.RunSummary | None) -> None:
+    """A run's build leaves dbt's unit tests out (MUSIC_ELT_DBT_UNIT_TESTS unset), and every
+    unit test of the project passes on this warehouse: the suite is their CI."""
+    if summary is not None:
+        assert summary.dbt is not None and "unit_test" not in summary.dbt.counts, summary.dbt
+    parsed = manifest.load_manifest(settings.dbt_manifest_path)
+    unit_tests = len(parsed.get("unit_tests", {}))
+    assert unit_tests >= 10
+    report = run_dbt(settings, ["test", "--select", "test_type:unit"])
+    assert report.success, report.failures
+    assert dict(report.counts) == {"unit_test": {"pass": unit_tests}}, report.counts
+
+
 def run_cli(*args: str) -> None:
     assert cli(list(args)) == 0, f"music-elt {' '.join(args)} failed"
 
@@ -96,7 +109,8 @@ def test_seed_and_run_produce_the_contract_kpis(
     assert_marts_match(expected, settings)
 
     # the summary gives each step's peak RSS (this process: DuckDB and dbt included)
-    (peaks,) = [line for line in capsys.readouterr().out.splitlines() if "peak RSS" in line]
+    out = capsys.readouterr().out
+    (peaks,) = [line for line in out.splitlines() if "peak RSS" in line]
     assert peaks.startswith("  peak RSS: "), peaks  # each step's own peak (Linux)
     by_step = {step: float(gb) for step, gb in re.findall(r"(\w[\w ]*?) (\d+\.\d\d) GB", peaks)}
     assert list(by_step) == ["extract", "plan", "load", "dbt build", "archive", "publish"], peaks
@@ -126,6 +140,8 @@ def test_seed_and_run_produce_the_contract_kpis(
     assert summary.plan is not None and not summary.plan.should_run
     assert summary.load is None and summary.dbt is None
     assert marts_snapshot(settings) == before
+    assert "unit tests" not in out  # the build's progress counts none
+    assert_unit_tests_left_to_ci(settings, None)
 
 
 def test_duckdb_settings_reach_the_loaders_and_dbt(tmp_path: Path) -> None:
@@ -198,8 +214,9 @@ def test_postgres_warehouse_gives_the_same_marts(
     from loaders.cli import seed
 
     seed(settings, source)
-    pipeline.run(settings, progress=print)
+    summary = pipeline.run(settings, progress=print)
     assert_marts_match(expected, settings)
+    assert_unit_tests_left_to_ci(settings, summary)
 
     # fct_top_artists_hourly built, fct_listening_kpis_hourly (which it reads for its stale
     # hours) missing: the next build recomputes every hour (once failed on PostgreSQL with
