@@ -160,7 +160,7 @@ class NodeProgress:
             self.done[kind or f"{node.resource_type}s"] += 1  # models, tests, exposures, ...
             status = data.run_result.status
             if status in ("error", "fail"):
-                message = one_line(data.run_result.message or "")
+                message = one_line(data.run_result.message or "", lines=1)
                 detail = f": {message}" if message else ""
                 self.out.line(f"  {status.upper()} {node.resource_type} {node.node_name}{detail}")
             if self.counter and self.total:

@@ -145,12 +145,14 @@ class NoKpiData(TransientError, RuntimeError):
     """Nothing to read yet: no green build published."""
 
 
-def one_line(error: BaseException | str, limit: int = 300, *, with_type: bool = False) -> str:
-    """An error (or a message) as one printable line: its first two non-blank lines, each run of
-    whitespace one space, at most ``limit`` characters, escaped when a character is not
+def one_line(
+    error: BaseException | str, limit: int = 300, *, lines: int = 2, with_type: bool = False
+) -> str:
+    """An error (or a message) as one printable line: its first ``lines`` non-blank lines, each
+    run of whitespace one space, at most ``limit`` characters, escaped when a character is not
     printable; the error's type name when it has no text (``with_type``: always before it)."""
-    lines = [line for line in str(error).splitlines() if line.strip()][:2]
-    text = " ".join(" ".join(lines).split())[:limit]
+    kept = [line for line in str(error).splitlines() if line.strip()][:lines]
+    text = " ".join(" ".join(kept).split())[:limit]
     if not text.isprintable():
         text = repr(text)
     if isinstance(error, str):

@@ -126,7 +126,7 @@ def connect(
         if progress is None or state.outcome is None or now - reported < WAIT_REPORT_SECONDS:
             return
         reported = now
-        error = one_line(state.outcome.exception() or "refused")
+        error = one_line(state.outcome.exception() or "refused", lines=1)
         left = max(0.0, deadline - now)
         progress(f"  waiting for the RDS database at {redact(dsn)} ({error}): {left:.0f}s left")
 
@@ -142,8 +142,8 @@ def connect(
     except psycopg2.OperationalError as exc:
         waited = f" (retried for {wait:.0f}s)" if wait else ""
         raise ServiceOutage(
-            f"cannot reach the RDS database at {redact(dsn)}{waited}: {one_line(exc)}. Check that "
-            "it is running and reachable from here (host, port, security group) and "
+            f"cannot reach the RDS database at {redact(dsn)}{waited}: {one_line(exc, lines=1)}. "
+            "Check that it is running and reachable from here (host, port, security group) and "
             "MUSIC_ELT_RDS_DSN; MUSIC_ELT_RDS_WAIT_SECONDS sets how long to retry"
         ) from None
     try:

@@ -46,7 +46,7 @@ def failure_message(context: Any) -> str:
     if failures:
         lines.append("failing dbt nodes: " + "; ".join(failures))
     elif (error := context.get("exception")) is not None:
-        lines.append(f"error: {one_line(error, 500, with_type=True)}")
+        lines.append(f"error: {one_line(error, 500, lines=1, with_type=True)}")
     return "\n".join(lines)
 
 

@@ -268,6 +268,9 @@ def test_one_line_of_an_error() -> None:
         'connection to server at "db", port 5432 failed: Connection refused '
         "Is the server running on that host and accepting TCP/IP connections?"
     )
+    assert one_line(refused, lines=1) == (
+        'connection to server at "db", port 5432 failed: Connection refused'
+    )
     assert one_line(ValueError("boom"), with_type=True) == "ValueError: boom"
     assert one_line(ValueError("")) == one_line(ValueError(" \n"), with_type=True) == "ValueError"
     assert one_line("x" * 400) == "x" * 300 and one_line("x" * 400, 500) == "x" * 400
