@@ -64,20 +64,20 @@ def music_streaming_pipeline() -> None:
     from loaders import pipeline, rds
     from loaders.pipeline import LoadGroup, LoadReport, Plan
 
-    @task(retries=0, execution_timeout=timedelta(seconds=config.rds_wait_seconds + 60))
+    @runtime.task(retries=0, execution_timeout=timedelta(seconds=config.rds_wait_seconds + 60))
     def check_rds_available() -> None:
         """Connect to the RDS source, retrying refused connections for a bounded time."""
         with rds.connect(runtime.settings(config), wait_seconds=config.rds_wait_seconds):
             print("the RDS source answers")
 
-    @task(map_index_template="{{ table }}")
+    @runtime.task(map_index_template="{{ table }}")
     def extract(table: str) -> str:
         """One RDS table in batches into landing: rds/<table>/<run id>/part-*.csv.gz."""
         settings, run_id = _context()
         (done,) = pipeline.extract(settings, runtime.landing(settings), run_id, tables=[table])
         return done.to_json()
 
-    @task(pool=WAREHOUSE)
+    @runtime.task(pool=WAREHOUSE)
     def plan(extracts: list[str]) -> list[dict[str, Any]]:
         """Compare landing and the fresh extracts with the ledger: the plan of this run (XCom
         ``plan``) and its load groups (what ``load`` maps over)."""
@@ -98,7 +98,7 @@ def music_streaming_pipeline() -> None:
         print(planned["description"])
         return bool(planned["should_run"])
 
-    @task(pool=WAREHOUSE, map_index_template="{{ group['label'] }}")
+    @runtime.task(pool=WAREHOUSE, map_index_template="{{ group['label'] }}")
     def load(group: dict[str, Any]) -> dict[str, Any]:
         """Load one changed table or one group of stream files, exactly once via the ledger."""
         settings, run_id = _context()
@@ -108,7 +108,7 @@ def music_streaming_pipeline() -> None:
         PipelineAlert().warn(get_current_context(), done.warnings())  # e.g. a broken re-upload
         return done.to_dict()
 
-    @task(trigger_rule="none_failed")  # no load group (e.g. only archiving left) is no failure
+    @runtime.task(trigger_rule="none_failed")  # no load group (only archiving left): no failure
     def loaded(reports: list[dict[str, Any]]) -> dict[str, Any]:
         """Sum up the loads."""
         total = LoadReport.merge([LoadReport.from_dict(r) for r in runtime.as_list(reports)])
@@ -118,12 +118,12 @@ def music_streaming_pipeline() -> None:
     # one `dbt build` that records this run's green build, one task per model reporting it
     dbt = runtime.dbt_task_group(config)
 
-    @task(pool=WAREHOUSE)
+    @runtime.task(pool=WAREHOUSE)
     def archive(planned: dict[str, Any], loads: dict[str, Any]) -> list[str]:
         """Move the stream file versions this and earlier runs loaded to archive/streams/."""
         settings, run_id = _context()
         with runtime.run_lock(settings):
-            runtime.require_green_build(settings, run_id)
+            pipeline.require_green_build(settings, run_id)
             return pipeline.archive(
                 settings,
                 runtime.landing(settings),
@@ -132,12 +132,12 @@ def music_streaming_pipeline() -> None:
                 progress=print,
             )
 
-    @task(pool=WAREHOUSE, outlets=list(KPI_ASSETS.values()))
+    @runtime.task(pool=WAREHOUSE, outlets=list(KPI_ASSETS.values()))
     def publish() -> dict[str, int]:
         """Publish the marts for readers; an asset event per KPI mart (extra: rows, run id)."""
         settings, run_id = _context()
         with runtime.run_lock(settings):
-            runtime.require_green_build(settings, run_id)
+            pipeline.require_green_build(settings, run_id)
             counts = pipeline.publish(settings, progress=print)
         events = get_current_context()["outlet_events"]
         for name, asset in KPI_ASSETS.items():

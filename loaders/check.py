@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from loaders.config import Settings
+from loaders.errors import one_line
 from loaders.landing import STREAMS_PREFIX, S3Landing
 from loaders.serving import SERVED
 from loaders.warehouse import LEDGER_TABLE, RAW_SCHEMAS, STREAMS_TABLE, Warehouse, open_warehouse
-from loaders.warehouse.csv_files import one_line
 
 DBT_SCHEMAS = ("staging", "intermediate", "marts", "kpi_build")
 SERVED_SCHEMAS = tuple(sorted({name.split(".")[0] for name in SERVED}))

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from loaders import pipeline
-from loaders.config import ConfigError, Settings
+from loaders.config import Settings
 from loaders.console import console
-from loaders.dbt import DbtFailed, run_dbt
+from loaders.dbt import run_dbt
 from loaders.docs_site import docs_freshness
-from loaders.errors import Interrupted, Terminated, note_signal
+from loaders.errors import DbtFailed, Interrupted, PipelineError, Terminated, note_signal
 from loaders.serving import PUBLISHED_SCHEMA
 
 
@@ -213,27 +213,42 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated()
 
 
+# A stopped command exits as a shell reports a process a signal ended: 128 + the signal's number.
+SIGNAL_EXIT_CODES = {"Ctrl-C": 128 + signal.SIGINT, "SIGTERM": 128 + signal.SIGTERM}  # 130, 143
+# What ends a command with a one-line message instead of a traceback.
+EXPECTED_ERRORS = (
+    PipelineError,
+    ConnectionError,
+    FileNotFoundError,
+    Interrupted,
+    KeyboardInterrupt,
+)
+
+
+def failure(exc: BaseException) -> tuple[int, list[str]]:
+    """The exit code of a command that ``exc`` ended, and the lines it prints on stderr: 1 when
+    the dbt build failed (nothing archived or published: what to do next), 2 for any other
+    error (a setting, a service, a lock held: the one line says which), 130 on Ctrl-C and 143 on
+    SIGTERM (with the step and the state the run left, when a step was running)."""
+    if isinstance(exc, Interrupted):
+        return SIGNAL_EXIT_CODES[exc.signal_name], [str(exc)]
+    if isinstance(exc, KeyboardInterrupt):
+        name = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        return SIGNAL_EXIT_CODES[name], [f"interrupted by {name}"]
+    if isinstance(exc, DbtFailed):
+        return 1, [str(exc), f"nothing was archived or published; {exc.hint}"]
+    return 2, [f"error: {exc}"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code = args.func(args)
-    except (ConfigError, ConnectionError, FileNotFoundError) as exc:
-        print(f"music-elt: error: {exc}", file=sys.stderr)
-        return 2
-    except DbtFailed as exc:
-        print(f"music-elt: {exc}", file=sys.stderr)
-        print(f"music-elt: nothing was archived or published; {exc.hint}", file=sys.stderr)
-        return 1
-    except Interrupted as exc:
-        print(f"music-elt: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Terminated:
-        print("music-elt: interrupted by SIGTERM", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("music-elt: interrupted by Ctrl-C", file=sys.stderr)
-        return 130
+    except EXPECTED_ERRORS as exc:
+        code, lines = failure(exc)
+        for line in lines:
+            print(f"music-elt: {line}", file=sys.stderr)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return int(code or 0)

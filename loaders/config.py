@@ -21,6 +21,8 @@ from psycopg2.extensions import make_dsn, parse_dsn
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from loaders.errors import ConfigError
+
 WAREHOUSE_KINDS = ("duckdb", "postgres", "redshift")
 DEFAULT_WORKDIR = Path(".music-elt")
 DEFAULT_RDS_TABLES = ("users", "songs")
@@ -28,10 +30,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 # DuckDB's buffer manager limit: with Python and dbt on top, `music-elt run` stays under 4 GB RSS
 DEFAULT_DUCKDB_MEMORY_LIMIT = "3GB"
-
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message says which and how to fix it."""
 
 
 _MASK = "***"

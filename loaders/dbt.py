@@ -18,6 +18,7 @@ from typing import Any
 
 from loaders.config import ConfigError, Settings
 from loaders.console import Console, console
+from loaders.errors import DbtFailed, one_line
 
 # What each warn-severity test of the project means when it finds rows, and where to look.
 # `{n}` is the test's failure count. tests/integration/test_dbt_targets.py checks that these
@@ -42,27 +43,6 @@ BY_DESIGN_WARNINGS = {
 }
 # dbt commands whose nodes the console counts (docs generate, compile, parse stay silent).
 _EXECUTING = {"build", "run", "test", "seed", "snapshot"}
-
-
-class DbtFailed(RuntimeError):
-    """dbt ran and something failed (a model error or a failing test)."""
-
-    def __init__(self, message: str, report: DbtReport | None = None) -> None:
-        super().__init__(message)
-        self.report = report
-
-    @property
-    def hint(self) -> str:
-        """What to do next: a failing test means bad data; anything else is not the data's."""
-        if "Out of Memory Error" in str(self):
-            return (
-                "DuckDB ran out of memory: raise MUSIC_ELT_DUCKDB_MEMORY_LIMIT (or lower "
-                "MUSIC_ELT_DUCKDB_THREADS) and run again"
-            )
-        failures = self.report.failures if self.report else ()
-        if failures and all(line.startswith("test ") for line in failures):
-            return "fix the data and run again"
-        return "see the dbt log, fix the cause and run again"
 
 
 @dataclass(frozen=True)
@@ -180,8 +160,8 @@ class NodeProgress:
             self.done[kind or f"{node.resource_type}s"] += 1  # models, tests, exposures, ...
             status = data.run_result.status
             if status in ("error", "fail"):
-                message = (data.run_result.message or "").strip().splitlines()
-                detail = f": {message[0]}" if message else ""
+                message = one_line(data.run_result.message or "", lines=1)
+                detail = f": {message}" if message else ""
                 self.out.line(f"  {status.upper()} {node.resource_type} {node.node_name}{detail}")
             if self.counter and self.total:
                 done = sum(self.done.values())

@@ -1,9 +1,27 @@
-"""Bad data or outage: the one place that decides what a failed load means.
+"""Every error this package raises on purpose, and what a failure means: retry it or not.
 
-A file is quarantined only when its bytes cannot be loaded (:func:`is_bad_data`). Anything else
-is an outage of a service (S3, IAM, network, the warehouse): the run fails, names it
-(:func:`describe_outage`) and touches nothing, so the next run retries the same files.
-Unknown errors are outages: a wrong "outage" costs a retry, a wrong "bad data" loses plays.
+Each error is **terminal** or **transient** (as dlt's DestinationTerminalException and
+DestinationTransientException are):
+
+- :class:`TerminalError`: running again cannot help until someone fixes the cause: bad
+  configuration (:class:`ConfigError`), a file whose bytes cannot be loaded
+  (:class:`FileRejected`), a failed dbt model or test (:class:`DbtFailed`), no green build for the
+  steps after it (:class:`BuildNotGreen`). Airflow fails the task at once, without a retry.
+- :class:`TransientError`: a service failed or was busy and nothing was left half-done, so the same
+  step succeeds later: an outage of S3, IAM, the network or the warehouse, throttling
+  (:class:`ServiceOutage`, :class:`PublishFailed`), a run lock held (:class:`RunLocked`), nothing
+  published yet (:class:`NoKpiData`). Airflow retries the task, with exponential backoff.
+
+Each carries the ``step`` it failed in (extract, plan, load, dbt build, archive, publish, ...; the
+step fills it in when the raiser did not know) and a message of one line (:func:`one_line`) that
+says what to do. The CLI maps them to exit codes in one place (``loaders/cli.py``); Ctrl-C and
+SIGTERM stop a run as :class:`Interrupted`, neither terminal nor transient.
+
+Bad data or outage: a file is quarantined only when its bytes cannot be loaded
+(:func:`is_bad_data`). Anything else is an outage of a service (S3, IAM, network, the warehouse):
+the run fails, names it (:func:`describe_outage`) and touches nothing, so the next run retries the
+same files. Unknown errors are outages: a wrong "outage" costs a retry, a wrong "bad data" loses
+plays.
 
 Redshift reports both kinds as ``InternalError`` (XX000), so its messages decide. AWS documents
 the texts matched here:
@@ -31,8 +49,117 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
+from typing import TYPE_CHECKING, ClassVar
 
 from loaders.landing import shown
+
+if TYPE_CHECKING:
+    from loaders.dbt import DbtReport
+
+
+class PipelineError(Exception):
+    """An error this package raises on purpose: its message is one line that says what to do.
+    ``transient`` says whether the same step can succeed when run again later; ``step`` names the
+    step it failed in, given by the raiser or filled in by the step (:func:`step_outage`)."""
+
+    transient: ClassVar[bool]
+    step: str = ""
+
+    def __init__(self, message: str, *, step: str = "") -> None:
+        super().__init__(message)
+        if step:
+            self.step = step
+
+
+class TerminalError(PipelineError):
+    """Running again cannot help until someone fixes the cause: never retried."""
+
+    transient = False
+
+
+class TransientError(PipelineError):
+    """A service failed or was busy and nothing was left half-done: retried."""
+
+    transient = True
+
+
+class ConfigError(TerminalError, ValueError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+class FileRejected(TerminalError):
+    """The object cannot be loaded at all; ``reason`` says why in one line (the file is
+    quarantined, the run goes on)."""
+
+    step = "load"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DbtFailed(TerminalError, RuntimeError):
+    """dbt ran and something failed (a model error or a failing test)."""
+
+    step = "dbt build"
+
+    def __init__(self, message: str, report: DbtReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+    @property
+    def hint(self) -> str:
+        """What to do next: a failing test means bad data; anything else is not the data's."""
+        if "Out of Memory Error" in str(self):
+            return (
+                "DuckDB ran out of memory: raise MUSIC_ELT_DUCKDB_MEMORY_LIMIT (or lower "
+                "MUSIC_ELT_DUCKDB_THREADS) and run again"
+            )
+        failures = self.report.failures if self.report else ()
+        if failures and all(line.startswith("test ") for line in failures):
+            return "fix the data and run again"
+        return "see the dbt log, fix the cause and run again"
+
+
+class BuildNotGreen(TerminalError, RuntimeError):
+    """A step that follows the dbt build found no green build of this run."""
+
+
+class ServiceOutage(TransientError, ConnectionError):
+    """A service failed (S3, IAM, the network, the warehouse): nothing was quarantined or
+    recorded; rerun later."""
+
+
+class PublishFailed(ServiceOutage):
+    """Publishing failed (a full disk, the warehouse): the build stays recorded, readers keep
+    the previous publish, and the next run publishes again."""
+
+    step = "publish"
+
+
+class RunLocked(TransientError, ConnectionError):
+    """Another run holds the run lock of this work directory or warehouse."""
+
+
+class NoKpiData(TransientError, RuntimeError):
+    """Nothing to read yet: no green build published."""
+
+
+def one_line(
+    error: BaseException | str, limit: int = 300, *, lines: int = 2, with_type: bool = False
+) -> str:
+    """An error (or a message) as one printable line: its first ``lines`` non-blank lines, each
+    run of whitespace one space, at most ``limit`` characters, escaped when a character is not
+    printable; the error's type name when it has no text (``with_type``: always before it)."""
+    kept = [line for line in str(error).splitlines() if line.strip()][:lines]
+    text = " ".join(" ".join(kept).split())[:limit]
+    if not text.isprintable():
+        text = repr(text)
+    if isinstance(error, str):
+        return text
+    kind = type(error).__name__
+    return f"{kind}: {text}" if with_type and text else text or kind
+
 
 _REDSHIFT_DATA_ERROR = re.compile(
     r"stl_load_errors|sys_load_error_detail|failed to inflate|incomplete deflate data|zlib error|"
@@ -95,15 +222,12 @@ def is_bad_data(exc: BaseException) -> bool:
     return isinstance(exc, EOFError | zlib.error | gzip.BadGzipFile)
 
 
-class ServiceOutage(ConnectionError):
-    """A service failed while loading: nothing was quarantined or recorded; rerun later."""
-
-
 def outage(exc: BaseException, key: str) -> ServiceOutage:
     """The run-failing error for ``exc`` raised while loading ``key``, naming the outage."""
     return ServiceOutage(
-        f"{describe_outage(exc)} while loading {shown(key)}: {_first_words(exc)} "
-        "(nothing was quarantined; the next run retries it)"
+        f"{describe_outage(exc)} while loading {shown(key)}: {one_line(exc)} "
+        "(nothing was quarantined; the next run retries it)",
+        step="load",
     )
 
 
@@ -119,23 +243,24 @@ def is_service_error(exc: BaseException) -> bool:
     )
 
 
-def step_outage(exc: BaseException, step: str, state: str) -> ConnectionError | None:
+def step_outage(exc: BaseException, step: str, state: str) -> Exception | None:
     """The one-line, run-failing error for ``exc`` raised during the run's ``step`` (extract,
-    plan, load, finish) when it is a service error (:func:`is_service_error`), else None (a bug,
-    whose traceback helps). ``state`` says what the step left and what the next run does.
+    plan, load, dbt build, archive, publish): this package's own error (:class:`PipelineError`,
+    or a plain ConnectionError naming its service) as it is, with its step filled in; a service
+    error (:func:`is_service_error`) as a :class:`ServiceOutage`; else None (a bug, whose
+    traceback helps). ``state`` says what the step left and what the next run does.
     Files with bad bytes never get here: loading decides those first (:func:`is_bad_data`)."""
-    if type(exc) is ConnectionError or isinstance(exc, ServiceOutage | RunLocked):
-        return exc  # already one line that names the service (this package's own messages)
+    if isinstance(exc, PipelineError):
+        exc.step = exc.step or step
+        return exc
+    if type(exc) is ConnectionError:
+        return exc
     if not is_service_error(exc):
         return None
     return ServiceOutage(
-        f"{describe_outage(exc)} during {step}: {type(exc).__name__}: {_first_words(exc)} ({state})"
+        f"{describe_outage(exc)} during {step}: {one_line(exc, with_type=True)} ({state})",
+        step=step,
     )
-
-
-def _first_words(exc: BaseException) -> str:
-    """The error's text on one line (every run of whitespace, newlines too, one space)."""
-    return shown(" ".join(str(exc).split())[:300] or type(exc).__name__)
 
 
 def describe_outage(exc: BaseException) -> str:
@@ -186,11 +311,3 @@ class Interrupted(BaseException):
     def __init__(self, signal_name: str, step: str, state: str) -> None:
         super().__init__(f"interrupted by {signal_name} during {step}: {state}")
         self.signal_name, self.step, self.state = signal_name, step, state
-
-    @property
-    def exit_code(self) -> int:
-        return 143 if self.signal_name == "SIGTERM" else 130
-
-
-class RunLocked(ConnectionError):
-    """Another run holds the run lock of this work directory or warehouse."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from loaders.config import ConfigError
+from loaders.errors import one_line
 
 KPI_TAG = "kpi"
 REJECTS_MODEL = "fct_rejected_listens"
@@ -66,6 +67,5 @@ def failed_nodes(run_results: dict[str, Any]) -> list[str]:
         if result.get("status") in ("error", "fail", "runtime error"):
             parts = str(result.get("unique_id", "?")).split(".")  # type.package.name[.hash]
             name = parts[2] if len(parts) > 2 else parts[-1]
-            message = " ".join(str(result.get("message") or result["status"]).split())
-            out.append(f"{name}: {message}"[:300])
+            out.append(f"{name}: {one_line(str(result.get('message') or result['status']))}"[:300])
     return out

@@ -26,7 +26,14 @@ from typing import Any
 from loaders import manifest, peak_memory, rds
 from loaders.config import ConfigError, Settings
 from loaders.dbt import DbtReport, build_flags, run_dbt
-from loaders.errors import Interrupted, Terminated, interrupt_signal, is_interrupt, step_outage
+from loaders.errors import (
+    BuildNotGreen,
+    Interrupted,
+    Terminated,
+    interrupt_signal,
+    is_interrupt,
+    step_outage,
+)
 from loaders.landing import (
     ARCHIVE_PREFIX,
     QUARANTINE_PREFIX,
@@ -461,10 +468,6 @@ def version_key(landing: LandingStore, obj: LandedObject, dst: str) -> str:
 
 
 # -- step 4: dbt ---------------------------------------------------------------------------------
-class BuildNotGreen(RuntimeError):
-    """A step that follows the dbt build found no green build of this run."""
-
-
 def build(settings: Settings, run_id: str, runner: Callable[[], Any] | None = None) -> Any:
     """``dbt build`` the project (in this process, or through ``runner``: the DAG's Cosmos
     producer runs the same command), then record the green build under ``run_id`` with the

@@ -37,6 +37,7 @@ from tenacity import (
 )
 
 from loaders.config import ConfigError, Settings, check_identifier, redact
+from loaders.errors import ServiceOutage, one_line
 from loaders.landing import RDS_PREFIX, LandingStore
 
 Progress = Callable[[str], None]
@@ -125,9 +126,9 @@ def connect(
         if progress is None or state.outcome is None or now - reported < WAIT_REPORT_SECONDS:
             return
         reported = now
-        error = str(state.outcome.exception()).strip().splitlines() or ["refused"]
+        error = one_line(state.outcome.exception() or "refused", lines=1)
         left = max(0.0, deadline - now)
-        progress(f"  waiting for the RDS database at {redact(dsn)} ({error[0]}): {left:.0f}s left")
+        progress(f"  waiting for the RDS database at {redact(dsn)} ({error}): {left:.0f}s left")
 
     retrying = Retrying(
         retry=retry_if_exception_type(psycopg2.OperationalError),
@@ -139,11 +140,10 @@ def connect(
     try:
         conn = retrying(psycopg2.connect, dsn, connect_timeout=10)
     except psycopg2.OperationalError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         waited = f" (retried for {wait:.0f}s)" if wait else ""
-        raise ConnectionError(
-            f"cannot reach the RDS database at {redact(dsn)}{waited}: {first_line}. Check that "
-            "it is running and reachable from here (host, port, security group) and "
+        raise ServiceOutage(
+            f"cannot reach the RDS database at {redact(dsn)}{waited}: {one_line(exc, lines=1)}. "
+            "Check that it is running and reachable from here (host, port, security group) and "
             "MUSIC_ELT_RDS_DSN; MUSIC_ELT_RDS_WAIT_SECONDS sets how long to retry"
         ) from None
     try:

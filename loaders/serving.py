@@ -54,7 +54,13 @@ from pathlib import Path
 from typing import Any
 
 from loaders.config import ConfigError, Settings, check_identifier
-from loaders.errors import ServiceOutage, is_interrupt
+from loaders.errors import (
+    NoKpiData,
+    PublishFailed,
+    ServiceOutage,
+    is_interrupt,
+    one_line,
+)
 from loaders.manifest import Mart
 from loaders.warehouse import BUILDS_TABLE, LEDGER_TABLE, Warehouse, open_warehouse
 
@@ -170,15 +176,6 @@ def serving_path(settings: Settings) -> Path:
     return settings.workdir / SERVING_FILE
 
 
-class NoKpiData(RuntimeError):
-    """Nothing to read yet: no green build published."""
-
-
-class PublishFailed(ServiceOutage):
-    """Publishing failed (a full disk, the warehouse): the build stays recorded, readers keep
-    the previous publish, and the next run publishes again."""
-
-
 def publish_pending(settings: Settings, wh: Warehouse) -> bool:
     """Whether a green build is recorded that readers do not see yet."""
     (unpublished, builds) = wh.query(
@@ -208,7 +205,7 @@ def publish_marts(settings: Settings, marts: Sequence[Mart]) -> str:
         if is_interrupt(exc) or isinstance(exc, ConfigError):
             raise
         raise PublishFailed(
-            f"publishing the marts failed: {_one_line(exc)} (the build is recorded; readers keep "
+            f"publishing the marts failed: {one_line(exc)} (the build is recorded; readers keep "
             "the previous publish; the next run publishes it)"
         ) from None
     return (
@@ -664,11 +661,11 @@ class KpiReader:
         try:
             conn = duckdb.connect(str(path), read_only=True)
         except duckdb.Error as exc:
-            raise ConnectionError(f"cannot open {path}: {_one_line(exc)}") from None
+            raise ServiceOutage(f"cannot open {path}: {one_line(exc)}") from None
         try:
             yield KpiSession(self, conn)
         except duckdb.CatalogException as exc:
-            raise NoKpiData(f"{path} lacks a served relation: {_one_line(exc)}") from None
+            raise NoKpiData(f"{path} lacks a served relation: {one_line(exc)}") from None
         finally:
             conn.close()
 
@@ -688,14 +685,14 @@ class KpiReader:
                 connect_timeout=15,
             )
         except psycopg2.OperationalError as exc:
-            raise ConnectionError(f"cannot reach {self.where}: {_one_line(exc)}") from None
+            raise ServiceOutage(f"cannot reach {self.where}: {one_line(exc)}") from None
         try:
             if self.kind == "postgres":
                 conn.set_session(isolation_level="REPEATABLE READ", readonly=True)
             with conn.cursor() as cur:
                 yield KpiSession(self, cur)
         except psycopg2.errors.UndefinedTable as exc:
-            raise NoKpiData(f"the marts are not built yet: {_one_line(exc)}") from None
+            raise NoKpiData(f"the marts are not built yet: {one_line(exc)}") from None
         finally:
             conn.rollback()
             conn.close()
@@ -712,11 +709,6 @@ def _utcnow() -> datetime:
 
 def _sql_literal(text: str) -> str:
     return text.replace("'", "''")
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return " ".join(lines[:2])[:300] if lines else type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

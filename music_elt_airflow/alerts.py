@@ -11,6 +11,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
+from loaders.errors import one_line
 from loaders.manifest import failed_nodes
 from music_elt_airflow.runtime import connection
 
@@ -45,8 +46,7 @@ def failure_message(context: Any) -> str:
     if failures:
         lines.append("failing dbt nodes: " + "; ".join(failures))
     elif (error := context.get("exception")) is not None:
-        first_line = next(iter(str(error).strip().splitlines()), "")
-        lines.append(f"error: {type(error).__name__}: {first_line[:500]}".rstrip(": "))
+        lines.append(f"error: {one_line(error, 500, lines=1, with_type=True)}")
     return "\n".join(lines)
 
 

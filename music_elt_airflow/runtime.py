@@ -8,12 +8,13 @@ relative DuckDB path would break), plus the few settings only a DAG has. At run 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -46,6 +47,7 @@ from loaders.connections import (
     settings_from_connections,
 )
 from loaders.dbt import build_flags
+from loaders.errors import TerminalError, one_line
 from loaders.landing import LandingStore
 from loaders.serving import PUBLISHED_SCHEMA
 
@@ -323,16 +325,35 @@ def run_lock(current: Settings) -> Iterator[None]:
         yield
 
 
-def require_green_build(current: Settings, pipeline_run_id: str) -> None:
-    """Fail the task, without a retry, unless this run's dbt build is recorded green."""
-    from airflow.sdk.exceptions import AirflowFailException
+def task(**kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """Airflow's ``@task(**kwargs)`` for a step of the pipeline, through :func:`fail_fast`."""
+    from airflow.sdk import task as airflow_task
 
-    from loaders.pipeline import BuildNotGreen, require_green_build
+    def decorate(function: Callable[..., Any]) -> Any:
+        return airflow_task(**kwargs)(fail_fast(function))
 
-    try:
-        require_green_build(current, pipeline_run_id)
-    except BuildNotGreen as exc:
-        raise AirflowFailException(str(exc)) from None
+    return decorate
+
+
+def fail_fast(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` as a task: a terminal error (:class:`loaders.errors.TerminalError`: bad
+    configuration or data, a failed build, no green build) fails the task at once, without a
+    retry; a transient one (an outage, a lock held) or any other error keeps the task's retries,
+    with exponential backoff (the DAG's ``default_args``)."""
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except TerminalError as exc:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            step = exc.step or function.__name__
+            raise AirflowFailException(
+                f"{type(exc).__name__} during {step} (not retried): {one_line(exc)}"
+            ) from exc
+
+    return run
 
 
 def as_list(values: Any) -> list[Any]:

@@ -11,18 +11,11 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from loaders.errors import FileRejected, one_line
 from loaders.landing import LandingStore, is_gzip
 
 _HEADER_BYTES = 64 * 1024
 MAX_LINE_BYTES = 64 << 20  # the contract: a line up to 64 MiB loads like any other
-
-
-class FileRejected(Exception):
-    """The object cannot be loaded at all; ``reason`` says why in one line."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def read_header(landing: LandingStore, key: str) -> list[str]:
@@ -113,11 +106,5 @@ def rejection_reason(exc: BaseException) -> str:
     if re.search(r"(?i)maximum line size", text):
         return long_line_reason()
     if re.search(r"(?i)unicode|not utf-?8|invalid byte sequence|encoding", text):
-        return f"not UTF-8 text: {one_line(ValueError(text))}"
-    return f"not loadable as CSV: {one_line(ValueError(text))}"
-
-
-def one_line(exc: BaseException) -> str:
-    """The first two lines of an error's text, on one line (at most 500 characters)."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return " ".join(lines[:2])[:500] if lines else type(exc).__name__
+        return f"not UTF-8 text: {one_line(text, 500)}"
+    return f"not loadable as CSV: {one_line(text, 500)}"

@@ -11,8 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from loaders.errors import ServiceOutage, one_line
 from loaders.landing import LandedObject, LandingStore, is_gzip
-from loaders.warehouse.csv_files import MAX_LINE_BYTES, one_line
+from loaders.warehouse.csv_files import MAX_LINE_BYTES
 from loaders.warehouse.loading import Warehouse
 
 
@@ -29,7 +30,7 @@ class DuckDBWarehouse(Warehouse):
         try:  # memory limit, threads, spill directory: the same config dbt-duckdb opens with
             return duckdb.connect(str(path), config={**self.settings.duckdb_settings()})
         except duckdb.IOException as exc:
-            raise ConnectionError(
+            raise ServiceOutage(
                 f"cannot open the DuckDB warehouse {path}: {one_line(exc)} "
                 "(another process, such as a dbt run, may be writing it)"
             ) from None

@@ -8,8 +8,9 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from loaders.errors import ServiceOutage, one_line
 from loaders.landing import LandedObject, LandingStore, is_gzip
-from loaders.warehouse.csv_files import MAX_LINE_BYTES, LineLimit, one_line
+from loaders.warehouse.csv_files import MAX_LINE_BYTES, LineLimit
 from loaders.warehouse.loading import Warehouse
 
 
@@ -31,7 +32,7 @@ class PostgresWarehouse(Warehouse):
                 application_name=f"music-elt pid {os.getpid()}@{socket.gethostname()}"[:63],
             )
         except psycopg2.OperationalError as exc:
-            raise ConnectionError(
+            raise ServiceOutage(
                 f"cannot reach the {s.kind} warehouse {s.user}@{s.host}:{s.port}/{s.dbname}: "
                 f"{one_line(exc)}"
             ) from None

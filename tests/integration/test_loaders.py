@@ -327,6 +327,7 @@ def test_a_query_interrupted_by_ctrl_c_stops_the_run_as_an_interrupt(
     interrupt naming the step, not as an outage (exit 2) or a rejected file."""
     import duckdb
 
+    from loaders import cli
     from loaders.errors import Interrupted
     from loaders.warehouse import DuckDBWarehouse
 
@@ -342,7 +343,7 @@ def test_a_query_interrupted_by_ctrl_c_stops_the_run_as_an_interrupt(
     with pytest.raises(Interrupted) as stopped:
         pipeline.run(settings, progress=print)
     assert (stopped.value.signal_name, stopped.value.step) == ("Ctrl-C", "load")
-    assert stopped.value.exit_code == 130
+    assert cli.failure(stopped.value)[0] == 130
     assert landing.list("quarantine/") == []
     with pipeline.warehouse(settings) as wh:
         assert wh.query("select count(*) from raw_meta.load_ledger")[0][0] == 0

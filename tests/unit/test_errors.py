@@ -1,4 +1,5 @@
-"""Bad data or outage (loaders/errors.py), on the error texts the warehouses really return.
+"""loaders/errors.py: terminal or transient, the step, the one line, the CLI's exit codes; and
+bad data or outage, on the error texts the warehouses really return.
 
 Redshift's texts are those AWS documents for COPY: the load-error message that points to
 STL_LOAD_ERRORS ("System tables for troubleshooting data loads"), S3 and IAM failures
@@ -20,7 +21,26 @@ import psycopg2
 import psycopg2.errors
 import pytest
 
-from loaders.errors import ServiceOutage, describe_outage, is_bad_data, outage
+from loaders.errors import (
+    BuildNotGreen,
+    ConfigError,
+    DbtFailed,
+    FileRejected,
+    Interrupted,
+    NoKpiData,
+    PipelineError,
+    PublishFailed,
+    RunLocked,
+    ServiceOutage,
+    TerminalError,
+    Terminated,
+    TransientError,
+    describe_outage,
+    is_bad_data,
+    one_line,
+    outage,
+    step_outage,
+)
 
 REDSHIFT_LOAD_ERROR = (
     "Load into table '_landing' failed.  Check 'stl_load_errors' system table for details."
@@ -145,13 +165,27 @@ def test_a_driver_reporting_an_interrupted_query_is_an_interrupt_not_an_outage()
 
 
 def test_ctrl_c_during_a_duckdb_query_is_an_interrupt() -> None:
-    """What duckdb raises when Ctrl-C reaches a query it runs (a plain RuntimeError)."""
+    """What duckdb raises when Ctrl-C reaches a query it runs (a plain RuntimeError). SIGINT is
+    sent once DuckDB reports the query's progress, i.e. while it runs; alone, the query would
+    take minutes, so it cannot end before the signal reaches it."""
     from loaders.errors import is_interrupt
 
-    conn = duckdb.connect()
-    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
-    with pytest.raises(BaseException) as caught:
-        conn.execute("select count(*) from range(3000000000) t(x) where x % 7 = 3").fetchall()
+    conn = duckdb.connect(config={"threads": 1})
+    conn.execute("set enable_progress_bar = true; set enable_progress_bar_print = false")
+    finished = threading.Event()
+
+    def interrupt_once_running() -> None:
+        while conn.query_progress() < 0:  # -1 until the query executes
+            if finished.wait(0.005):
+                return
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
+    try:
+        with pytest.raises(BaseException) as caught:
+            conn.execute("select count(*) from range(100000000000) t(x) where x % 7 = 3").fetchall()
+    finally:
+        finished.set()
     assert is_interrupt(caught.value), repr(caught.value)
     assert not is_interrupt(RuntimeError("something else"))
 
@@ -160,7 +194,7 @@ def test_a_failed_dbt_build_says_what_to_do_next() -> None:
     """A failing test is the data's; an out-of-memory error or a model error is not."""
     from collections import Counter
 
-    from loaders.dbt import DbtFailed, DbtReport
+    from loaders.dbt import DbtReport
 
     def failed(message: str, *failures: str) -> DbtFailed:
         report = DbtReport("build", False, {"model": Counter()}, failures=failures)
@@ -176,3 +210,111 @@ def test_a_failed_dbt_build_says_what_to_do_next() -> None:
     assert "MUSIC_ELT_DUCKDB_MEMORY_LIMIT" in oom.hint
     model_error = failed("dbt build failed", "model fct_x: Runtime Error", "test t: Got 1 result")
     assert model_error.hint == "see the dbt log, fix the cause and run again"
+
+
+@pytest.mark.parametrize(
+    ("error", "transient", "builtin"),
+    [
+        (ConfigError("MUSIC_ELT_BATCH_SIZE='x' is not a number"), False, ValueError),
+        (FileRejected("header lacks required column(s) user_id"), False, Exception),
+        (DbtFailed("dbt build failed: test not_null_x: Got 3 results"), False, RuntimeError),
+        (BuildNotGreen("no green dbt build of run r is recorded"), False, RuntimeError),
+        (ServiceOutage("S3 throttling while loading streams/a.csv"), True, ConnectionError),
+        (PublishFailed("publishing the marts failed: disk full"), True, ConnectionError),
+        (RunLocked("another run holds the run lock"), True, ConnectionError),
+        (NoKpiData("no serving copy yet"), True, RuntimeError),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
+)
+def test_each_error_is_terminal_or_transient(
+    error: PipelineError, transient: bool, builtin: type[Exception]
+) -> None:
+    """Terminal: fix the cause, retrying cannot help. Transient: the same step succeeds later.
+    Each keeps the built-in base its callers catch (a ConnectionError is still one)."""
+    assert error.transient is transient
+    assert isinstance(error, TransientError if transient else TerminalError)
+    assert not isinstance(error, TerminalError if transient else TransientError)
+    assert isinstance(error, builtin)
+
+
+def test_the_error_types_keep_their_old_import_paths() -> None:
+    from loaders import config, dbt, pipeline, serving
+    from loaders.warehouse import csv_files
+
+    assert config.ConfigError is ConfigError and dbt.DbtFailed is DbtFailed
+    assert pipeline.BuildNotGreen is BuildNotGreen and csv_files.FileRejected is FileRejected
+    assert serving.NoKpiData is NoKpiData and serving.PublishFailed is PublishFailed
+
+
+def test_an_error_carries_the_step_it_failed_in() -> None:
+    state = "nothing was loaded; the next run starts over"
+    locked = RunLocked("another run holds the run lock")
+    assert locked.step == ""
+    assert step_outage(locked, "plan", state) is locked and locked.step == "plan"
+    built = DbtFailed("dbt build failed")  # the raiser's step stays
+    assert step_outage(built, "publish", state) is built and built.step == "dbt build"
+    assert outage(OSError("No space left on device"), "streams/a.csv").step == "load"
+    lost = step_outage(psycopg2.OperationalError("timeout expired"), "extract", state)
+    assert isinstance(lost, ServiceOutage) and lost.step == "extract" and lost.transient
+    assert str(lost) == f"network during extract: OperationalError: timeout expired ({state})"
+
+
+def test_one_line_of_an_error() -> None:
+    refused = psycopg2.OperationalError(
+        'connection to server at "db", port 5432 failed: Connection refused\n'
+        "\tIs the server running on that host and accepting TCP/IP connections?\n\nthird"
+    )
+    assert one_line(refused) == (
+        'connection to server at "db", port 5432 failed: Connection refused '
+        "Is the server running on that host and accepting TCP/IP connections?"
+    )
+    assert one_line(refused, lines=1) == (
+        'connection to server at "db", port 5432 failed: Connection refused'
+    )
+    assert one_line(ValueError("boom"), with_type=True) == "ValueError: boom"
+    assert one_line(ValueError("")) == one_line(ValueError(" \n"), with_type=True) == "ValueError"
+    assert one_line("x" * 400) == "x" * 300 and one_line("x" * 400, 500) == "x" * 400
+    assert one_line("red \x1b[31m text") == repr("red \x1b[31m text")  # no terminal escapes
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "lines"),
+    [
+        (ConfigError("MUSIC_ELT_X is bad"), 2, ["error: MUSIC_ELT_X is bad"]),
+        (RunLocked("another run holds it"), 2, ["error: another run holds it"]),
+        (ConnectionError("cannot reach x"), 2, ["error: cannot reach x"]),
+        (FileNotFoundError("no users.csv"), 2, ["error: no users.csv"]),
+        (
+            DbtFailed("dbt build failed: model m: Runtime Error"),
+            1,
+            [
+                "dbt build failed: model m: Runtime Error",
+                "nothing was archived or published; see the dbt log, fix the cause and run again",
+            ],
+        ),
+        (Interrupted("Ctrl-C", "load", "state"), 130, ["interrupted by Ctrl-C during load: state"]),
+        (Interrupted("SIGTERM", "plan", "s"), 143, ["interrupted by SIGTERM during plan: s"]),
+        (KeyboardInterrupt(), 130, ["interrupted by Ctrl-C"]),
+        (Terminated(), 143, ["interrupted by SIGTERM"]),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else None,
+)
+def test_the_cli_maps_each_error_to_its_exit_code(
+    error: BaseException, code: int, lines: list[str]
+) -> None:
+    from loaders import cli
+
+    assert isinstance(error, cli.EXPECTED_ERRORS)
+    assert cli.failure(error) == (code, lines)
+
+
+def test_the_cli_exits_2_with_one_line_on_a_bad_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from loaders import cli
+
+    monkeypatch.setenv("MUSIC_ELT_RDS_WAIT_SECONDS", "soon")
+    assert cli.main(["run", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("music-elt: error: MUSIC_ELT_RDS_WAIT_SECONDS='soon'")
+    assert err.count("\n") == 1 and "Traceback" not in err
