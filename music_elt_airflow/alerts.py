@@ -12,7 +12,7 @@ from typing import Any
 from airflow.sdk import BaseNotifier
 
 from loaders.manifest import failed_nodes
-from music_elt_airflow.runtime import connection
+from music_elt_airflow.connections import connection
 
 log = logging.getLogger("music_elt.alerts")
 DBT_FAILURES_XCOM_KEY = "dbt_failures"
