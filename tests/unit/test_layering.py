@@ -6,6 +6,8 @@ dependency)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +76,31 @@ def test_the_scan_sees_the_imports_it_forbids() -> None:
     assert "music_elt_demo.embedded" in cli
     runtime = set(_imports("music_elt_airflow.runtime", known["music_elt_airflow.runtime"], known))
     assert {"airflow.sdk", "loaders.rds", "music_elt_demo.embedded"} <= runtime
+
+
+def test_loaders_alone_never_start_the_demo_stack(tmp_path: Path) -> None:
+    """Without a DSN, loaders.rds asks for one unless an entry point handed it the embedded
+    stand-in (the CLI, the DAG's glue); the demo package stays unloaded."""
+    probe = (
+        "import sys\n"
+        "from loaders import rds\n"
+        "from loaders.config import ConfigError, Settings\n"
+        "try:\n"
+        f"    with rds.connect(Settings.from_env({{}}, workdir={str(tmp_path)!r})):\n"
+        "        pass\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+        "print('music_elt_demo' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert done.stdout.splitlines() == [
+        "no MUSIC_ELT_RDS_DSN: set it to your RDS database (the embedded stand-in runs under "
+        "music-elt and the DAG only)",
+        "False",
+    ]
+    assert not (tmp_path / "rds-pgdata").exists()
 
 
 def test_no_import_cycles() -> None:
