@@ -234,3 +234,13 @@ def test_at_parse_time_the_warehouse_names_the_connection_of_its_login(tmp_path:
     assert (parsed.kind, parsed.login_from, parsed.user) == ("redshift", REDSHIFT_CONN_ID, "")
     running = settings_from_connections(env, redshift=REDSHIFT).warehouse
     assert (running.kind, running.login_from, running.user) == ("redshift", "", "loader")
+
+
+def test_every_dag_variable_is_documented_in_the_dags_readme() -> None:
+    from music_elt_airflow.runtime import DagConfig
+
+    readme = (Path(__file__).resolve().parents[2] / "dags" / "README.md").read_text()
+    names = [info.alias for info in DagConfig.model_fields.values() if info.alias]
+    assert len(names) == len(DagConfig.model_fields) - 1  # all but the pipeline's settings
+    for name in names:
+        assert f"`{name}`" in readme, name
