@@ -142,8 +142,8 @@ def _login(conn_id: str, conn: ConnectionFields) -> dict[str, Any]:
 
 def postgres_warehouse(conn: ConnectionFields, env: Mapping[str, str]) -> WarehouseSettings:
     """The PostgreSQL warehouse of a ``postgres`` connection and the variables of ``env``."""
-    fields = {**variables(env)["warehouse"], "kind": "postgres"}
-    return WarehouseSettings(**fields, **_login(POSTGRES_CONN_ID, conn))
+    login = _login(POSTGRES_CONN_ID, conn)
+    return WarehouseSettings(**{**variables(env)["warehouse"], "kind": "postgres", **login})
 
 
 def redshift_warehouse(conn: ConnectionFields, env: Mapping[str, str]) -> WarehouseSettings:
