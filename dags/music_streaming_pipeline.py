@@ -89,7 +89,7 @@ def music_streaming_pipeline() -> None:
             decided = pipeline.plan_run(settings, runtime.landing(settings), found, run_id=run_id)
         print(decided.describe())
         get_current_context()["ti"].xcom_push(key="plan", value=decided.to_dict())
-        groups = decided.load_groups(config.files_per_load_task) if decided.should_run else []
+        groups = decided.load_groups(settings.files_per_load_group) if decided.should_run else []
         return [group.to_dict() for group in groups]
 
     @task.short_circuit

@@ -15,13 +15,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loaders import pipeline
+from loaders import pipeline, rds
 from loaders.config import Settings
 from loaders.console import console
 from loaders.dbt import run_dbt
 from loaders.docs_site import docs_freshness
 from loaders.errors import DbtFailed, Interrupted, PipelineError, Terminated, note_signal
 from loaders.serving import PUBLISHED_SCHEMA
+
+
+def embedded_server(pgdata: Path) -> Any:
+    """The embedded RDS stand-in (demo tooling, imported when a run without
+    ``MUSIC_ELT_RDS_DSN`` connects): :func:`music_elt_demo.embedded.embedded_server`."""
+    from music_elt_demo.embedded import embedded_server as start
+
+    return start(pgdata)
+
+
+# The CLI, the top of the package, hands the embedded stand-in to the loaders below it (they
+# never import the demo stack).
+rds.serve_embedded(embedded_server)
 
 
 def _say(message: str) -> None:

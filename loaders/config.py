@@ -1,24 +1,35 @@
 """Settings for a pipeline run, built once from the environment and validated on construction.
 
-The environment variables are declared once, with their names, types and defaults, in
-:class:`Environment` (read by pydantic-settings). :meth:`Settings.from_env` turns them into the
-frozen :class:`Settings` the pipeline passes around; ``dataclasses.replace`` (or
-``model_copy(update=...)``) gives a changed copy, validated again. Every secret comes from the
-environment (or, under Airflow, from a connection turned into the same fields); nothing here is
-ever logged with its password. See the README's configuration table.
+One pydantic-settings model, :class:`Settings` (its warehouse nested in
+:class:`WarehouseSettings`), declares every variable once: its field, type, default and, as the
+field's alias, the variable's exact name. ``Settings.from_env()`` reads ``os.environ`` or a given
+mapping; under Airflow the DAG completes the same values with its connections
+(:mod:`loaders.connections`). An invalid value raises a one-line :class:`ConfigError`;
+``model_copy(update=...)`` gives a changed copy, validated again. Nothing here is ever logged
+with its password. See the README's configuration table.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
 import psycopg2
 from psycopg2.extensions import make_dsn, parse_dsn
-from pydantic import Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from loaders.errors import ConfigError
@@ -65,117 +76,109 @@ def redact(dsn: str) -> str:
     return make_dsn(**params)
 
 
-class Environment(BaseSettings):
-    """Every variable the loaders read, by its exact name. An empty variable counts as unset."""
+_IN_WORKDIR = {"duckdb_path": "warehouse.duckdb", "duckdb_temp_dir": "duckdb-tmp"}
+"""The embedded warehouse's files, by default in the work directory (they move with it)."""
 
-    model_config = SettingsConfigDict(
-        case_sensitive=True, env_ignore_empty=True, extra="ignore", frozen=True
-    )
 
-    workdir: Path = Field(DEFAULT_WORKDIR, alias="MUSIC_ELT_WORKDIR")
-    rds_dsn: str = Field("", alias="MUSIC_ELT_RDS_DSN", repr=False)
-    rds_tables: str = Field(",".join(DEFAULT_RDS_TABLES), alias="MUSIC_ELT_RDS_TABLES")
-    rds_wait_seconds: float = Field(30.0, alias="MUSIC_ELT_RDS_WAIT_SECONDS")
-    batch_size: int = Field(50_000, alias="MUSIC_ELT_BATCH_SIZE")
-    landing_url: str = Field("", alias="MUSIC_ELT_LANDING")
-    s3_endpoint_url: str = Field("", alias="MUSIC_ELT_S3_ENDPOINT_URL")
-    target: str = Field("duckdb", alias="MUSIC_ELT_TARGET")
-    duckdb_path: Path | None = Field(None, alias="MUSIC_ELT_DUCKDB_PATH")  # <workdir>/...
-    duckdb_memory_limit: str = Field(
-        DEFAULT_DUCKDB_MEMORY_LIMIT, alias="MUSIC_ELT_DUCKDB_MEMORY_LIMIT"
-    )
-    duckdb_threads: int | None = Field(None, alias="MUSIC_ELT_DUCKDB_THREADS")  # DuckDB's default
-    duckdb_temp_dir: Path | None = Field(None, alias="MUSIC_ELT_DUCKDB_TEMP_DIR")  # <workdir>/...
-    host: str = Field("localhost", alias="WAREHOUSE_HOST")
-    port: int | None = Field(None, alias="WAREHOUSE_PORT")  # 5432, Redshift 5439
-    user: str = Field("", alias="WAREHOUSE_USER")
-    password: str = Field("", alias="WAREHOUSE_PASSWORD", repr=False)
-    dbname: str = Field("", alias="WAREHOUSE_DBNAME")
-    iam_role: str = Field("", alias="MUSIC_ELT_REDSHIFT_IAM_ROLE")
-    region: str = Field("", alias="MUSIC_ELT_REDSHIFT_REGION")
-    reader_role: str = Field("", alias="MUSIC_ELT_READER_ROLE")
-    dbt_project_dir: Path = Field(DEFAULT_DBT_PROJECT_DIR, alias="MUSIC_ELT_DBT_PROJECT_DIR")
-    dbt_threads: int = Field(1, alias="MUSIC_ELT_DBT_THREADS")
-    dbt_unit_tests: bool = Field(False, alias="MUSIC_ELT_DBT_UNIT_TESTS")
-    dbt_manifest: Path | None = Field(None, alias="MUSIC_ELT_DBT_MANIFEST")
-    lock_wait_seconds: float = Field(120.0, alias="MUSIC_ELT_LOCK_WAIT_SECONDS")
-    keep_rds_extracts: int = Field(3, alias="MUSIC_ELT_KEEP_RDS_EXTRACTS")
-    files_per_load_group: int = Field(25, alias="MUSIC_ELT_FILES_PER_LOAD_TASK")
+class ValidatedModel(BaseModel):
+    """Frozen and validated on construction; a ConfigError says what is wrong in one line.
 
-    @classmethod
-    def read(cls, env: Mapping[str, str] | None = None) -> Environment:
-        """The variables of ``os.environ``, or of ``env`` alone when given; ConfigError names
-        a variable whose value is not of its type."""
+    ``model_copy(update=...)`` gives a changed copy, validated again (pydantic's own does not
+    validate). Assigning an attribute raises AttributeError, as for any read-only attribute.
+    Fields are given by name; each field's alias is the environment variable that sets it.
+    """
+
+    model_config = ConfigDict(frozen=True, validate_by_name=True, validate_by_alias=False)
+
+    def __init__(self, **values: Any) -> None:
         try:
-            if env is None:
-                return cls()
-            names = {info.alias for info in cls.model_fields.values()}
-            given = {name: value for name, value in env.items() if name in names and value}
-            return _GivenEnvironment.model_validate(given)
+            super().__init__(**values)
         except ValidationError as exc:
-            raise _config_error(exc) from None
-
-
-class _GivenEnvironment(Environment):
-    """:class:`Environment` from a given mapping only (tests, Airflow connections)."""
+            raise _config_error(exc, type(self)) from None
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
+    def from_values(cls, values: Mapping[str, Any]) -> Self:
+        """An instance from field values alone (no environment variable is read)."""
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise _config_error(exc, cls) from None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        return self.from_values({**dict(self), **(update or {})})
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is frozen: use model_copy(update=...)")
 
 
-def _config_error(exc: ValidationError) -> ConfigError:
+def _config_error(exc: ValidationError, model: type[BaseModel]) -> ConfigError:
+    """The first error, named by its variable: the alias of the field it is about."""
     error = exc.errors()[0]
-    name = ".".join(str(part) for part in error["loc"])
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):  # a check of a model validator
+        return cause
+    name = ""
+    for part in error["loc"]:  # ("warehouse", "duckdb_threads"): nested models' fields
+        info = model.model_fields.get(str(part))
+        if info is None:
+            break
+        name = info.alias or str(part)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            model = info.annotation
     if error["type"].startswith("int_"):
         return ConfigError(f"{name}={error['input']!r} is not a number")
     return ConfigError(f"{name}={error['input']!r}: {error['msg']}")
 
 
-class _Copyable:
-    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Self:
-        """A changed copy, validated again: ``dataclasses.replace`` under pydantic's name."""
-        return replace(self, **(update or {}))  # type: ignore[type-var]
+def _default_port(values: dict[str, Any]) -> int:
+    return 5439 if values.get("kind") == "redshift" else 5432
 
 
-@dataclass(frozen=True)
-class WarehouseSettings(_Copyable):
+class WarehouseSettings(ValidatedModel):
     """Where the raw tables and marts live. ``kind`` is also the dbt target name."""
 
-    kind: str = "duckdb"
-    duckdb_path: Path = DEFAULT_WORKDIR / "warehouse.duckdb"
-    host: str = "localhost"
-    port: int = 5432
-    user: str = ""
-    password: str = field(default="", repr=False)
-    dbname: str = ""
-    iam_role: str = ""  # Redshift COPY ... IAM_ROLE
-    region: str = ""  # Redshift COPY ... REGION, when the bucket is in another region
-    reader_role: str = ""  # the role (group) granted SELECT on the published relations; "": none
-    duckdb_memory_limit: str = DEFAULT_DUCKDB_MEMORY_LIMIT  # DuckDB's buffer manager, not Python
-    duckdb_threads: int | None = None  # None: DuckDB's default, one per core
-    duckdb_temp_dir: Path = DEFAULT_WORKDIR / "duckdb-tmp"  # where DuckDB spills beyond the limit
+    kind: str = Field("duckdb", alias="MUSIC_ELT_TARGET")
+    duckdb_path: Path = Field(
+        DEFAULT_WORKDIR / _IN_WORKDIR["duckdb_path"], alias="MUSIC_ELT_DUCKDB_PATH"
+    )
+    host: str = Field("localhost", alias="WAREHOUSE_HOST")
+    port: int = Field(default_factory=_default_port, alias="WAREHOUSE_PORT")  # Redshift: 5439
+    user: str = Field("", alias="WAREHOUSE_USER")
+    password: str = Field("", alias="WAREHOUSE_PASSWORD", repr=False)
+    dbname: str = Field("", alias="WAREHOUSE_DBNAME")
+    iam_role: str = Field("", alias="MUSIC_ELT_REDSHIFT_IAM_ROLE")  # Redshift COPY ... IAM_ROLE
+    region: str = Field("", alias="MUSIC_ELT_REDSHIFT_REGION")  # COPY ... REGION, another region
+    # the role (group) granted SELECT on the published relations; "": none
+    reader_role: str = Field("", alias="MUSIC_ELT_READER_ROLE")
+    # DuckDB's buffer manager, not Python
+    duckdb_memory_limit: Annotated[str, StringConstraints(strip_whitespace=True)] = Field(
+        DEFAULT_DUCKDB_MEMORY_LIMIT, alias="MUSIC_ELT_DUCKDB_MEMORY_LIMIT"
+    )
+    # None: DuckDB's default, one per core
+    duckdb_threads: int | None = Field(None, alias="MUSIC_ELT_DUCKDB_THREADS")
+    # where DuckDB spills beyond the limit
+    duckdb_temp_dir: Path = Field(
+        DEFAULT_WORKDIR / _IN_WORKDIR["duckdb_temp_dir"], alias="MUSIC_ELT_DUCKDB_TEMP_DIR"
+    )
+    # the Airflow connection that gives host, port, user, password, database (and Redshift's
+    # COPY role) when a task runs: the DAG's settings at parse time lack them; "": these fields
+    login_from: str = ""
 
-    def __post_init__(self) -> None:
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         if self.kind not in WAREHOUSE_KINDS:
             raise ConfigError(
                 f"MUSIC_ELT_TARGET={self.kind!r}: choose one of {', '.join(WAREHOUSE_KINDS)}"
             )
-        if self.kind != "duckdb" and not (self.user and self.dbname):
+        login = not self.login_from  # the fields, not a connection, give the login
+        if login and self.kind != "duckdb" and not (self.user and self.dbname):
             raise ConfigError(
                 f"the {self.kind} warehouse needs WAREHOUSE_USER and WAREHOUSE_DBNAME "
                 "(and WAREHOUSE_HOST, WAREHOUSE_PORT, WAREHOUSE_PASSWORD)"
             )
         if self.reader_role:
             check_identifier(self.reader_role, "MUSIC_ELT_READER_ROLE")
-        if self.kind == "redshift" and not self.iam_role:
+        if login and self.kind == "redshift" and not self.iam_role:
             raise ConfigError("the redshift warehouse needs MUSIC_ELT_REDSHIFT_IAM_ROLE for COPY")
         memory = _MEMORY.fullmatch(self.duckdb_memory_limit)
         if not memory or float(memory.group(1)) <= 0:
@@ -188,6 +191,7 @@ class WarehouseSettings(_Copyable):
                 f"MUSIC_ELT_DUCKDB_THREADS must be at least 1, got {self.duckdb_threads} "
                 "(unset: DuckDB's default, one per core)"
             )
+        return self
 
     def duckdb_settings(self) -> dict[str, str]:
         """DuckDB's resource settings, given when the database opens: to the loaders'
@@ -221,27 +225,68 @@ class WarehouseSettings(_Copyable):
         return env
 
 
-@dataclass(frozen=True)
-class Settings(_Copyable):
-    """Everything one pipeline run needs. Build it with :meth:`from_env`."""
+class Settings(ValidatedModel, BaseSettings):
+    """Everything one pipeline run needs. ``Settings()`` and :meth:`from_env` read it from the
+    environment; :func:`variables` gives the values of a mapping of variables."""
 
-    workdir: Path = DEFAULT_WORKDIR
-    rds_dsn: str = field(default="", repr=False)  # empty: the embedded pgserver in the workdir
-    rds_tables: tuple[str, ...] = DEFAULT_RDS_TABLES
-    rds_wait_seconds: float = 30.0  # how long a refused RDS connection is retried
-    batch_size: int = 50_000
-    landing_url: str = ""  # empty: <workdir>/landing; or s3://bucket/prefix
-    s3_endpoint_url: str = ""
-    warehouse: WarehouseSettings = field(default_factory=WarehouseSettings)
-    dbt_project_dir: Path = DEFAULT_DBT_PROJECT_DIR
-    dbt_threads: int = 1
-    dbt_unit_tests: bool = False  # dbt's unit tests in a run's build (default: left to CI)
-    dbt_manifest: Path | None = None  # the DAG's pre-built manifest; default: the last build's
-    lock_wait_seconds: float = 120.0  # how long a second run waits for the run lock
-    keep_rds_extracts: int = 3  # RDS extract folders kept per table after a green build
-    files_per_load_group: int = 25  # stream files per load group: one transaction, one commit
+    model_config = SettingsConfigDict(frozen=True, validate_by_name=True, validate_by_alias=False)
 
-    def __post_init__(self) -> None:
+    workdir: Path = Field(DEFAULT_WORKDIR, alias="MUSIC_ELT_WORKDIR")
+    # empty: the embedded pgserver in the workdir
+    rds_dsn: str = Field("", alias="MUSIC_ELT_RDS_DSN", repr=False)
+    rds_tables: tuple[str, ...] = Field(DEFAULT_RDS_TABLES, alias="MUSIC_ELT_RDS_TABLES")
+    # how long a refused RDS connection is retried
+    rds_wait_seconds: float = Field(30.0, alias="MUSIC_ELT_RDS_WAIT_SECONDS")
+    batch_size: int = Field(50_000, alias="MUSIC_ELT_BATCH_SIZE")
+    landing_url: str = Field("", alias="MUSIC_ELT_LANDING")  # empty: <workdir>/landing
+    s3_endpoint_url: str = Field("", alias="MUSIC_ELT_S3_ENDPOINT_URL")
+    warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
+    dbt_project_dir: Path = Field(DEFAULT_DBT_PROJECT_DIR, alias="MUSIC_ELT_DBT_PROJECT_DIR")
+    dbt_threads: int = Field(1, alias="MUSIC_ELT_DBT_THREADS")
+    # dbt's unit tests in a run's build (default: left to CI)
+    dbt_unit_tests: bool = Field(False, alias="MUSIC_ELT_DBT_UNIT_TESTS")
+    # the DAG's pre-built manifest; default: the last build's
+    dbt_manifest: Path | None = Field(None, alias="MUSIC_ELT_DBT_MANIFEST")
+    # how long a second run waits for the run lock
+    lock_wait_seconds: float = Field(120.0, alias="MUSIC_ELT_LOCK_WAIT_SECONDS")
+    # RDS extract folders kept per table after a green build
+    keep_rds_extracts: int = Field(3, alias="MUSIC_ELT_KEEP_RDS_EXTRACTS")
+    # stream files per load group: one transaction, one commit
+    files_per_load_group: int = Field(25, alias="MUSIC_ELT_FILES_PER_LOAD_TASK")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The values given, then the variables being read (:meth:`from_env`), by default
+        those of ``os.environ``."""
+        env = _READING.get()
+        return (init_settings, _Variables(settings_cls, os.environ if env is None else env))
+
+    @field_validator("rds_tables", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _embedded_files_in_workdir(cls, data: Any) -> Any:
+        """A warehouse read from variables keeps its DuckDB files in the work directory."""
+        if isinstance(data, dict) and isinstance(warehouse := data.get("warehouse", {}), dict):
+            workdir = Path(data.get("workdir") or cls.model_fields["workdir"].default)
+            files = {name: workdir / file for name, file in _IN_WORKDIR.items()}
+            data = {**data, "warehouse": {**files, **warehouse}}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         for table in self.rds_tables:
             check_identifier(table, "RDS table")
         if self.batch_size < 1:
@@ -282,6 +327,7 @@ class Settings(_Copyable):
                         f"MUSIC_ELT_RDS_DSN has the port {port!r}: a port is a number "
                         "from 1 to 65535"
                     )
+        return self
 
     @property
     def embedded_rds(self) -> bool:
@@ -311,53 +357,69 @@ class Settings(_Copyable):
 
     def with_workdir(self, workdir: Path) -> Settings:
         """The same settings for another work directory (the embedded paths move with it)."""
-        warehouse = self.warehouse
-        if warehouse.duckdb_path == self.workdir / "warehouse.duckdb":
-            warehouse = replace(warehouse, duckdb_path=workdir / "warehouse.duckdb")
-        if warehouse.duckdb_temp_dir == self.workdir / "duckdb-tmp":
-            warehouse = replace(warehouse, duckdb_temp_dir=workdir / "duckdb-tmp")
-        return replace(self, workdir=workdir, warehouse=warehouse)
+        moved = {
+            name: workdir / file
+            for name, file in _IN_WORKDIR.items()
+            if getattr(self.warehouse, name) == self.workdir / file
+        }
+        return self.model_copy(
+            update={"workdir": workdir, "warehouse": self.warehouse.model_copy(update=moved)}
+        )
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, workdir: Path | None = None
     ) -> Settings:
-        """Build settings from ``MUSIC_ELT_*`` and ``WAREHOUSE_*`` variables (:class:`Environment`):
-        those of ``os.environ``, or of ``env`` alone when given.
+        """Build settings from the ``MUSIC_ELT_*`` and ``WAREHOUSE_*`` variables (each field's
+        alias): those of ``os.environ``, or of ``env`` alone when given.
 
         ``workdir`` (the CLI's ``--workdir``) wins over ``MUSIC_ELT_WORKDIR``.
         """
-        variables = Environment.read(env)
-        work = workdir or variables.workdir
-        warehouse = WarehouseSettings(
-            kind=variables.target,
-            duckdb_path=variables.duckdb_path or work / "warehouse.duckdb",
-            host=variables.host,
-            port=variables.port or (5439 if variables.target == "redshift" else 5432),
-            user=variables.user,
-            password=variables.password,
-            dbname=variables.dbname,
-            iam_role=variables.iam_role,
-            region=variables.region,
-            reader_role=variables.reader_role,
-            duckdb_memory_limit=variables.duckdb_memory_limit.strip(),
-            duckdb_threads=variables.duckdb_threads,
-            duckdb_temp_dir=variables.duckdb_temp_dir or work / "duckdb-tmp",
-        )
-        return cls(
-            workdir=work,
-            rds_dsn=variables.rds_dsn,
-            rds_tables=tuple(t.strip() for t in variables.rds_tables.split(",") if t.strip()),
-            rds_wait_seconds=variables.rds_wait_seconds,
-            batch_size=variables.batch_size,
-            landing_url=variables.landing_url,
-            s3_endpoint_url=variables.s3_endpoint_url,
-            warehouse=warehouse,
-            dbt_project_dir=variables.dbt_project_dir,
-            dbt_threads=variables.dbt_threads,
-            dbt_unit_tests=variables.dbt_unit_tests,
-            dbt_manifest=variables.dbt_manifest,
-            lock_wait_seconds=variables.lock_wait_seconds,
-            keep_rds_extracts=variables.keep_rds_extracts,
-            files_per_load_group=variables.files_per_load_group,
-        )
+        return cls._reading(env, {"workdir": workdir} if workdir else {})
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> Self:
+        """Settings from field values alone (no variable is read)."""
+        return cls._reading({}, values)
+
+    @classmethod
+    def _reading(cls, env: Mapping[str, str] | None, values: Mapping[str, Any]) -> Self:
+        token = _READING.set(env)
+        try:
+            return super().from_values(values)
+        finally:
+            _READING.reset(token)
+
+
+_READING: ContextVar[Mapping[str, str] | None] = ContextVar("_READING", default=None)
+"""The variables :class:`Settings` reads while it is built; None: those of ``os.environ``."""
+
+
+class _Variables(PydanticBaseSettingsSource):
+    """The variables of a mapping that set a field of :class:`Settings` (by the field's alias),
+    the warehouse's in a nested dict. An empty variable counts as unset."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.env = env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return (self.env.get(field.alias) or None) if field.alias else None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {**self._read(Settings), "warehouse": self._read(WarehouseSettings)}
+
+    def _read(self, model: type[BaseModel]) -> dict[str, Any]:
+        values = {}
+        for name, field in model.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                values[key] = value
+        return values
+
+
+def variables(env: Mapping[str, str]) -> dict[str, Any]:
+    """The field values the variables of ``env`` give (unvalidated), the warehouse's in a
+    nested dict: what :meth:`Settings.from_env` validates, and what the DAG completes with its
+    Airflow connections."""
+    return _Variables(Settings, env)()

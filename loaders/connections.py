@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from psycopg2.extensions import make_dsn
 
-from loaders.config import ConfigError, Settings, WarehouseSettings
+from loaders.config import ConfigError, Settings, WarehouseSettings, variables
 
 ConnectionFields = Mapping[str, Any]
 
@@ -116,7 +115,9 @@ def s3_endpoint_url(conn: ConnectionFields) -> str:
     return str(service.get("endpoint_url") or extra.get("endpoint_url") or "")
 
 
-def _require(conn_id: str, conn: ConnectionFields) -> None:
+def _login(conn_id: str, conn: ConnectionFields) -> dict[str, Any]:
+    """The warehouse fields of a ``postgres`` or ``redshift`` connection (``schema`` is the
+    database); its port only when given (the warehouse's default port otherwise)."""
     missing = [
         label
         for label, value in (
@@ -128,49 +129,39 @@ def _require(conn_id: str, conn: ConnectionFields) -> None:
     ]
     if missing:
         raise ConfigError(f"{conn_id} lacks {', '.join(missing)}")
+    fields = {
+        "host": str(conn["host"]),
+        "user": str(conn["login"]),
+        "password": str(conn.get("password") or ""),
+        "dbname": str(conn["schema"]),
+    }
+    if conn.get("port"):
+        fields["port"] = conn["port"]
+    return fields
 
 
 def postgres_warehouse(conn: ConnectionFields, env: Mapping[str, str]) -> WarehouseSettings:
-    """The PostgreSQL warehouse of a ``postgres`` connection (``schema`` is the database)."""
-    _require(POSTGRES_CONN_ID, conn)
-    return WarehouseSettings(
-        kind="postgres",
-        host=str(conn["host"]),
-        port=int(conn.get("port") or 5432),
-        user=str(conn["login"]),
-        password=str(conn.get("password") or ""),
-        dbname=str(conn["schema"]),
-        reader_role=env.get("MUSIC_ELT_READER_ROLE", ""),
-    )
+    """The PostgreSQL warehouse of a ``postgres`` connection and the variables of ``env``."""
+    login = _login(POSTGRES_CONN_ID, conn)
+    return WarehouseSettings(**{**variables(env)["warehouse"], "kind": "postgres", **login})
 
 
 def redshift_warehouse(conn: ConnectionFields, env: Mapping[str, str]) -> WarehouseSettings:
-    """The Redshift warehouse of a ``redshift`` connection. The COPY role comes from the extra's
-    ``iam_role`` (or ``MUSIC_ELT_REDSHIFT_IAM_ROLE``), the region from ``region``."""
+    """The Redshift warehouse of a ``redshift`` connection and the variables of ``env``. The
+    COPY role comes from the extra's ``iam_role`` (or ``MUSIC_ELT_REDSHIFT_IAM_ROLE``), the
+    region from ``region`` (or ``region_name``, or ``MUSIC_ELT_REDSHIFT_REGION``)."""
     extra = extra_of(conn)
-    _require(REDSHIFT_CONN_ID, conn)
-    iam_role = str(extra.get("iam_role") or env.get("MUSIC_ELT_REDSHIFT_IAM_ROLE", ""))
-    if not iam_role:
+    fields = {**variables(env)["warehouse"], "kind": "redshift", **_login(REDSHIFT_CONN_ID, conn)}
+    if extra.get("iam_role"):
+        fields["iam_role"] = str(extra["iam_role"])
+    if region := extra.get("region") or extra.get("region_name"):
+        fields["region"] = str(region)
+    if not fields.get("iam_role"):
         raise ConfigError(
             f"{REDSHIFT_CONN_ID} needs an IAM role for COPY: set extra.iam_role on the "
             "connection or MUSIC_ELT_REDSHIFT_IAM_ROLE"
         )
-    return WarehouseSettings(
-        kind="redshift",
-        host=str(conn["host"]),
-        port=int(conn.get("port") or 5439),
-        user=str(conn["login"]),
-        password=str(conn.get("password") or ""),
-        dbname=str(conn["schema"]),
-        iam_role=iam_role,
-        region=str(
-            extra.get("region")
-            or extra.get("region_name")
-            or env.get("MUSIC_ELT_REDSHIFT_REGION")
-            or ""
-        ),
-        reader_role=env.get("MUSIC_ELT_READER_ROLE", ""),
-    )
+    return WarehouseSettings(**fields)
 
 
 def settings_from_connections(
@@ -181,7 +172,7 @@ def settings_from_connections(
     postgres: ConnectionFields | None = None,
     redshift: ConnectionFields | None = None,
 ) -> Settings:
-    """Settings from the environment, overridden by the connections that exist.
+    """Settings from the variables of ``env`` and the connections that exist.
 
     - ``rds`` (``aws_rds_connection``) replaces the embedded source database.
     - ``s3`` (``aws_conn``) gives the S3 endpoint; its credentials are the S3 client's business
@@ -195,18 +186,16 @@ def settings_from_connections(
     here: each belongs in its connection.
     """
     check_no_cli_variables(env)
-    target = env.get("MUSIC_ELT_TARGET", "duckdb")
-    conn_id = WAREHOUSE_CONN_IDS.get(target)
-    warehouse = {"postgres": postgres, "redshift": redshift}.get(target)
-    if conn_id is not None and warehouse is None:
-        raise ConfigError(f"MUSIC_ELT_TARGET={target} needs the Airflow connection {conn_id}")
-    # A connection's warehouse replaces the WAREHOUSE_* variables: they are not even read.
-    settings = Settings.from_env({**env, "MUSIC_ELT_TARGET": "duckdb"} if conn_id else env)
-    if rds is not None:
-        settings = replace(settings, rds_dsn=rds_dsn(rds))
-    if s3 is not None and (endpoint := s3_endpoint_url(s3)):
-        settings = replace(settings, s3_endpoint_url=endpoint)
-    if warehouse is not None and conn_id is not None:
+    values = variables(env)
+    target = env.get("MUSIC_ELT_TARGET", "")
+    if conn_id := WAREHOUSE_CONN_IDS.get(target):
+        warehouse = {"postgres": postgres, "redshift": redshift}[target]
+        if warehouse is None:
+            raise ConfigError(f"MUSIC_ELT_TARGET={target} needs the Airflow connection {conn_id}")
         build = postgres_warehouse if target == "postgres" else redshift_warehouse
-        settings = replace(settings, warehouse=build(warehouse, env))
-    return settings
+        values["warehouse"] = build(warehouse, env)
+    if rds is not None:
+        values["rds_dsn"] = rds_dsn(rds)
+    if s3 is not None and (endpoint := s3_endpoint_url(s3)):
+        values["s3_endpoint_url"] = endpoint
+    return Settings.from_values(values)

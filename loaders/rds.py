@@ -7,8 +7,9 @@ rendered as text by PostgreSQL itself. A manifest beside the parts records the c
 count and a SHA-256 of the uncompressed CSV: the fingerprint that tells the loader whether the
 table changed since the snapshot it last loaded.
 
-Seeding a source database and the embedded server are demo tooling (:mod:`music_elt_demo`);
-:func:`connect` imports the server only when no ``MUSIC_ELT_RDS_DSN`` is set.
+Seeding a source database and the embedded server are demo tooling (:mod:`music_elt_demo`),
+which this package never imports: the entry points that run the embedded stack (the CLI, the
+DAG's glue) hand :func:`connect` the server with :func:`serve_embedded`.
 """
 
 from __future__ import annotations
@@ -91,6 +92,18 @@ def require_source(settings: Settings) -> None:
         )
 
 
+EmbeddedServer = Callable[[Path], Any]
+"""The embedded RDS stand-in: started (or attached to) in its data directory, with ``get_uri()``
+giving its DSN (:func:`music_elt_demo.embedded.embedded_server`)."""
+_embedded_server: EmbeddedServer | None = None
+
+
+def serve_embedded(server: EmbeddedServer) -> None:
+    """Let :func:`connect` start ``server`` when no ``MUSIC_ELT_RDS_DSN`` is set."""
+    global _embedded_server
+    _embedded_server = server
+
+
 WAIT_REPORT_SECONDS = 10.0
 """While the RDS refuses connections, one "waiting ... left" line at most this often."""
 
@@ -105,15 +118,18 @@ def connect(
     """A psycopg2 connection to the source database.
 
     With no ``MUSIC_ELT_RDS_DSN`` this starts (or reuses) the embedded PostgreSQL whose data
-    lives in the work directory. A refused connection is retried for ``wait_seconds`` (default
-    ``MUSIC_ELT_RDS_WAIT_SECONDS``), saying so through ``progress`` at most every
-    :data:`WAIT_REPORT_SECONDS` with the time left; then ConnectionError says which database
-    (password redacted), why, and what to check.
+    lives in the work directory (the server :func:`serve_embedded` was given). A refused
+    connection is retried for ``wait_seconds`` (default ``MUSIC_ELT_RDS_WAIT_SECONDS``),
+    saying so through ``progress`` at most every :data:`WAIT_REPORT_SECONDS` with the time
+    left; then ConnectionError says which database (password redacted), why, and what to check.
     """
     if settings.embedded_rds:
-        from music_elt_demo.embedded import embedded_server
-
-        dsn = embedded_server(settings.pgdata).get_uri()
+        if _embedded_server is None:
+            raise ConfigError(
+                "no MUSIC_ELT_RDS_DSN: set it to your RDS database (the embedded stand-in runs "
+                "under music-elt and the DAG only)"
+            )
+        dsn = _embedded_server(settings.pgdata).get_uri()
     else:
         dsn = settings.rds_dsn
     wait = settings.rds_wait_seconds if wait_seconds is None else wait_seconds

@@ -13,7 +13,7 @@ from airflow.sdk import BaseNotifier
 
 from loaders.errors import one_line
 from loaders.manifest import failed_nodes
-from music_elt_airflow.runtime import connection
+from music_elt_airflow.connections import connection
 
 log = logging.getLogger("music_elt.alerts")
 DBT_FAILURES_XCOM_KEY = "dbt_failures"

@@ -2,8 +2,10 @@
 
 Read once at parse time (no I/O): :class:`DagConfig`, the pipeline :class:`~loaders.config.Settings`
 from the environment with paths made absolute (Cosmos runs dbt in a copy of the project, so a
-relative DuckDB path would break), plus the few settings only a DAG has. At run time,
-:func:`settings` overlays whichever Airflow connections exist.
+relative DuckDB path would break), plus the few settings only a DAG has. On PostgreSQL and
+Redshift the parse-time warehouse names the connection its login comes from
+(``login_from``). At run time, :func:`settings` builds the same model from the variables and
+whichever Airflow connections exist.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from airflow.sdk import Asset
 from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
@@ -34,9 +35,10 @@ from cosmos.profiles import (
     PostgresUserPasswordProfileMapping,
     RedshiftUserPasswordProfileMapping,
 )
+from pydantic import Field, field_validator, model_validator
 
-from loaders import manifest, peak_memory
-from loaders.config import ConfigError, Settings
+from loaders import manifest, peak_memory, rds
+from loaders.config import ConfigError, Settings, ValidatedModel, variables
 from loaders.connections import (
     POSTGRES_CONN_ID,
     RDS_CONN_ID,
@@ -50,6 +52,7 @@ from loaders.dbt import build_flags
 from loaders.errors import TerminalError, one_line
 from loaders.landing import LandingStore
 from loaders.serving import PUBLISHED_SCHEMA
+from music_elt_airflow.connections import connection
 
 log = logging.getLogger("music_elt.runtime")
 REPO = Path(__file__).resolve().parent.parent
@@ -69,24 +72,35 @@ COSMOS_MODES = {
 }
 
 
-@dataclass(frozen=True)
-class DagConfig:
-    """What the DAG file needs at parse time."""
+class DagConfig(ValidatedModel):
+    """What the DAG file needs at parse time: the pipeline's settings (each task completes them
+    with the Airflow connections) and the settings only a DAG has, each read from the variable
+    its alias names."""
 
-    settings: Settings  # from the environment; connections are applied in each task
-    files_per_load_task: int = 25
-    rds_wait_seconds: float = 120.0
-    retries: int = 2
-    retry_delay_seconds: float = 30.0
-    task_timeout_seconds: float = 1800.0  # every task but the dbt build
-    build_timeout_seconds: float = 7200.0  # the dbt build (the producer) and its model tasks
-    schedule: str | None = "@hourly"
-    duckdb_pool: str = "music_elt_duckdb"
-    cosmos_mode: str = "watcher"  # see COSMOS_MODES
-    sqs_queue_url: str = ""  # S3 notifications of new stream files: event-driven runs
-    sqs_wait_seconds: int = 20  # SQS long polling (1-20 s): how long one receive waits
+    settings: Settings
+    # check_rds_available's wait (the CLI waits Settings.rds_wait_seconds)
+    rds_wait_seconds: float = Field(120.0, alias="MUSIC_ELT_RDS_WAIT_SECONDS")
+    retries: int = Field(2, alias="MUSIC_ELT_TASK_RETRIES")
+    retry_delay_seconds: float = Field(30.0, alias="MUSIC_ELT_RETRY_DELAY_SECONDS")
+    # every task but the dbt build
+    task_timeout_seconds: float = Field(1800.0, alias="MUSIC_ELT_TASK_TIMEOUT_SECONDS")
+    # the dbt build (the producer) and its model tasks
+    build_timeout_seconds: float = Field(7200.0, alias="MUSIC_ELT_BUILD_TIMEOUT_SECONDS")
+    schedule: str | None = Field("@hourly", alias="MUSIC_ELT_SCHEDULE")  # empty: none
+    duckdb_pool: str = Field("music_elt_duckdb", alias="MUSIC_ELT_DUCKDB_POOL")
+    cosmos_mode: str = Field("watcher", alias="MUSIC_ELT_COSMOS_MODE")  # see COSMOS_MODES
+    # S3 notifications of new stream files: event-driven runs
+    sqs_queue_url: str = Field("", alias="MUSIC_ELT_SQS_QUEUE_URL")
+    # SQS long polling (1-20 s): how long one receive waits
+    sqs_wait_seconds: int = Field(20, alias="MUSIC_ELT_SQS_WAIT_SECONDS")
 
-    def __post_init__(self) -> None:
+    @field_validator("schedule")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
         for name, value in (
             ("MUSIC_ELT_TASK_TIMEOUT_SECONDS", self.task_timeout_seconds),
             ("MUSIC_ELT_BUILD_TIMEOUT_SECONDS", self.build_timeout_seconds),
@@ -108,6 +122,7 @@ class DagConfig:
                 f"MUSIC_ELT_COSMOS_MODE={self.cosmos_mode!r}: choose one of "
                 + ", ".join(COSMOS_MODES)
             )
+        return self
 
     @property
     def task_timeout(self) -> timedelta:
@@ -158,32 +173,16 @@ class DagConfig:
             parsed if parsed.is_file() else project / "target" / "airflow" / "manifest.json"
         )
         env["MUSIC_ELT_DBT_MANIFEST"] = str(_absolute(str(manifest_path), root))
-        if (target := env.get("MUSIC_ELT_TARGET", "")) in WAREHOUSE_CONN_IDS:
-            # its warehouse comes from its connection when a task runs: postgres_conn, redshift_conn
-            settings = replace(
-                Settings.from_env({**env, "MUSIC_ELT_TARGET": "duckdb"}),
-                warehouse=_warehouse_placeholder(target),
-            )
-        else:
-            settings = Settings.from_env(env)
-        settings = settings.with_workdir(Path(env["MUSIC_ELT_WORKDIR"]))
-        try:
-            return cls(
-                settings=settings,
-                files_per_load_task=int(env.get("MUSIC_ELT_FILES_PER_LOAD_TASK", "25")),
-                rds_wait_seconds=float(env.get("MUSIC_ELT_RDS_WAIT_SECONDS", "120")),
-                retries=int(env.get("MUSIC_ELT_TASK_RETRIES", "2")),
-                retry_delay_seconds=float(env.get("MUSIC_ELT_RETRY_DELAY_SECONDS", "30")),
-                task_timeout_seconds=float(env.get("MUSIC_ELT_TASK_TIMEOUT_SECONDS", "1800")),
-                build_timeout_seconds=float(env.get("MUSIC_ELT_BUILD_TIMEOUT_SECONDS", "7200")),
-                schedule=env.get("MUSIC_ELT_SCHEDULE", "@hourly") or None,
-                duckdb_pool=env.get("MUSIC_ELT_DUCKDB_POOL", "music_elt_duckdb"),
-                cosmos_mode=env.get("MUSIC_ELT_COSMOS_MODE", "watcher"),
-                sqs_queue_url=env.get("MUSIC_ELT_SQS_QUEUE_URL", ""),
-                sqs_wait_seconds=int(env.get("MUSIC_ELT_SQS_WAIT_SECONDS", "20")),
-            )
-        except ValueError as exc:
-            raise ConfigError(f"a numeric DAG setting is not a number: {exc}") from None
+        values = variables(env)
+        if conn_id := WAREHOUSE_CONN_IDS.get(env.get("MUSIC_ELT_TARGET", "")):
+            # host and login come from the target's connection when a task runs
+            values["warehouse"]["login_from"] = conn_id
+        dag_only = {
+            name: env[str(field.alias)]
+            for name, field in cls.model_fields.items()
+            if field.alias in env  # an empty variable too: MUSIC_ELT_SCHEDULE="" is no schedule
+        }
+        return cls.from_values({"settings": Settings.from_values(values), **dag_only})
 
     @property
     def manifest(self) -> Path:
@@ -202,13 +201,6 @@ class DagConfig:
 def _absolute(value: str, root: Path) -> Path:
     path = Path(value).expanduser()
     return path if path.is_absolute() else (root / path).resolve()
-
-
-def _warehouse_placeholder(kind: str) -> Any:
-    from loaders.config import WarehouseSettings
-
-    # parse time only: host and credentials come from the target's connection when a task runs
-    return WarehouseSettings(kind=kind, user="-", dbname="-", iam_role="-")
 
 
 def kpi_assets(config: DagConfig) -> dict[str, Asset]:
@@ -260,28 +252,9 @@ def schedule(config: DagConfig) -> Any:
 
 
 # -- at run time ---------------------------------------------------------------------------------
-def connection(conn_id: str) -> dict[str, Any] | None:
-    """An Airflow connection's fields as a plain dict, or None when it is not defined."""
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        conn = Connection.get(conn_id)
-    except AirflowNotFoundException:
-        return None
-    return {
-        "conn_type": conn.conn_type,
-        "host": conn.host,
-        "port": conn.port,
-        "login": conn.login,
-        "password": conn.password,
-        "schema": conn.schema,
-        "extra": conn.extra_dejson,
-    }
-
-
 def settings(config: DagConfig) -> Settings:
-    """Pipeline settings: the parse-time environment, overridden by the connections that exist."""
+    """Pipeline settings: the parse-time environment, completed by the connections that exist
+    (without ``aws_rds_connection``, the source is the embedded stand-in)."""
     base = config.settings
     env = {
         **os.environ,
@@ -292,13 +265,18 @@ def settings(config: DagConfig) -> Settings:
         "MUSIC_ELT_DBT_PROJECT_DIR": str(base.dbt_project_dir),
         "MUSIC_ELT_DBT_MANIFEST": str(config.manifest),
     }
-    return settings_from_connections(
+    current = settings_from_connections(
         env,
         rds=connection(RDS_CONN_ID),
         s3=connection(S3_CONN_ID),
         postgres=connection(POSTGRES_CONN_ID) if config.target == "postgres" else None,
         redshift=connection(REDSHIFT_CONN_ID) if config.target == "redshift" else None,
     )
+    if current.embedded_rds:  # no aws_rds_connection: the demo stack's stand-in
+        from music_elt_demo.embedded import embedded_server
+
+        rds.serve_embedded(embedded_server)
+    return current
 
 
 def landing(current: Settings) -> LandingStore:

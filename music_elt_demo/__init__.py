@@ -5,8 +5,9 @@
   wheel (the ``embedded`` extra: ``pip install 'music-elt[embedded]'``).
 - :mod:`music_elt_demo.seed`: fill a source database and the landing zone from a data directory.
 
-This package imports ``loaders``; ``loaders`` never imports it at module level, so a production
-run (``music-elt run``, the DAG) neither loads it nor needs its dependencies. Only the CLI's
-``generate``, ``seed`` and ``demo`` commands, and ``loaders.rds.connect`` when no
-``MUSIC_ELT_RDS_DSN`` is set, import it when called.
+This package imports ``loaders``; ``loaders`` never imports it but in its CLI, and only when
+called, so a production run (``music-elt run``, the DAG) neither loads it nor needs its
+dependencies. The CLI's ``generate``, ``seed`` and ``demo`` commands import it, and with no
+``MUSIC_ELT_RDS_DSN`` the CLI and the DAG hand the RDS stand-in to ``loaders.rds``
+(``serve_embedded``).
 """

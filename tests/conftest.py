@@ -10,16 +10,19 @@ import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 
+from loaders import rds
 from loaders.config import Settings, WarehouseSettings
+from music_elt_demo.embedded import embedded_server
 
 REPO = Path(__file__).resolve().parent.parent
+# Settings without MUSIC_ELT_RDS_DSN reach the embedded stand-in, as under the CLI
+rds.serve_embedded(embedded_server)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -99,15 +102,16 @@ def settings(tmp_path: Path) -> Settings:
 
 def postgres_settings(base: Settings, db: dict[str, Any]) -> Settings:
     """``base`` with its warehouse switched to the PostgreSQL database ``db``."""
-    return replace(
-        base,
-        warehouse=WarehouseSettings(
-            kind="postgres",
-            host=db["host"],
-            port=db["port"],
-            user=db["user"],
-            dbname=db["dbname"],
-        ),
+    return base.model_copy(
+        update={
+            "warehouse": WarehouseSettings(
+                kind="postgres",
+                host=db["host"],
+                port=db["port"],
+                user=db["user"],
+                dbname=db["dbname"],
+            )
+        }
     )
 
 

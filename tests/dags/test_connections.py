@@ -12,6 +12,7 @@ import yaml
 
 from loaders.config import ConfigError, redact
 from loaders.connections import (
+    REDSHIFT_CONN_ID,
     rds_dsn,
     redshift_warehouse,
     s3_endpoint_url,
@@ -201,3 +202,45 @@ def test_unreachable_rds_fails_the_check_clearly_after_a_bounded_wait(
     assert 2 <= time.monotonic() - started < 30
     assert "hunter2" not in str(failure.value) and "***" in str(failure.value)
     assert check.execution_timeout.total_seconds() > 2
+
+
+def test_the_dags_own_settings_and_the_pipelines_are_read_once_each(tmp_path: Path) -> None:
+    """Each variable has one default: the DAG's own (check_rds_available waits 120 s) beside
+    the pipeline's (a run's extraction waits 30 s), read from the same variable."""
+    from music_elt_airflow.runtime import DagConfig
+
+    manifest = {"MUSIC_ELT_DBT_MANIFEST": str(tmp_path / "manifest.json")}  # not read here
+    config = DagConfig.from_env(manifest, dag_folder=tmp_path / "dags")
+    assert (config.rds_wait_seconds, config.settings.rds_wait_seconds) == (120.0, 30.0)
+    assert (config.retries, config.schedule, config.target) == (2, "@hourly", "duckdb")
+    assert config.settings.workdir == tmp_path / ".music-elt"  # beside the DAG folder
+    waits = DagConfig.from_env(
+        {**manifest, "MUSIC_ELT_RDS_WAIT_SECONDS": "5", "MUSIC_ELT_SCHEDULE": ""},
+        dag_folder=tmp_path / "dags",
+    )
+    assert (waits.rds_wait_seconds, waits.settings.rds_wait_seconds) == (5.0, 5.0)
+    assert waits.schedule is None  # empty: no schedule
+    with pytest.raises(ConfigError, match=r"^MUSIC_ELT_TASK_RETRIES='two' is not a number$"):
+        DagConfig.from_env({**manifest, "MUSIC_ELT_TASK_RETRIES": "two"})
+
+
+def test_at_parse_time_the_warehouse_names_the_connection_of_its_login(tmp_path: Path) -> None:
+    """No placeholder login: the parse-time warehouse is the target's, its login from the
+    connection a task reads; the task's settings have that login."""
+    from music_elt_airflow.runtime import DagConfig
+
+    env = {"MUSIC_ELT_TARGET": "redshift", "MUSIC_ELT_DBT_MANIFEST": str(tmp_path / "m.json")}
+    parsed = DagConfig.from_env(env, dag_folder=tmp_path / "dags").settings.warehouse
+    assert (parsed.kind, parsed.login_from, parsed.user) == ("redshift", REDSHIFT_CONN_ID, "")
+    running = settings_from_connections(env, redshift=REDSHIFT).warehouse
+    assert (running.kind, running.login_from, running.user) == ("redshift", "", "loader")
+
+
+def test_every_dag_variable_is_documented_in_the_dags_readme() -> None:
+    from music_elt_airflow.runtime import DagConfig
+
+    readme = (Path(__file__).resolve().parents[2] / "dags" / "README.md").read_text()
+    names = [info.alias for info in DagConfig.model_fields.values() if info.alias]
+    assert len(names) == len(DagConfig.model_fields) - 1  # all but the pipeline's settings
+    for name in names:
+        assert f"`{name}`" in readme, name

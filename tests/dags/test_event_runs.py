@@ -18,7 +18,6 @@ import json
 import shutil
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +89,8 @@ def event_stack(
         dbt_manifest = request.getfixturevalue("dbt_manifest")
         workdir = tmp_path / "work"
         landing = f"s3://{s3_bucket}/{PREFIX}"
-        settings = replace(
-            Settings.from_env({"MUSIC_ELT_LANDING": landing}, workdir=workdir),
-            s3_endpoint_url=s3_endpoint,
+        settings = Settings.from_env({"MUSIC_ELT_LANDING": landing}, workdir=workdir).model_copy(
+            update={"s3_endpoint_url": s3_endpoint}
         )
         stop.callback(_stop_embedded_rds, settings)
         data = tmp_path / "data"

@@ -6,7 +6,6 @@ granted by the publish step and by dbt's grants config)."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,9 @@ def test_every_page_reads_the_postgres_marts(
     source, work = tmp_path / "source", tmp_path / "work"
     generate(source, streams=3_000, days=2, seed=5, users=300, songs=200)
     settings = postgres_settings(Settings.from_env({}, workdir=work), pg_database)
-    settings = replace(settings, warehouse=replace(settings.warehouse, reader_role=READER))
+    settings = settings.model_copy(
+        update={"warehouse": settings.warehouse.model_copy(update={"reader_role": READER})}
+    )
     admin = psycopg2.connect(**pg_database)
     admin.autocommit = True
     with admin.cursor() as cur:  # a login role with nothing granted yet

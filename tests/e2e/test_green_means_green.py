@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -104,7 +103,7 @@ def test_readers_see_only_green_builds_and_one_run_at_a_time(
             "WAREHOUSE_USER": db["user"],
             "WAREHOUSE_DBNAME": db["dbname"],
         }
-    settings = replace(settings, lock_wait_seconds=1, keep_rds_extracts=1)
+    settings = settings.model_copy(update={"lock_wait_seconds": 1, "keep_rds_extracts": 1})
     seed(settings, seed_dir, progress=lambda _line: None)
     landing = pipeline.landing_store(settings)
 

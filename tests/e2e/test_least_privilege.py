@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,9 @@ def test_a_run_as_the_documented_loader_user(
         cur.execute(f"revoke create on database {pg_database['dbname']} from public")
     admin.close()
     base = postgres_settings(Settings.from_env({}, workdir=tmp_path / "work"), pg_database)
-    settings = replace(base, warehouse=replace(base.warehouse, user=loader))
+    settings = base.model_copy(
+        update={"warehouse": base.warehouse.model_copy(update={"user": loader})}
+    )
     seed(settings, data, progress=lambda _line: None)
     pipeline.run(settings, progress=lambda _line: None)
     files = sorted((data / "streams").iterdir())

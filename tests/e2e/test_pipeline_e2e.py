@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import re
 import shutil
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -307,4 +306,4 @@ def test_demo_from_dir_prints_kpis(
     log = (work / "dbt" / "logs" / "dbt.log").read_text()
     assert "Running with dbt" in log and "START test" in log and "\x1b" not in log
     assert (work / "dbt" / "target" / "catalog.json").is_file()
-    assert replace(Settings.from_env({}, workdir=work)).warehouse.duckdb_path.is_file()
+    assert Settings.from_env({}, workdir=work).warehouse.duckdb_path.is_file()

@@ -4,7 +4,6 @@ with a user holding only the grants the README lists, and with a reader that may
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
 from typing import Any
 
 import psycopg2
@@ -26,7 +25,9 @@ def _admin(db: dict[str, Any]) -> Any:
 
 
 def _as_user(settings: Settings, user: str) -> Settings:
-    return replace(settings, warehouse=replace(settings.warehouse, user=user))
+    return settings.model_copy(
+        update={"warehouse": settings.warehouse.model_copy(update={"user": user})}
+    )
 
 
 def test_duckdb_before_the_first_run_passes_and_names_what_the_run_creates(
@@ -44,13 +45,15 @@ def test_duckdb_before_the_first_run_passes_and_names_what_the_run_creates(
 def test_an_unreachable_bucket_fails_the_check_with_what_to_fix(
     settings: Settings, s3_endpoint: str, s3_bucket: str
 ) -> None:
-    missing = replace(
-        settings, landing_url=f"s3://no-{uuid.uuid4().hex[:8]}/x", s3_endpoint_url=s3_endpoint
+    missing = settings.model_copy(
+        update={"landing_url": f"s3://no-{uuid.uuid4().hex[:8]}/x", "s3_endpoint_url": s3_endpoint}
     )
     status, detail = _statuses(missing)["landing zone"]
     assert status == "FAIL" and "NoSuchBucket" in detail and "fix the bucket name" in detail
     assert check.main(missing, say=lambda line: None) == 1
-    there = replace(settings, landing_url=f"s3://{s3_bucket}/x", s3_endpoint_url=s3_endpoint)
+    there = settings.model_copy(
+        update={"landing_url": f"s3://{s3_bucket}/x", "s3_endpoint_url": s3_endpoint}
+    )
     assert _statuses(there)["landing zone"][0] == "ok"
 
 
@@ -65,7 +68,9 @@ def test_postgres_privileged_user_passes_and_the_reader_role_is_checked(
     assert not [name for name, (status, _) in found.items() if status == "FAIL"]
 
     role = f"reader_{uuid.uuid4().hex[:8]}"
-    with_reader = replace(pg, warehouse=replace(pg.warehouse, reader_role=role))
+    with_reader = pg.model_copy(
+        update={"warehouse": pg.warehouse.model_copy(update={"reader_role": role})}
+    )
     status, detail = _statuses(with_reader)["reader role"]
     assert status == "FAIL" and f"create role {role}" in detail
     admin = _admin(pg_database)

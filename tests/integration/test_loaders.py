@@ -4,7 +4,6 @@ PostgreSQL from pgserver (as the RDS and as a warehouse) and moto's S3 server on
 from __future__ import annotations
 
 import gzip
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +47,8 @@ def test_extract_in_batches_is_deterministic_and_detects_change(
     pg_database: dict[str, Any], tmp_path: Path
 ) -> None:
     src = write_source(tmp_path / "src")
-    settings = replace(
-        Settings.from_env({}, workdir=tmp_path / "w"), rds_dsn=pg_dsn(pg_database), batch_size=10
+    settings = Settings.from_env({}, workdir=tmp_path / "w").model_copy(
+        update={"rds_dsn": pg_dsn(pg_database), "batch_size": 10}
     )
     landing = LocalLanding(tmp_path / "landing")
     with rds.connect(settings) as conn:
@@ -84,10 +83,14 @@ def test_extract_in_batches_is_deterministic_and_detects_change(
 def test_extract_reports_missing_table_and_unreachable_server(
     pg_database: dict[str, Any], tmp_path: Path
 ) -> None:
-    settings = replace(Settings.from_env({}, workdir=tmp_path / "w"), rds_dsn=pg_dsn(pg_database))
+    settings = Settings.from_env({}, workdir=tmp_path / "w").model_copy(
+        update={"rds_dsn": pg_dsn(pg_database)}
+    )
     with rds.connect(settings) as conn, pytest.raises(ValueError, match="no table 'songs'"):
         rds.extract_table(conn, "songs", LocalLanding(tmp_path), run_id="r", batch_size=5)
-    bad = replace(settings, rds_dsn="host=127.0.0.1 port=1 user=x password=secret dbname=x")
+    bad = settings.model_copy(
+        update={"rds_dsn": "host=127.0.0.1 port=1 user=x password=secret dbname=x"}
+    )
     with pytest.raises(ConnectionError) as info, rds.connect(bad, wait_seconds=0.5):
         pass
     assert "secret" not in str(info.value)
@@ -162,7 +165,9 @@ def test_load_exactly_once_with_rejects(
     if landing_kind == "s3":
         bucket = request.getfixturevalue("s3_bucket")
         endpoint = request.getfixturevalue("s3_endpoint")
-        settings = replace(settings, landing_url=f"s3://{bucket}/land", s3_endpoint_url=endpoint)
+        settings = settings.model_copy(
+            update={"landing_url": f"s3://{bucket}/land", "s3_endpoint_url": endpoint}
+        )
     landing = pipeline.landing_store(settings)
     out = _load_cases(settings, landing, tmp_path)
     report = out["report"]
@@ -216,7 +221,7 @@ def test_snapshot_load_replaces_table_and_skips_unchanged(
     pg_database: dict[str, Any], settings: Settings, tmp_path: Path
 ) -> None:
     src = write_source(tmp_path / "src")
-    settings = replace(settings, rds_dsn=pg_dsn(pg_database), batch_size=1)
+    settings = settings.model_copy(update={"rds_dsn": pg_dsn(pg_database), "batch_size": 1})
     landing = pipeline.landing_store(settings)
     with rds.connect(settings) as conn:
         seed_table(conn, "users", src / "users.csv")
@@ -276,7 +281,9 @@ def test_an_outage_while_loading_fails_the_run_and_touches_nothing(
 
     if warehouse_kind == "postgres":
         settings = postgres_settings(settings, request.getfixturevalue("pg_database"))
-    settings = replace(settings, landing_url=f"s3://{s3_bucket}/land", s3_endpoint_url=s3_endpoint)
+    settings = settings.model_copy(
+        update={"landing_url": f"s3://{s3_bucket}/land", "s3_endpoint_url": s3_endpoint}
+    )
     landing = pipeline.landing_store(settings)
     put(landing, "streams/a.csv", GOOD.encode(), tmp_path)
     put(landing, "streams/b.csv", GOOD.replace("t1", "t9").encode(), tmp_path)
@@ -285,7 +292,9 @@ def test_an_outage_while_loading_fails_the_run_and_touches_nothing(
     with pytest.raises(ServiceOutage, match=r"^S3 object missing while loading streams/a\.csv"):
         pipeline.load_all(settings, landing, plan)
 
-    down = replace(settings, s3_endpoint_url="http://127.0.0.1:9")  # nothing listens there
+    down = settings.model_copy(
+        update={"s3_endpoint_url": "http://127.0.0.1:9"}
+    )  # nothing listens there
     with pytest.raises(ServiceOutage, match=r"^network while loading streams/a\.csv"):
         pipeline.load_all(down, pipeline.landing_store(down), plan)
 

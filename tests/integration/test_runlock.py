@@ -8,7 +8,6 @@ is tested on PostgreSQL (no Redshift is reachable here): the same SQL with Postg
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ def _settings(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Sett
     settings = Settings.from_env({}, workdir=tmp_path / "work")
     if kind != "duckdb":
         settings = postgres_settings(settings, request.getfixturevalue("pg_database"))
-    return replace(settings, lock_wait_seconds=1.5)
+    return settings.model_copy(update={"lock_wait_seconds": 1.5})
 
 
 @pytest.mark.parametrize("kind", ["duckdb", "postgres"])
