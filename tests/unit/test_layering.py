@@ -33,10 +33,21 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(module: str, path: Path, known: dict[str, Path]) -> Iterator[str]:
-    """Every module ``module`` imports, at any level of its code: a project module when the
-    name is one (``from loaders import rds`` is ``loaders.rds``), else the name itself."""
+    """Every module ``module`` imports when it runs, at any level of its code (imports under
+    ``if TYPE_CHECKING:`` serve the type checker only): a project module when the name is one
+    (``from loaders import rds`` is ``loaders.rds``), else the name itself."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for statement in node.body
+        for inner in ast.walk(statement)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
