@@ -155,20 +155,25 @@ counted_plays as (
 
     plays as (
 
-        -- a play already here and not recounted grows: every row counted here was loaded
-        -- before the new ones
+        -- a recounted play as counted; one already here grows (every row counted here was
+        -- loaded before the new ones)
         select
             counted_plays.user_id,
             counted_plays.track_id,
             counted_plays.listen_time,
-            counted_plays.raw_row_count + coalesce(existing.raw_row_count, 0) as raw_row_count,
-            coalesce(existing.first_load_seq, counted_plays.first_load_seq) as first_load_seq,
+            case
+                when counted_plays.is_recount then counted_plays.raw_row_count
+                else counted_plays.raw_row_count + coalesce(existing.raw_row_count, 0)
+            end as raw_row_count,
+            case
+                when counted_plays.is_recount then counted_plays.first_load_seq
+                else coalesce(existing.first_load_seq, counted_plays.first_load_seq)
+            end as first_load_seq,
             counted_plays.last_load_seq
         from counted_plays
         left join {{ this }} as existing
             on
-                not counted_plays.is_recount
-                and counted_plays.user_id = existing.user_id
+                counted_plays.user_id = existing.user_id
                 and counted_plays.track_id = existing.track_id
                 and counted_plays.listen_time = existing.listen_time
         union all
