@@ -220,16 +220,15 @@ def rejects_by_reason(session: KpiSession) -> pd.DataFrame:
 class LedgerCounts:
     """Stream files by what happened to them, from ``landed_files`` (the load ledger)."""
 
-    loaded: int  # loaded and current (not superseded)
+    loaded: int  # the current version of its key (landed_files.is_current)
     quarantined: int  # refused whole: status 'rejected'
     superseded: int  # loaded, then replaced by a later version of the same key
 
 
 def ledger_counts(session: KpiSession) -> LedgerCounts:
     loaded, quarantined, replaced = session.query(
-        "select "
-        "coalesce(sum(case when load_status = 'loaded' and not is_superseded then 1 else 0 end), "
-        "0), coalesce(sum(case when load_status = 'rejected' then 1 else 0 end), 0), "
+        "select coalesce(sum(case when is_current then 1 else 0 end), 0), "
+        "coalesce(sum(case when load_status = 'rejected' then 1 else 0 end), 0), "
         "coalesce(sum(case when is_superseded then 1 else 0 end), 0) "
         f"from {session.relation(LANDED_FILES)} where is_stream_file",
     )[0]

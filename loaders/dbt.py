@@ -3,7 +3,9 @@
 dbt's full log (debug level, no colour codes) goes to ``<workdir>/dbt/logs/dbt.log``; its own
 console output is off. The console shows progress instead, from dbt's events: nodes done out of
 the total as a bar on a terminal, a line per quarter otherwise, and each failure as it happens.
-The report explains each by-design warning (dbt tests of severity ``warn``) in one line.
+The report explains each by-design warning (dbt tests of severity ``warn``) in one line: the
+test's ``meta: {explanation: ...}`` in the project's YAML (tests/integration/test_dbt_targets.py
+checks that every warn test has one).
 """
 
 from __future__ import annotations
@@ -20,27 +22,6 @@ from loaders.config import ConfigError, Settings
 from loaders.console import Console, console
 from loaders.errors import DbtFailed, one_line
 
-# What each warn-severity test of the project means when it finds rows, and where to look.
-# `{n}` is the test's failure count. tests/integration/test_dbt_targets.py checks that these
-# are exactly the project's warn tests.
-BY_DESIGN_WARNINGS = {
-    "relationships_fct_listens_user_id__user_id__ref_dim_users_": (
-        "{n:,} plays by users not in RDS: kept (KPIs count them), see fct_listens and dim_users"
-    ),
-    "relationships_fct_listens_track_id__track_id__ref_dim_tracks_": (
-        "{n:,} plays of tracks not in RDS songs: kept under genre 'unknown', see dim_tracks"
-    ),
-    "warn_duplicate_track_ids_in_songs": (
-        "{n:,} duplicate track_ids in RDS songs: one row each kept (most popular), "
-        "see stg_rds__songs"
-    ),
-    "accepted_range_stg_rds__songs_popularity__100__0": (
-        "{n:,} songs with a popularity outside 0-100: kept as given, see stg_rds__songs"
-    ),
-    "warn_daily_plays_below_trailing_median": (
-        "{n:,} day(s) with plays far below the days before (a file missing?), see daily_listeners"
-    ),
-}
 # dbt commands whose nodes the console counts (docs generate, compile, parse stay silent).
 _EXECUTING = {"build", "run", "test", "seed", "snapshot"}
 
@@ -63,11 +44,22 @@ class DbtReport:
         return "; ".join(parts) or "nothing selected"
 
 
-def warning_line(test_name: str, failures: int, log_file: str = "the dbt log") -> str:
-    """One line saying what a warn test's ``failures`` rows mean and where to look."""
-    explanation = BY_DESIGN_WARNINGS.get(test_name)
-    if explanation:
-        return explanation.format(n=failures)
+def explanation(node: Any) -> str | None:
+    """A warn test's ``meta.explanation`` (its config's or its own): what its rows mean and
+    where to look, with ``{n}`` for their number; None when it has none."""
+    for meta in (getattr(node.config, "meta", None), getattr(node, "meta", None)):
+        if meta and meta.get("explanation"):
+            return str(meta["explanation"])
+    return None
+
+
+def warning_line(
+    test_name: str, failures: int, log_file: str = "the dbt log", explained: str | None = None
+) -> str:
+    """One line saying what a warn test's ``failures`` rows mean (``explained``, the test's
+    :func:`explanation`) and where to look."""
+    if explained:
+        return explained.format(n=failures)
     return f"{failures:,} rows found by warn test {test_name}: see {log_file}"
 
 
@@ -221,7 +213,8 @@ def run_dbt(settings: Settings, command: Sequence[str], *, out: Console = consol
         if status in ("fail", "error"):
             failures.append(f"{node.resource_type} {node.name}: {node_result.message}")
         elif status == "warn":
-            warnings.append(warning_line(node.name, int(node_result.failures or 0), log_file))
+            failed = int(node_result.failures or 0)
+            warnings.append(warning_line(node.name, failed, log_file, explanation(node)))
     report = DbtReport(
         command=" ".join(command),
         success=bool(result.success),

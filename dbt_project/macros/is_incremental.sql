@@ -16,14 +16,3 @@
     {{ return(dbt.is_incremental()) }}
 {% endmacro %}
 
-
-{#
-    The relation `identifier` beside this model (same database and schema), or none when it does
-    not exist. Offline (see is_incremental above) it is assumed to exist.
-#}
-{% macro sibling_relation(identifier) %}
-    {%- if var('music_elt_offline_compile', false) | string | lower == 'incremental' -%}
-        {{ return(api.Relation.create(database=this.database, schema=this.schema, identifier=identifier)) }}
-    {%- endif -%}
-    {{ return(adapter.get_relation(database=this.database, schema=this.schema, identifier=identifier)) }}
-{% endmacro %}

@@ -8,7 +8,7 @@ ledger as (
     from {{ ref('stg_meta__landed_objects') }}
     where
         load_status = 'loaded'
-        and target_table = 'raw_streams.streams'
+        and is_stream_file
 
 ),
 

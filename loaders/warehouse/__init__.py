@@ -30,10 +30,13 @@ from loaders.warehouse.csv_files import (
 from loaders.warehouse.duckdb import DuckDBWarehouse
 from loaders.warehouse.ledger import (
     BUILDS_TABLE,
+    CURRENT_VERSION,
     LEDGER_TABLE,
     RAW_SCHEMAS,
+    RDS_SCHEMA,
     STREAM_COLUMNS,
     STREAMS_TABLE,
+    snapshot_table,
 )
 from loaders.warehouse.loading import LoadOutcome, Warehouse, physical_line
 from loaders.warehouse.postgres import PostgresWarehouse
@@ -41,10 +44,12 @@ from loaders.warehouse.redshift import MANIFEST_PREFIX, RedshiftWarehouse, redsh
 
 __all__ = [
     "BUILDS_TABLE",
+    "CURRENT_VERSION",
     "LEDGER_TABLE",
     "MANIFEST_PREFIX",
     "MAX_LINE_BYTES",
     "RAW_SCHEMAS",
+    "RDS_SCHEMA",
     "STREAMS_TABLE",
     "STREAM_COLUMNS",
     "DuckDBWarehouse",
@@ -61,6 +66,7 @@ __all__ = [
     "read_header",
     "redshift_manifest",
     "rejection_reason",
+    "snapshot_table",
 ]
 
 

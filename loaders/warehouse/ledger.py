@@ -32,11 +32,30 @@ from loaders.rds import TableExtract
 from loaders.warehouse.session import Session
 
 STREAM_COLUMNS = ("user_id", "track_id", "listen_time")
+# The raw tables as the ledger's target_table names them; dbt's sources name the same tables
+# (dbt_project/models/staging/*/_*__sources.yml, checked by tests/unit/test_vocabulary.py).
 STREAMS_TABLE = "raw_streams.streams"
+RDS_SCHEMA = "raw_rds"
 LEDGER_TABLE = "raw_meta.load_ledger"
 BUILDS_TABLE = "raw_meta.dbt_builds"
-RAW_SCHEMAS = ("raw_streams", "raw_rds", "raw_meta")
+RAW_SCHEMAS = ("raw_streams", RDS_SCHEMA, "raw_meta")
+# A ledger row that is the current version of its key: loaded, not superseded. The loaders'
+# test, before dbt runs; the models and readers use stg_meta__landed_objects.is_current
+# (superseded_at and superseded_seq are written together).
+CURRENT_VERSION = "status = 'loaded' and superseded_at is null"
+# The snapshot each raw_rds table holds: its last loaded version.
+_LATEST_SNAPSHOTS = (
+    f"select target_table, object_key, etag from {LEDGER_TABLE} l "
+    "where status = 'loaded' and target_table like %s and load_seq = "
+    f"(select max(load_seq) from {LEDGER_TABLE} l2 "
+    "where l2.target_table = l.target_table and l2.status = 'loaded')"
+)
 REASON_CHARS = 1000  # a ledger reason is at most this long (the loaders' own one-line messages)
+
+
+def snapshot_table(table: str) -> str:
+    """The raw table an RDS table's snapshots are loaded into (its ledger target_table)."""
+    return f"{RDS_SCHEMA}.{table}"
 
 
 class Ledger(Session):
@@ -168,23 +187,18 @@ class Ledger(Session):
     def ledger(self) -> dict[str, str]:
         """The etag of the current (latest, not superseded) loaded version of each key."""
         return dict(
-            self.query(
-                f"select object_key, etag from {LEDGER_TABLE} "
-                "where status = 'loaded' and superseded_at is null"
-            )
+            self.query(f"select object_key, etag from {LEDGER_TABLE} where {CURRENT_VERSION}")
         )
 
     def latest_snapshots(self) -> dict[str, tuple[str, str]]:
         """The snapshot each raw_rds table holds (the one loaded last): its ledger key (the
         landing folder of its parts) and its fingerprint (etag), by table."""
-        rows = self.query(
-            f"select target_table, object_key, etag from {LEDGER_TABLE} l "
-            "where status = 'loaded' and target_table like %s and load_seq = "
-            f"(select max(load_seq) from {LEDGER_TABLE} l2 "
-            "where l2.target_table = l.target_table and l2.status = 'loaded')",
-            ("raw_rds.%",),
-        )
-        return {table: (key, etag) for table, key, etag in rows}
+        with self.transaction() as cur:
+            return self._latest_snapshots(cur)
+
+    def _latest_snapshots(self, cur: Any) -> dict[str, tuple[str, str]]:
+        cur.execute(self._sql(_LATEST_SNAPSHOTS), (snapshot_table("%"),))
+        return {table: (key, etag) for table, key, etag in cur.fetchall()}
 
     def ledger_watermark(self) -> int:
         """The ledger's largest load sequence number (0 when empty): taken just before a dbt
@@ -193,7 +207,9 @@ class Ledger(Session):
         return int(seq)
 
     def has_unbuilt_loads(self) -> bool:
-        """Whether anything was loaded after the watermark of the last green dbt build."""
+        """Whether anything was loaded after the watermark of the last green dbt build (the
+        loaders' question before dbt runs; the models' is the macro last_green_build_load_seq
+        in dbt_project/macros/stale_periods.sql)."""
         (count,) = self.query(
             f"select count(*) from {LEDGER_TABLE} where status = 'loaded' and load_seq > "
             f"(select coalesce(max(load_seq), 0) from {BUILDS_TABLE})"
@@ -225,7 +241,7 @@ class Ledger(Session):
         cur.execute(
             self._sql(
                 f"select count(*) from {LEDGER_TABLE} where object_key = %s and etag = %s "
-                "and status = 'loaded' and superseded_at is null"
+                f"and {CURRENT_VERSION}"
             ),
             (key, etag),
         )
@@ -233,15 +249,8 @@ class Ledger(Session):
 
     def _snapshot_unchanged(self, cur: Any, extract: TableExtract) -> bool:
         """True when the last snapshot loaded for this table has the same content."""
-        cur.execute(
-            self._sql(
-                f"select etag from {LEDGER_TABLE} where target_table = %s and status = 'loaded' "
-                "order by load_seq desc limit 1"
-            ),
-            (f"raw_rds.{extract.table}",),
-        )
-        row = cur.fetchone()
-        return row is not None and row[0] == extract.sha256
+        latest = self._latest_snapshots(cur).get(snapshot_table(extract.table))
+        return latest is not None and latest[1] == extract.sha256
 
     def _next_load_seq(self, cur: Any) -> int:
         """The load sequence number of the next ledger row (call with the ledger locked)."""
@@ -315,7 +324,7 @@ class Ledger(Session):
             cur.execute(
                 self._sql(
                     f"select max(loaded_at) from {LEDGER_TABLE} where object_key = %s "
-                    "and status = 'loaded' and superseded_at is null"
+                    f"and {CURRENT_VERSION}"
                 ),
                 (obj.key,),
             )

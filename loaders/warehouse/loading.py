@@ -34,7 +34,13 @@ from loaders.warehouse.csv_files import (
     read_header,
     rejection_reason,
 )
-from loaders.warehouse.ledger import STREAM_COLUMNS, STREAMS_TABLE, Ledger
+from loaders.warehouse.ledger import (
+    RDS_SCHEMA,
+    STREAM_COLUMNS,
+    STREAMS_TABLE,
+    Ledger,
+    snapshot_table,
+)
 from loaders.warehouse.reporting import Reporting
 
 
@@ -171,14 +177,14 @@ class Warehouse(Ledger, Reporting):
         are one COPY, whose row count must be the extract's: else the parts changed in the
         landing zone since they were written, and nothing is loaded.
         """
-        table = f"raw_rds.{check_identifier(extract.table, 'RDS table')}"
+        table = snapshot_table(check_identifier(extract.table, "RDS table"))
         columns = [check_identifier(c, f"column of {extract.table}") for c in extract.columns]
         obj = LandedObject(key=extract.prefix, size=extract.size_bytes, etag=extract.sha256)
         with self.transaction() as cur:
             self._lock_ledger(cur)
             if self._in_ledger(cur, obj.key, obj.etag) or self._snapshot_unchanged(cur, extract):
                 return LoadOutcome(obj.key, "skipped")
-            existing = self._columns(cur, "raw_rds", extract.table)
+            existing = self._columns(cur, RDS_SCHEMA, extract.table)
             if not existing:
                 t = self.column_type(table, "")
                 column_defs = ", ".join(f'"{c}" {t}' for c in columns)

@@ -141,11 +141,14 @@ def test_redshift_target_compiles_offline_to_sql_redshift_runs(tmp_path: Path, m
         "stg_streams__listens",
     }
     marts = {p.stem: p.read_text() for p in models if p.parent.name == "marts"}
+    stale = {p.stem: p.read_text() for p in models if p.stem.startswith("int_listen_")}
     if mode == "incremental":  # the branches that only run on an existing table
-        assert "stale_dates" in marts["fct_genre_kpis_daily"]
-        assert "stale_hours" in marts["fct_top_artists_hourly"]
+        assert '"int_listen_dates_stale" as stale' in marts["fct_genre_kpis_daily"]
+        assert '"int_listen_hours_stale" as stale' in marts["fct_top_artists_hourly"]
+        assert "full outer join" in stale["int_listen_hours_stale"]
     else:
-        assert "stale_dates" not in marts["fct_genre_kpis_daily"]
+        assert '"int_listen_dates_stale" as stale' not in marts["fct_genre_kpis_daily"]
+        assert "full outer join" not in stale["int_listen_dates_stale"]
     problems = {}
     for path in sorted(compiled_dir.rglob("*.sql")):  # models and data tests
         sql = path.read_text()

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from loaders.console import Console
-from loaders.dbt import BY_DESIGN_WARNINGS, NodeProgress, console_args, warning_line
+from loaders.dbt import NodeProgress, console_args, explanation, warning_line
 
 
 class Clock:
@@ -102,14 +102,17 @@ def test_docs_generate_shows_no_counter() -> None:
     assert out.getvalue() == ""
 
 
-def test_each_by_design_warning_says_what_and_where() -> None:
-    line = warning_line("relationships_fct_listens_user_id__user_id__ref_dim_users_", 313)
-    assert line.startswith("313 plays by users not in RDS: kept")
-    assert "dim_users" in line
-    for name, text in BY_DESIGN_WARNINGS.items():
-        rendered = warning_line(name, 1234)
-        assert "1,234" in rendered and "see " in rendered and "\n" not in rendered, name
-        assert len(rendered) <= 100, text
+def test_a_warn_test_is_explained_by_its_meta_else_named_with_the_log() -> None:
+    """A warn test's explanation is its config's (or its own) meta.explanation, with {n} its
+    failure count; one without is named, with the log to read. Every warn test of the project
+    has one: tests/integration/test_dbt_targets.py."""
+    text = "{n:,} plays by users not in RDS: kept (KPIs count them), see dim_users"
+    in_config = SimpleNamespace(config=SimpleNamespace(meta={"explanation": text}), meta={})
+    in_node = SimpleNamespace(config=SimpleNamespace(meta={}), meta={"explanation": text})
+    assert explanation(in_config) == explanation(in_node) == text
+    assert explanation(SimpleNamespace(config=SimpleNamespace(meta={}), meta={})) is None
+    line = warning_line("relationships_x", 313, explained=text)
+    assert line == "313 plays by users not in RDS: kept (KPIs count them), see dim_users"
     unknown = warning_line("accepted_values_x", 5, "/w/dbt/logs/dbt.log")
     assert unknown == "5 rows found by warn test accepted_values_x: see /w/dbt/logs/dbt.log"
 

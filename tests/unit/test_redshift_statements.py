@@ -106,6 +106,8 @@ class _Cursor:
             self.result = [c.longest]
         elif text.startswith("select coalesce(max(load_seq), 0) + 1"):
             self.result = [(1,)]
+        elif text.startswith("select target_table, object_key, etag from raw_meta.load_ledger"):
+            self.result = []  # no snapshot loaded yet
 
     def fetchone(self) -> tuple[Any, ...]:
         return self.result[0]
@@ -293,8 +295,9 @@ def test_an_rds_snapshot_is_one_copy_of_all_its_parts_through_a_manifest() -> No
         "lock raw_meta.load_ledger",
         "select count(*) from raw_meta.load_ledger where object_key = %s and etag = %s "
         "and status = 'loaded' and superseded_at is null",
-        "select etag from raw_meta.load_ledger where target_table = %s and status = 'loaded' "
-        "order by load_seq desc limit 1",
+        "select target_table, object_key, etag from raw_meta.load_ledger l where status = "
+        "'loaded' and target_table like %s and load_seq = (select max(load_seq) from "
+        "raw_meta.load_ledger l2 where l2.target_table = l.target_table and l2.status = 'loaded')",
         COLUMNS,
         'create table raw_rds.songs ("track_id" varchar(65535), "popularity" varchar(65535), '
         "_source_file varchar(65535), _loaded_at timestamp, _load_id varchar(65535))",

@@ -5,7 +5,7 @@
         on_schema_change='fail',
         dist='even',
         sort=['listen_date', 'track_genre'],
-        pre_hook="{{ delete_stale_periods('listen_date', this) }}",
+        pre_hook="{{ delete_stale_periods('listen_date') }}",
         schema='kpi_build',
         meta={'grain': ['listen_date', 'track_genre'], 'preview': {
             'latest': 'listen_date',
@@ -15,13 +15,10 @@
     )
 }}
 
--- depends_on: {{ source('meta', 'dbt_builds') }}
--- depends_on: {{ source('meta', 'load_ledger') }}
-
 /*
     One row per (listen_date, track_genre). Incremental: the pre-hook deletes the stale dates
-    (macros/stale_periods.sql: play count differs from fct_listens, missing here or gone there,
-    or a play of a load newer than the last green build), then every date missing here is rebuilt.
+    (int_listen_dates_stale: play count differs from fct_listens, missing here or gone there,
+    or a play of a load newer than the last green build), then those dates are rebuilt.
 */
 
 with
@@ -33,6 +30,7 @@ listens as (
         user_id,
         track_id
     from {{ ref('fct_listens') }}
+    {{ only_stale_periods('listen_date') }}
 
 ),
 
@@ -48,16 +46,6 @@ tracks as (
 
 ),
 
-{% if is_incremental() %}
-
-    stale_dates as (
-
-        {{ stale_periods('listen_date', ref('fct_listens'), this) }}
-
-    ),
-
-{% endif %}
-
 listens_with_tracks as (
 
     select
@@ -71,9 +59,6 @@ listens_with_tracks as (
     from listens
     left join tracks
         on listens.track_id = tracks.track_id
-    {% if is_incremental() %}
-        where listens.listen_date in (select stale_dates.listen_date from stale_dates)
-    {% endif %}
 
 ),
 

@@ -5,7 +5,7 @@
         on_schema_change='fail',
         dist='even',
         sort='listen_hour',
-        pre_hook="{{ delete_stale_periods('listen_hour', this) }}",
+        pre_hook="{{ delete_stale_periods('listen_hour') }}",
         schema='kpi_build',
         meta={'grain': ['listen_hour'], 'preview': {
             'order_by': 'listen_count desc, listen_hour',
@@ -14,13 +14,10 @@
     )
 }}
 
--- depends_on: {{ source('meta', 'dbt_builds') }}
--- depends_on: {{ source('meta', 'load_ledger') }}
-
 /*
     One row per listen_hour (UTC timestamp truncated to the hour). Incremental: the pre-hook
-    deletes the stale hours (macros/stale_periods.sql), then every hour missing here is
-    rebuilt. top_artist is rank 1 of fct_top_artists_hourly.
+    deletes the stale hours (int_listen_hours_stale), then those hours are rebuilt. top_artist
+    is rank 1 of fct_top_artists_hourly.
 */
 
 with
@@ -32,6 +29,7 @@ listens as (
         user_id,
         track_id
     from {{ ref('fct_listens') }}
+    {{ only_stale_periods('listen_hour') }}
 
 ),
 
@@ -46,16 +44,6 @@ top_artists as (
 
 ),
 
-{% if is_incremental() %}
-
-    stale_hours as (
-
-        {{ stale_periods('listen_hour', ref('fct_listens'), this) }}
-
-    ),
-
-{% endif %}
-
 hourly_totals as (
 
     select
@@ -64,9 +52,6 @@ hourly_totals as (
         count(distinct user_id) as unique_listeners,
         count(distinct track_id) as distinct_tracks
     from listens
-    {% if is_incremental() %}
-        where listen_hour in (select stale_hours.listen_hour from stale_hours)
-    {% endif %}
     group by listen_hour
 
 ),

@@ -29,6 +29,7 @@
     Staged rows are read as subqueries wherever needed: DuckDB materializes a CTE that is read
     more than once, which for all staged rows costs more than reading them again.
     kept_rows: every kept row with the load that superseded its file version (null: current).
+    current_listens: the kept rows of current file versions.
 -#}
 {%- set kept_rows -%}
     select
@@ -65,7 +66,7 @@ file_versions as (
     from {{ ref('stg_meta__landed_objects') }}
     where
         load_status = 'loaded'
-        and target_table = 'raw_streams.streams'
+        and is_stream_file
 
 ),
 
@@ -89,16 +90,21 @@ file_versions as (
 
     ),
 
-    new_rows_by_play as (
+{% endif %}
 
-        select
-            current_listens.user_id,
-            current_listens.track_id,
-            current_listens.listen_time,
-            count(*) as raw_row_count,
-            min(current_listens._load_seq) as first_load_seq,
-            max(current_listens._load_seq) as last_load_seq
-        from ({{ current_listens }}) as current_listens
+rows_to_count as (
+
+    -- a full build counts every current row; an incremental run the rows loaded above the
+    -- watermark, added to the count of their play, and every current row of a corrected play,
+    -- whose count starts again
+    select
+        current_listens.user_id,
+        current_listens.track_id,
+        current_listens.listen_time,
+        current_listens._load_seq,
+        false as is_recount
+    from ({{ current_listens }}) as current_listens
+    {% if is_incremental() %}
         where
             current_listens._load_seq > (select consumed.load_seq from consumed)
             and not exists (
@@ -109,56 +115,69 @@ file_versions as (
                     and corrected_plays.track_id = current_listens.track_id
                     and corrected_plays.listen_time = current_listens.listen_time
             )
-        group by
-            current_listens.user_id,
-            current_listens.track_id,
-            current_listens.listen_time
-
-    ),
-
-    grown_plays as (
-
-        -- every row already counted here was loaded before the new ones
-        select
-            new_rows_by_play.user_id,
-            new_rows_by_play.track_id,
-            new_rows_by_play.listen_time,
-            new_rows_by_play.raw_row_count + coalesce(existing.raw_row_count, 0) as raw_row_count,
-            coalesce(existing.first_load_seq, new_rows_by_play.first_load_seq) as first_load_seq,
-            new_rows_by_play.last_load_seq
-        from new_rows_by_play
-        left join {{ this }} as existing
-            on
-                new_rows_by_play.user_id = existing.user_id
-                and new_rows_by_play.track_id = existing.track_id
-                and new_rows_by_play.listen_time = existing.listen_time
-
-    ),
-
-    recounted_plays as (
-
+        union all
         select
             current_listens.user_id,
             current_listens.track_id,
             current_listens.listen_time,
-            count(*) as raw_row_count,
-            min(current_listens._load_seq) as first_load_seq,
-            max(current_listens._load_seq) as last_load_seq
+            current_listens._load_seq,
+            true as is_recount
         from ({{ current_listens }}) as current_listens
         inner join corrected_plays
             on
                 current_listens.user_id = corrected_plays.user_id
                 and current_listens.track_id = corrected_plays.track_id
                 and current_listens.listen_time = corrected_plays.listen_time
-        group by
-            current_listens.user_id,
-            current_listens.track_id,
-            current_listens.listen_time
+    {% endif %}
 
-    ),
+),
 
-    removed_plays as (
+counted_plays as (
 
+    select
+        user_id,
+        track_id,
+        listen_time,
+        is_recount,
+        count(*) as raw_row_count,
+        min(_load_seq) as first_load_seq,
+        max(_load_seq) as last_load_seq
+    from rows_to_count
+    group by
+        user_id,
+        track_id,
+        listen_time,
+        is_recount
+
+),
+
+{% if is_incremental() %}
+
+    plays as (
+
+        -- a recounted play as counted; one already here grows (every row counted here was
+        -- loaded before the new ones)
+        select
+            counted_plays.user_id,
+            counted_plays.track_id,
+            counted_plays.listen_time,
+            case
+                when counted_plays.is_recount then counted_plays.raw_row_count
+                else counted_plays.raw_row_count + coalesce(existing.raw_row_count, 0)
+            end as raw_row_count,
+            case
+                when counted_plays.is_recount then counted_plays.first_load_seq
+                else coalesce(existing.first_load_seq, counted_plays.first_load_seq)
+            end as first_load_seq,
+            counted_plays.last_load_seq
+        from counted_plays
+        left join {{ this }} as existing
+            on
+                counted_plays.user_id = existing.user_id
+                and counted_plays.track_id = existing.track_id
+                and counted_plays.listen_time = existing.listen_time
+        union all
+        -- a corrected play left with no current row: written with 0 rows, deleted by the post-hook
         select
             corrected_plays.user_id,
             corrected_plays.track_id,
@@ -169,22 +188,12 @@ file_versions as (
         from corrected_plays
         where not exists (
             select 1
-            from recounted_plays
+            from counted_plays
             where
-                recounted_plays.user_id = corrected_plays.user_id
-                and recounted_plays.track_id = corrected_plays.track_id
-                and recounted_plays.listen_time = corrected_plays.listen_time
+                counted_plays.user_id = corrected_plays.user_id
+                and counted_plays.track_id = corrected_plays.track_id
+                and counted_plays.listen_time = corrected_plays.listen_time
         )
-
-    ),
-
-    plays as (
-
-        select * from grown_plays
-        union all
-        select * from recounted_plays
-        union all
-        select * from removed_plays
 
     ),
 
@@ -196,14 +205,10 @@ file_versions as (
             user_id,
             track_id,
             listen_time,
-            count(*) as raw_row_count,
-            min(_load_seq) as first_load_seq,
-            max(_load_seq) as last_load_seq
-        from ({{ current_listens }}) as current_listens
-        group by
-            user_id,
-            track_id,
-            listen_time
+            raw_row_count,
+            first_load_seq,
+            last_load_seq
+        from counted_plays
 
     ),
 

@@ -39,7 +39,7 @@ superseded_versions as (
     from {{ ref('stg_meta__landed_objects') }}
     where
         is_superseded
-        and target_table = 'raw_streams.streams'
+        and is_stream_file
 
 ),
 

@@ -5,30 +5,18 @@
         on_schema_change='fail',
         dist='even',
         sort=['listen_hour', 'artist_rank'],
-        pre_hook="{{ delete_stale_periods('listen_hour', sibling_relation('fct_listening_kpis_hourly') if is_incremental() else none) }}",
+        pre_hook="{{ delete_stale_periods('listen_hour') }}",
         schema='kpi_build',
         meta={'grain': ['listen_hour', 'artist_rank'], 'preview': {'latest': 'listen_hour', 'order_by': 'artist_rank'}},
     )
 }}
 
--- depends_on: {{ source('meta', 'dbt_builds') }}
--- depends_on: {{ source('meta', 'load_ledger') }}
-
 /*
     The top 5 credited artists of each hour (known tracks only); ties: smaller name in byte
     order. fct_listening_kpis_hourly takes its top_artist from rank 1 here, so this model is
-    built first. This table has no per-hour total to compare with fct_listens, so its stale
-    hours are read from fct_listening_kpis_hourly, which is still one step behind when this model
-    runs: an hour whose play count in fct_listens differs from that table's listen_count (or is
-    missing there) is recomputed here, and then there, in the same run. That table is read
-    through sibling_relation (adapter.get_relation), not ref(), because a ref would be a cycle; if it does not exist
-    every hour is recomputed.
+    built first. Incremental: the pre-hook deletes the stale hours (int_listen_hours_stale,
+    the same hours fct_listening_kpis_hourly recomputes), then those hours are rebuilt.
 */
-
-{%- set hourly_kpis_relation = none -%}
-{%- if is_incremental() -%}
-    {%- set hourly_kpis_relation = sibling_relation('fct_listening_kpis_hourly') -%}
-{%- endif %}
 
 with
 
@@ -38,6 +26,7 @@ listens as (
         listen_hour,
         track_id
     from {{ ref('fct_listens') }}
+    {{ only_stale_periods('listen_hour') }}
 
 ),
 
@@ -50,16 +39,6 @@ artist_credits as (
 
 ),
 
-{% if is_incremental() %}
-
-    stale_hours as (
-
-        {{ stale_periods('listen_hour', ref('fct_listens'), hourly_kpis_relation) }}
-
-    ),
-
-{% endif %}
-
 artist_listens as (
 
     select
@@ -69,9 +48,6 @@ artist_listens as (
     from listens
     inner join artist_credits
         on listens.track_id = artist_credits.track_id
-    {% if is_incremental() %}
-        where listens.listen_hour in (select stale_hours.listen_hour from stale_hours)
-    {% endif %}
     group by
         listens.listen_hour,
         artist_credits.artist_name

@@ -27,7 +27,9 @@ landed_objects as (
         superseded_at,
         load_seq,
         superseded_seq,
-        is_superseded
+        is_superseded,
+        is_current,
+        is_stream_file
     from {{ ref('stg_meta__landed_objects') }}
 
 ),
@@ -38,7 +40,7 @@ final as (
         object_key,
         etag,
         target_table,
-        target_table = 'raw_streams.streams' as is_stream_file,
+        is_stream_file,
         load_status,
         reject_reason,
         row_count,
@@ -46,6 +48,7 @@ final as (
         load_id,
         loaded_at,
         load_seq,
+        is_current,
         is_superseded,
         superseded_at,
         superseded_seq

@@ -19,8 +19,7 @@ landed_objects as (
 
     select
         object_key,
-        target_table,
-        target_table = 'raw_streams.streams' as is_stream_file,
+        is_stream_file,
         row_count,
         load_status,
         load_id,
