@@ -73,7 +73,7 @@ def test_a_corrected_file_replaces_its_earlier_version_everywhere(
     landing.put("streams/zz_correction.csv", corrected)
     summary = pipeline.run(settings, progress=print)
     assert summary.load is not None
-    assert summary.load.files_superseded == ["streams/zz_correction.csv"]
+    assert summary.load.files_superseded == ("streams/zz_correction.csv",)
 
     latest = [*sorted(p for p in (data / "streams").iterdir() if p != first), corrected]
     expected = compute_kpis(data / "users.csv", data / "songs.csv", latest, datetime.now())
