@@ -17,14 +17,13 @@ import shutil
 from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.checks import query
 from tests.conftest import new_database
 from tests.fault.conftest import make_stack
-from tests.fault.harness import Stack
+from tests.fault.harness import Stack, postgres_warehouse_env
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -48,20 +47,9 @@ def clock_stack(request: pytest.FixtureRequest, tmp_path: Path, generated: Path)
         pytest.skip("Debian's faketime is not installed (apt-get install faketime; .ci/run does)")
     stack = make_stack(request, tmp_path, generated, "local")
     if request.param == "postgres":
-        stack.env |= _warehouse_database(request.getfixturevalue("pg_server"))
+        stack.env |= postgres_warehouse_env(new_database(request.getfixturevalue("pg_server")))
     yield stack
     stack.stop_all()
-
-
-def _warehouse_database(server: Any) -> dict[str, str]:
-    db = new_database(server)
-    return {
-        "MUSIC_ELT_TARGET": "postgres",
-        "WAREHOUSE_HOST": db["host"],
-        "WAREHOUSE_PORT": str(db["port"]),
-        "WAREHOUSE_USER": db["user"],
-        "WAREHOUSE_DBNAME": db["dbname"],
-    }
 
 
 def withdrawn(data: bytes) -> bytes:
