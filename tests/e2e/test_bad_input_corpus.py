@@ -11,9 +11,9 @@ Each case states what a person must find afterwards:
   64 MiB, odd names, names that are glob patterns beside the names they match, a newline in a
   name, upper-case suffixes): the file is loaded (that many rows in raw, archived once) or
   quarantined with a reason (in the ledger and the ``.reason.txt``), never both, never left
-  behind; keys that are
-  not stream files (another extension, hidden and marker names) are skipped: named in the
-  run's output with the reason, never loaded, left in place (the contract's "Keys and files");
+  behind; keys that are not stream files (another extension, hidden and marker names) are
+  skipped: named in the run's output with the reason, never loaded, left in place (the
+  contract's "Keys and files");
 - **re-deliveries**: a loaded file re-uploaded truncated (quarantined, supersedes nothing, the
   run warns) and one corrected (a correction, reported with the plays it added and removed).
 
