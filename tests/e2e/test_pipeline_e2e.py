@@ -219,8 +219,8 @@ def test_postgres_warehouse_gives_the_same_marts(
     assert_unit_tests_left_to_ci(settings, summary)
 
     # fct_top_artists_hourly built, fct_listening_kpis_hourly (which it reads for its stale
-    # hours) missing: the next build recomputes every hour (once failed on PostgreSQL with
-    # "COALESCE types timestamp and text cannot be matched")
+    # hours) missing: the next build recomputes every hour (PostgreSQL requires the stale-hours
+    # query to type its empty case as a timestamp, not text)
     hourly = manifest.model(
         manifest.load_manifest(settings.dbt_manifest_path), "fct_listening_kpis_hourly"
     )

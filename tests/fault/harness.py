@@ -6,7 +6,7 @@ arrives as it happens (piped, the CLI prints counters only when they complete). 
 for a line, then sends a signal. :class:`Stack` is one work directory with its RDS (a database
 on the tests' PostgreSQL server), its landing zone (local, or S3 on the moto server) and the
 environment a subprocess and an in-process run both see. :meth:`Stack.assert_recovered` checks
-what the issue's fault-injection suite must hold after a plain rerun.
+what every fault-injection test must hold after a plain rerun.
 """
 
 from __future__ import annotations

@@ -183,10 +183,9 @@ def test_a_corrected_redelivery_replaces_the_earlier_version(correction_stack: S
 def test_a_truncated_gzip_is_quarantined_and_does_not_block_the_pipeline(
     local_stack: Stack,
 ) -> None:
-    """Defect 2: a truncated ``.csv.gz``. Observed before issue 7: DuckDB's IOException was
-    taken for an outage: a traceback, exit 1, and every later run failed the same way until the
-    file was removed by hand. Expected: it is quarantined with a reason saying what is wrong,
-    the run exits 0 with every other file loaded, and the next run (with a new file) is fine."""
+    """A truncated ``.csv.gz`` is bad data, not an outage: it is quarantined with a reason
+    saying what is wrong, the run exits 0 without a traceback with every other file loaded,
+    and the next run (with a new file) recovers."""
     stack = local_stack
     files = stack.deliver_generated()
     gz = next(v for v in files if v.key.endswith(".csv.gz"))
@@ -208,12 +207,11 @@ def test_a_truncated_gzip_is_quarantined_and_does_not_block_the_pipeline(
 
 
 def test_a_correction_delivered_during_the_build_is_left_for_the_next_run(stack: Stack) -> None:
-    """Green means green, defect 6: the producer replaced a file while `dbt build` ran. Observed
-    before: exit 0, the archive held the new bytes, the ledger only the old etag, the marts
-    counted the old rows, and the next run said "nothing new". Expected: the run archives the
-    version it loaded (same etag), leaves the new one at its key and says so; the next run
-    loads it as a correction; the marts equal the reference over the latest versions. (The
-    loaded bytes themselves are gone from landing, overwritten by the producer: raw keeps them.)"""
+    """The producer replaces a file while `dbt build` runs: the run exits 0, archives nothing
+    holding the new bytes, leaves the new version at its key and says so; the next run loads
+    it as a correction and archives it; the marts equal the reference over the latest versions.
+    (The loaded bytes themselves are gone from landing, overwritten by the producer: raw keeps
+    them.)"""
     files = stack.deliver_generated()
     original = next(v for v in files if v.key.endswith(".csv"))
     run = stack.start()

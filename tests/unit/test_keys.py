@@ -1,6 +1,6 @@
 """Keys and files without I/O: escaped names, which keys are stream files, the plan's skipped
 entries through XCom, the 64 MiB line limit of the PostgreSQL stream, and the one-line
-classification of driver errors (issue 15)."""
+classification of driver errors."""
 
 from __future__ import annotations
 
