@@ -71,26 +71,26 @@ def music_streaming_pipeline() -> None:
             print("the RDS source answers")
 
     @runtime.task(map_index_template="{{ table }}")
-    def extract(table: str) -> str:
+    def extract(table: str) -> dict[str, Any]:
         """One RDS table in batches into landing: rds/<table>/<run id>/part-*.csv.gz."""
         settings, run_id = _context()
         (done,) = pipeline.extract(settings, runtime.landing(settings), run_id, tables=[table])
-        return done.to_json()
+        return done.model_dump(mode="json")
 
     @runtime.task(pool=WAREHOUSE)
-    def plan(extracts: list[str]) -> list[dict[str, Any]]:
+    def plan(extracts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Compare landing and the fresh extracts with the ledger: the plan of this run (XCom
         ``plan``) and its load groups (what ``load`` maps over)."""
         from loaders.rds import TableExtract
 
         settings, run_id = _context()
-        found = [TableExtract.from_json(e) for e in runtime.as_list(extracts)]
+        found = [TableExtract.model_validate(e) for e in runtime.as_list(extracts)]
         with runtime.run_lock(settings):
             decided = pipeline.plan_run(settings, runtime.landing(settings), found, run_id=run_id)
         print(decided.describe())
-        get_current_context()["ti"].xcom_push(key="plan", value=decided.to_dict())
+        get_current_context()["ti"].xcom_push(key="plan", value=decided.model_dump(mode="json"))
         groups = decided.load_groups(settings.files_per_load_group) if decided.should_run else []
-        return [group.to_dict() for group in groups]
+        return [group.model_dump(mode="json") for group in groups]
 
     @task.short_circuit
     def should_run(planned: dict[str, Any]) -> bool:
@@ -104,16 +104,16 @@ def music_streaming_pipeline() -> None:
         settings, run_id = _context()
         landing = runtime.landing(settings)
         with runtime.run_lock(settings):
-            done = pipeline.load(settings, landing, LoadGroup.from_dict(group), load_id=run_id)
+            done = pipeline.load(settings, landing, LoadGroup.model_validate(group), load_id=run_id)
         PipelineAlert().warn(get_current_context(), done.warnings())  # e.g. a broken re-upload
-        return done.to_dict()
+        return done.model_dump(mode="json")
 
     @runtime.task(trigger_rule="none_failed")  # no load group (only archiving left): no failure
     def loaded(reports: list[dict[str, Any]]) -> dict[str, Any]:
         """Sum up the loads."""
-        total = LoadReport.merge([LoadReport.from_dict(r) for r in runtime.as_list(reports)])
+        total = LoadReport.merge([LoadReport.model_validate(r) for r in runtime.as_list(reports)])
         print("\n".join(total.lines()))
-        return total.to_dict()
+        return total.model_dump(mode="json")
 
     # one `dbt build` that records this run's green build, one task per model reporting it
     dbt = runtime.dbt_task_group(config)
@@ -127,8 +127,8 @@ def music_streaming_pipeline() -> None:
             return pipeline.archive(
                 settings,
                 runtime.landing(settings),
-                Plan.from_dict(planned),
-                LoadReport.from_dict(loads),
+                Plan.model_validate(planned),
+                LoadReport.model_validate(loads),
                 progress=print,
             )
 

@@ -13,15 +13,16 @@ what differs.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from loaders import manifest, peak_memory, rds
 from loaders.config import ConfigError, Settings
@@ -112,33 +113,22 @@ def extract(
 
 
 # -- step 2: plan --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LoadGroup:
+class LoadGroup(BaseModel):
     """One unit of loading: changed RDS tables or a group of new stream files."""
+
+    model_config = ConfigDict(frozen=True)
 
     label: str
     snapshots: tuple[TableExtract, ...] = ()
     stream_files: tuple[LandedObject, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "snapshots": [json.loads(e.to_json()) for e in self.snapshots],
-            "stream_files": [asdict(obj) for obj in self.stream_files],
-        }
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LoadGroup:
-        return cls(
-            label=data.get("label", ""),
-            snapshots=tuple(TableExtract.from_json(json.dumps(e)) for e in data["snapshots"]),
-            stream_files=tuple(LandedObject(**obj) for obj in data["stream_files"]),
-        )
+class Plan(BaseModel):
+    """What one run does, decided once from landing, the fresh extracts and the ledger. Its
+    JSON form (Airflow XCom) includes :attr:`should_run` and :attr:`description`, derived, for
+    the DAG's templates and logs; they are recomputed, not read back."""
 
-
-@dataclass(frozen=True)
-class Plan:
-    """What one run does, decided once from landing, the fresh extracts and the ledger."""
+    model_config = ConfigDict(frozen=True)
 
     run_id: str
     snapshots: tuple[TableExtract, ...] = ()  # RDS tables whose content changed
@@ -162,6 +152,7 @@ class Plan:
             or self.forced
         )
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def should_run(self) -> bool:
         """Whether the run does anything at all: build, or at least publish."""
@@ -170,14 +161,20 @@ class Plan:
     def load_groups(self, files_per_group: int = FILES_PER_LOAD_GROUP) -> list[LoadGroup]:
         """One group per changed RDS table, then the new stream files ``files_per_group`` at
         a time (the DAG maps a task over them; the CLI loads them in order)."""
-        groups = [LoadGroup(f"raw_rds.{e.table}", snapshots=(e,)) for e in self.snapshots]
+        groups = [LoadGroup(label=f"raw_rds.{e.table}", snapshots=(e,)) for e in self.snapshots]
         size = max(1, files_per_group)
         files = self.stream_files
         for start in range(0, len(files), size):
             chunk = files[start : start + size]
             label = f"streams {start + 1}-{start + len(chunk)} of {len(files)}"
-            groups.append(LoadGroup(label, stream_files=chunk))
+            groups.append(LoadGroup(label=label, stream_files=chunk))
         return groups
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def description(self) -> str:
+        """:meth:`describe`, in the JSON form."""
+        return self.describe()
 
     def describe(self) -> str:
         if not self.should_run:
@@ -200,36 +197,6 @@ class Plan:
         """One line per entry under the streams prefix that is not loaded, with the reason
         (printed by every run that sees it: the CLI's plan step, the DAG's plan task)."""
         return [f"skipped {shown(key)}: {reason}" for key, reason in self.skipped]
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able form (Airflow XCom); derived decisions included for templates."""
-        return {
-            "run_id": self.run_id,
-            "snapshots": [json.loads(e.to_json()) for e in self.snapshots],
-            "stream_files": [asdict(obj) for obj in self.stream_files],
-            "archive_ready": [asdict(obj) for obj in self.archive_ready],
-            "unbuilt_loads": self.unbuilt_loads,
-            "songs_changed": self.songs_changed,
-            "forced": self.forced,
-            "publish_pending": self.publish_pending,
-            "skipped": [list(entry) for entry in self.skipped],
-            "should_run": self.should_run,
-            "description": self.describe(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Plan:
-        return cls(
-            run_id=data["run_id"],
-            snapshots=tuple(TableExtract.from_json(json.dumps(e)) for e in data["snapshots"]),
-            stream_files=tuple(LandedObject(**obj) for obj in data["stream_files"]),
-            archive_ready=tuple(LandedObject(**obj) for obj in data["archive_ready"]),
-            unbuilt_loads=bool(data["unbuilt_loads"]),
-            songs_changed=bool(data["songs_changed"]),
-            forced=bool(data.get("forced")),
-            publish_pending=bool(data.get("publish_pending")),
-            skipped=tuple((str(key), str(reason)) for key, reason in data.get("skipped", ())),
-        )
 
 
 def stream_file_problem(key: str) -> str | None:
@@ -295,58 +262,31 @@ def plan_run(
 
 
 # -- step 3: load --------------------------------------------------------------------------------
-@dataclass
-class LoadReport:
+class LoadReport(BaseModel):
     """What loading did; reports of several groups add up with :meth:`merge`."""
 
-    files_loaded: list[LandedObject] = field(default_factory=list)
-    files_skipped: list[LandedObject] = field(default_factory=list)
-    files_rejected: list[tuple[LandedObject, str]] = field(default_factory=list)
-    files_superseded: list[str] = field(default_factory=list)  # keys re-delivered: corrections
+    model_config = ConfigDict(frozen=True)
+
+    files_loaded: tuple[LandedObject, ...] = ()
+    files_skipped: tuple[LandedObject, ...] = ()
+    files_rejected: tuple[tuple[LandedObject, str], ...] = ()
+    files_superseded: tuple[str, ...] = ()  # keys re-delivered: corrections
     # (key, reason): a later version refused whole; the version loaded before it stays current
-    unloadable_versions: list[tuple[str, str]] = field(default_factory=list)
+    unloadable_versions: tuple[tuple[str, str], ...] = ()
     stream_rows: int = 0
-    snapshot_rows: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "files_loaded": [asdict(obj) for obj in self.files_loaded],
-            "files_skipped": [asdict(obj) for obj in self.files_skipped],
-            "files_rejected": [[asdict(obj), reason] for obj, reason in self.files_rejected],
-            "files_superseded": self.files_superseded,
-            "unloadable_versions": [list(entry) for entry in self.unloadable_versions],
-            "stream_rows": self.stream_rows,
-            "snapshot_rows": self.snapshot_rows,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LoadReport:
-        return cls(
-            files_loaded=[LandedObject(**obj) for obj in data["files_loaded"]],
-            files_skipped=[LandedObject(**obj) for obj in data["files_skipped"]],
-            files_rejected=[
-                (LandedObject(**obj), reason) for obj, reason in data["files_rejected"]
-            ],
-            files_superseded=list(data.get("files_superseded", ())),
-            unloadable_versions=[
-                (str(key), str(reason)) for key, reason in data.get("unloadable_versions", ())
-            ],
-            stream_rows=int(data["stream_rows"]),
-            snapshot_rows=dict(data["snapshot_rows"]),
-        )
+    snapshot_rows: dict[str, int] = Field(default_factory=dict)
 
     @classmethod
     def merge(cls, reports: Sequence[LoadReport]) -> LoadReport:
-        total = cls()
-        for report in reports:
-            total.files_loaded += report.files_loaded
-            total.files_skipped += report.files_skipped
-            total.files_rejected += report.files_rejected
-            total.files_superseded += report.files_superseded
-            total.unloadable_versions += report.unloadable_versions
-            total.stream_rows += report.stream_rows
-            total.snapshot_rows.update(report.snapshot_rows)
-        return total
+        return cls(
+            files_loaded=tuple(obj for r in reports for obj in r.files_loaded),
+            files_skipped=tuple(obj for r in reports for obj in r.files_skipped),
+            files_rejected=tuple(entry for r in reports for entry in r.files_rejected),
+            files_superseded=tuple(key for r in reports for key in r.files_superseded),
+            unloadable_versions=tuple(e for r in reports for e in r.unloadable_versions),
+            stream_rows=sum(r.stream_rows for r in reports),
+            snapshot_rows={t: n for r in reports for t, n in r.snapshot_rows.items()},
+        )
 
     def lines(self) -> list[str]:
         out = [
@@ -390,12 +330,18 @@ def load(
     A service failure raises :class:`loaders.errors.ServiceOutage` and quarantines nothing.
     Files are numbered ``[i/n]`` within the group, or from ``numbered`` = (files before this
     group, files in the run) when the group is one of a run's."""
-    report = LoadReport()
+    snapshot_rows: dict[str, int] = {}
+    loaded: list[LandedObject] = []
+    skipped: list[LandedObject] = []
+    rejected: list[tuple[LandedObject, str]] = []
+    superseded: list[str] = []
+    unloadable: list[tuple[str, str]] = []
+    stream_rows = 0
     with warehouse(settings) as wh:
         for extract_ in group.snapshots:
             outcome = wh.load_snapshot(landing, extract_, load_id=load_id, loaded_at=utcnow())
             if outcome.status == "loaded":
-                report.snapshot_rows[extract_.table] = outcome.rows
+                snapshot_rows[extract_.table] = outcome.rows
             progress(f"  raw_rds.{extract_.table}: {outcome.status} ({outcome.rows:,} rows)")
         before, total = numbered or (0, len(group.stream_files))
         loaded_at = utcnow()
@@ -408,19 +354,27 @@ def load(
             if outcome.status == "rejected":
                 quarantine(landing, obj, outcome.reason)
                 if wh.record_rejected(obj, STREAMS_TABLE, outcome.reason, load_id, loaded_at):
-                    report.unloadable_versions.append((obj.key, outcome.reason))
-                report.files_rejected.append((obj, outcome.reason))
+                    unloadable.append((obj.key, outcome.reason))
+                rejected.append((obj, outcome.reason))
                 progress(f"  [{i}/{total}] {shown(obj.key)}: REJECTED, {shown(outcome.reason)}")
                 continue
             if outcome.status == "loaded":
-                report.files_loaded.append(obj)
-                report.stream_rows += outcome.rows
+                loaded.append(obj)
+                stream_rows += outcome.rows
                 if outcome.superseded:
-                    report.files_superseded.append(obj.key)
+                    superseded.append(obj.key)
             else:
-                report.files_skipped.append(obj)
+                skipped.append(obj)
             progress(f"  [{i}/{total}] {shown(obj.key)}: {outcome.status} ({outcome.rows:,} rows)")
-    return report
+    return LoadReport(
+        files_loaded=tuple(loaded),
+        files_skipped=tuple(skipped),
+        files_rejected=tuple(rejected),
+        files_superseded=tuple(superseded),
+        unloadable_versions=tuple(unloadable),
+        stream_rows=stream_rows,
+        snapshot_rows=snapshot_rows,
+    )
 
 
 def load_all(

@@ -18,17 +18,16 @@ import csv
 import gzip
 import hashlib
 import io
-import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg2
 from psycopg2 import sql
+from pydantic import BaseModel, ConfigDict
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -58,9 +57,11 @@ REQUIRED_COLUMNS = {
 }
 
 
-@dataclass(frozen=True)
-class TableExtract:
-    """One extracted snapshot of a table: its parts in landing and its fingerprint."""
+class TableExtract(BaseModel):
+    """One extracted snapshot of a table: its parts in landing and its fingerprint (its JSON
+    form is the manifest beside the parts, and what Airflow tasks pass on)."""
+
+    model_config = ConfigDict(frozen=True)
 
     table: str
     run_id: str
@@ -70,16 +71,6 @@ class TableExtract:
     sha256: str
     parts: tuple[str, ...]
     size_bytes: int
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text: str) -> TableExtract:
-        data = json.loads(text)
-        data["columns"] = tuple(data["columns"])
-        data["parts"] = tuple(data["parts"])
-        return cls(**data)
 
 
 def require_source(settings: Settings) -> None:
@@ -220,7 +211,7 @@ def extract_table(
         parts=tuple(parts),
         size_bytes=size,
     )
-    landing.write_text(f"{prefix}_manifest.json", extract.to_json())
+    landing.write_text(f"{prefix}_manifest.json", extract.model_dump_json(indent=2))
     return extract
 
 
@@ -234,7 +225,7 @@ def latest_extract(landing: LandingStore, table: str) -> TableExtract | None:
     if not manifests:
         return None
     with landing.open(max(manifests)) as handle:
-        return TableExtract.from_json(handle.read().decode())
+        return TableExtract.model_validate_json(handle.read())
 
 
 def table_exists(conn: Any, table: str) -> bool:

@@ -7,12 +7,13 @@ Each case states what a person must find afterwards:
   the user id and UTC time the contract gives, or rejected with the reason that must appear in
   ``marts.fct_rejected_listens.reject_reason`` at the row's physical line;
 - **file cases** (BOM, latin-1, quoted comma/newline, header only, zero bytes, binary junk,
-  semicolons, a duplicated column, CRLF, 1 MB and 20 MB values, a line over 64 MiB, odd names,
-  names that are glob patterns beside the names they match, a newline in a name, upper-case
-  suffixes): the file is loaded (that many rows in raw, archived once) or quarantined with a
-  reason (in the ledger and the ``.reason.txt``), never both, never left behind; keys that are
-  not stream files (another extension, hidden and marker names) are skipped: named in the
-  run's output with the reason, never loaded, left in place (the contract's "Keys and files");
+  semicolons, a missing column, a duplicated column, CRLF, 1 MB and 20 MB values, a line over
+  64 MiB, odd names, names that are glob patterns beside the names they match, a newline in a
+  name, upper-case suffixes): the file is loaded (that many rows in raw, archived once) or
+  quarantined with a reason (in the ledger and the ``.reason.txt``), never both, never left
+  behind; keys that are not stream files (another extension, hidden and marker names) are
+  skipped: named in the run's output with the reason, never loaded, left in place (the
+  contract's "Keys and files");
 - **re-deliveries**: a loaded file re-uploaded truncated (quarantined, supersedes nothing, the
   run warns) and one corrected (a correction, reported with the plays it added and removed).
 
@@ -118,6 +119,7 @@ ROW_CASES: list[RowCase] = [
     kept("user tab VT FF", "\t\v42\f", T0, 42, at(2024, 2, 29, 10)),
     rejected("user 12.0", "12.0", T0, "invalid_user_id"),
     rejected("user 1e3", "1e3", T0, "invalid_user_id"),
+    rejected("user 12a", "12a", T0, "invalid_user_id"),
     rejected("user 0x10", "0x10", T0, "invalid_user_id"),
     rejected("user 1_000", "1_000", T0, "invalid_user_id"),
     rejected("user 0b1", "0b1", T0, "invalid_user_id"),
@@ -180,6 +182,7 @@ ROW_CASES: list[RowCase] = [
     rejected("time one-digit month", "7", "2024-2-29 10:00:00", "invalid_listen_time"),
     rejected("time no-break space", "7", "2024-02-29 10:00:00\xa0", "invalid_listen_time"),
     rejected("time empty", "7", "", "invalid_listen_time"),
+    rejected("time a word", "7", "yesterday", "invalid_listen_time"),
     rejected("time far future", "7", "2099-01-01 00:00:00", "future_listen_time"),
     # the first reason in the contract's order wins
     rejected("missing user and time", "", "yesterday", "missing_user_id"),
@@ -341,6 +344,12 @@ FILE_CASES: list[FileCase] = [
         "semicolons.csv",
         _lines("user_id;track_id;listen_time", f"7;t1;{T0}"),
         Quarantined(r"column"),
+    ),
+    FileCase(
+        "required column missing",
+        "no-listen-time.csv",
+        _lines("user_id,track_id", "7,t1"),
+        Quarantined(r"listen_time"),
     ),
     FileCase(
         "required column twice",

@@ -1,4 +1,4 @@
-"""Keys and files (issue 15): what a local landing zone may hold besides stream files never
+"""Keys and files: what a local landing zone may hold besides stream files never
 blocks a run, and a driver error never escapes as a traceback. Through the real CLI.
 
 - a symlink (to a file outside the zone, to nowhere, to a folder), a FIFO and a folder named
@@ -111,7 +111,8 @@ def test_the_rds_connection_killed_mid_extract_is_one_line_and_exit_2(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The RDS goes away mid-extract (the backend serving the extract is terminated): a
-    psycopg2.OperationalError in the driver. Observed before: a 46-line traceback, exit 1."""
+    psycopg2.OperationalError in the driver: one line naming the step and the error, exit 2,
+    no traceback."""
     real = rds.extract_table
 
     def extract_then_lose_the_server(conn: Any, *args: Any, **kwargs: Any) -> Any:

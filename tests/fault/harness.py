@@ -6,7 +6,7 @@ arrives as it happens (piped, the CLI prints counters only when they complete). 
 for a line, then sends a signal. :class:`Stack` is one work directory with its RDS (a database
 on the tests' PostgreSQL server), its landing zone (local, or S3 on the moto server) and the
 environment a subprocess and an in-process run both see. :meth:`Stack.assert_recovered` checks
-what the issue's fault-injection suite must hold after a plain rerun.
+what every fault-injection test must hold after a plain rerun.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import psycopg2
@@ -323,6 +324,17 @@ class Stack:
             if run.proc.poll() is None:
                 run.kill()
                 run.proc.wait(10)
+
+
+def postgres_warehouse_env(db: dict[str, Any]) -> dict[str, str]:
+    """The variables that put a stack's warehouse on the PostgreSQL database ``db``."""
+    return {
+        "MUSIC_ELT_TARGET": "postgres",
+        "WAREHOUSE_HOST": db["host"],
+        "WAREHOUSE_PORT": str(db["port"]),
+        "WAREHOUSE_USER": db["user"],
+        "WAREHOUSE_DBNAME": db["dbname"],
+    }
 
 
 def condensed(output: str, tail: int = 40) -> str:

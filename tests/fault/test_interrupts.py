@@ -1,6 +1,5 @@
 """Interrupts, a concurrent run and an unreachable or malformed RDS, as an operator meets them:
-exit codes, the one line on standard error, no traceback, and a next run that recovers
-(issue 7, defect 3 "Interrupts and concurrency give tracebacks and wrong advice").
+exit codes, the one line on standard error, no traceback, and a next run that recovers.
 
 Each test collects every deviation it sees before failing, so one failure lists them all.
 """
@@ -65,9 +64,7 @@ def test_interrupt_exits_with_one_line_and_the_rerun_recovers(
     local_stack: Stack, sig: int, code: int, moment: str
 ) -> None:
     """Ctrl-C (SIGINT) and SIGTERM during load or dbt: exit 130 / 143 with one line saying what
-    state is left, no traceback (observed before issue 7: "RuntimeError: Query interrupted",
-    exit 1, during load; 40 lines of dbt traceback and "fix the data and run again" during
-    dbt); the next plain run recovers."""
+    state is left, no traceback and no advice to fix the data; the next plain run recovers."""
     stack = local_stack
     stack.deliver_generated()
     run = stack.start()
@@ -86,10 +83,8 @@ def test_a_concurrent_run_exits_2_naming_the_holder_before_touching_anything(
     local_stack: Stack,
 ) -> None:
     """A second `music-elt run` while one is running exits 2 with one line naming the run
-    that holds the lock, before it extracts or loads anything (observed before issue 7: no
-    lock; the second run extracted the RDS, then failed on the DuckDB file with "dbt build
-    failed ... fix the data" or "cannot open the DuckDB warehouse"). The first run finishes
-    undisturbed."""
+    that holds the lock, before it extracts or loads anything (no new RDS extract folder). The
+    first run finishes undisturbed."""
     stack = local_stack
     stack.deliver_generated()
     first = stack.start()
@@ -150,9 +145,8 @@ SECONDS = re.compile(r"(\d+)\s*(?:s\b|sec)")
 
 
 def test_waiting_for_the_rds_counts_down_and_ctrl_c_stops_it(tmp_path: Path) -> None:
-    """While the RDS is unreachable the run says it is waiting and counts down (observed
-    before issue 7: 30 s of silence, then the message); Ctrl-C stops the wait with exit 130
-    and one line."""
+    """While the RDS is unreachable the run says it is waiting and counts down, a second,
+    smaller figure within 25 s; Ctrl-C stops the wait with exit 130 and one line."""
     stack = bare_stack(tmp_path, unreachable_dsn())
     run = stack.start()
     try:
@@ -187,7 +181,7 @@ def test_waiting_for_the_rds_counts_down_and_ctrl_c_stops_it(tmp_path: Path) -> 
 )
 def test_a_malformed_rds_dsn_is_one_line_and_exit_2(tmp_path: Path, dsn: str) -> None:
     """A malformed MUSIC_ELT_RDS_DSN gets one line saying what is wrong, exit 2 at once,
-    never the password (observed before issue 7: a 25-line traceback)."""
+    never the password, and no traceback."""
     stack = bare_stack(tmp_path, dsn)
     run = stack.start()
     ended = wait_until(lambda: run.proc.poll() is not None, timeout=6)

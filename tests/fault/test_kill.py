@@ -1,6 +1,5 @@
 """kill -9 of a real `music-elt run` at each stage boundary, on the local and the S3 landing
-zone, then a plain rerun: nothing lost, nothing doubled (issue 7, "Why": every rerun recovered
-from 16 kill moments; this keeps it true).
+zone, then a plain rerun: nothing lost, nothing doubled.
 
 After the rerun (:meth:`Stack.assert_recovered`): the marts equal tests/kpi_reference.py, each
 file is archived or quarantined exactly once, the ledger holds each file version once, raw row
@@ -34,7 +33,7 @@ MOMENTS: dict[str, Trigger] = {
 def test_kill_9_then_a_plain_rerun_recovers(stack: Stack, moment: str) -> None:
     """kill -9 during RDS extract, between two file loads, or halfway through dbt build (the
     state is checked to be that), then a plain rerun: no row lost or doubled, each file
-    archived once, marts equal to the reference. Guards what issue 7 found working."""
+    archived once, marts equal to the reference."""
     stack.deliver_generated()
     if moment == "between file loads":  # a group of files commits once: groups of two files
         stack.env["MUSIC_ELT_FILES_PER_LOAD_TASK"] = "2"
@@ -53,10 +52,9 @@ def test_kill_9_then_a_plain_rerun_recovers(stack: Stack, moment: str) -> None:
 
 
 def test_kill_9_during_publish_is_repaired_by_a_plain_run(stack: Stack) -> None:
-    """Green means green, defect 5: kill -9 during publish. Observed before: the build was
-    recorded and the files archived, so the next run said "marts up to date" and readers kept
-    the stale copy, with the temporary file left behind. Expected: the next plain run publishes
-    the recorded build (even with nothing new to load) and removes the leftovers."""
+    """kill -9 during publish, after the build was recorded and the files archived: the next
+    plain run publishes the recorded build (with nothing new to load), leaves no build
+    unpublished and no temporary serving file behind, and the stack is whole."""
     stack.deliver_generated()
     stack.start().killed_at(Trigger("the publish step", lambda line: "==> publish" in line))
     out = stack.rerun()
@@ -136,8 +134,7 @@ def restore(stack: Stack, version: Version) -> None:
 def test_the_embedded_rds_never_outlives_a_run_killed_with_kill_9(tmp_path: Path) -> None:
     """kill -9 of `music-elt run` while it uses the embedded PostgreSQL (pgserver): the server
     stops soon after (its watchdog sees the run gone), and the next run starts it again, runs
-    to the end and leaves no server behind. Observed before issue 15: the server of the killed
-    run kept running, and every later run left it running too."""
+    to the end and leaves no server behind."""
     import psutil
 
     src, work = tmp_path / "src", tmp_path / "work"

@@ -323,7 +323,7 @@ def test_line_numbers_are_physical_lines_after_quoted_newlines(
     report = pipeline.load_all(
         settings, landing, pipeline.plan_run(settings, landing, [], run_id="q")
     )
-    assert report.files_rejected == []
+    assert report.files_rejected == ()
     with open_warehouse(settings) as wh:
         rows = wh.query("select user_id, _line_number from raw_streams.streams order by user_id")
     assert rows == [("1", 2), ("2", 4), ("3", 5), ("4", 8)]

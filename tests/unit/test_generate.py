@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import cProfile
 import csv
 import gzip
 import hashlib
 import itertools
+import pstats
 import re
-import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -46,15 +47,19 @@ def _digests(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[GenerateSummary, float]:
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[GenerateSummary, int]:
+    """The generated data set and the function calls generating it took (cProfile's count:
+    the same on every machine, unlike a duration)."""
     out = tmp_path_factory.mktemp("generated")
-    started = time.perf_counter()
-    summary = generate(out, streams=STREAMS, days=DAYS, seed=7, users=400, songs=600)
-    return summary, time.perf_counter() - started
+    profile = cProfile.Profile()
+    summary = profile.runcall(
+        generate, out, streams=STREAMS, days=DAYS, seed=7, users=400, songs=600
+    )
+    return summary, pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
-def summary(generated: tuple[GenerateSummary, float]) -> GenerateSummary:
+def summary(generated: tuple[GenerateSummary, int]) -> GenerateSummary:
     return generated[0]
 
 
@@ -74,8 +79,10 @@ def songs(summary: GenerateSummary) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def test_small_run_is_fast(generated: tuple[GenerateSummary, float]) -> None:
-    assert generated[1] < 10
+def test_small_run_is_cheap(generated: tuple[GenerateSummary, int]) -> None:
+    """A small data set stays within a work budget counted in function calls, not seconds
+    (about 144,000 today): per-play work stays in bulk operations."""
+    assert generated[1] < 1_000_000
 
 
 def test_same_arguments_give_the_same_bytes(summary: GenerateSummary, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Keys and files without I/O: escaped names, which keys are stream files, the plan's skipped
 entries through XCom, the 64 MiB line limit of the PostgreSQL stream, and the one-line
-classification of driver errors (issue 15)."""
+classification of driver errors."""
 
 from __future__ import annotations
 
@@ -54,18 +54,18 @@ def test_the_plan_keeps_its_skipped_entries_through_xcom() -> None:
         stream_files=(LandedObject("streams/A.CSV", 3, "e"),),
         skipped=(("streams/link.csv", "a symbolic link to /x"), ("streams/n.txt", "not a stream")),
     )
-    again = Plan.from_dict(plan.to_dict())
+    again = Plan.model_validate(plan.model_dump(mode="json"))
     assert again == plan
     assert again.skipped_lines() == [
         "skipped streams/link.csv: a symbolic link to /x",
         "skipped streams/n.txt: not a stream",
     ]
-    assert Plan.from_dict({**plan.to_dict(), "skipped": []}).skipped == ()
+    assert Plan.model_validate({**plan.model_dump(mode="json"), "skipped": []}).skipped == ()
 
 
 def test_the_load_report_keeps_unloadable_versions_and_warns_by_name() -> None:
-    report = LoadReport(unloadable_versions=[("streams/k.csv.gz", "not a readable gzip file")])
-    again = LoadReport.from_dict(report.to_dict())
+    report = LoadReport(unloadable_versions=(("streams/k.csv.gz", "not a readable gzip file"),))
+    again = LoadReport.model_validate(report.model_dump(mode="json"))
     assert again.unloadable_versions == report.unloadable_versions
     (warning,) = LoadReport.merge([again, LoadReport()]).warnings()
     assert "streams/k.csv.gz" in warning and "still counts" in warning
