@@ -39,10 +39,12 @@ RDS_SCHEMA = "raw_rds"
 LEDGER_TABLE = "raw_meta.load_ledger"
 BUILDS_TABLE = "raw_meta.dbt_builds"
 RAW_SCHEMAS = ("raw_streams", RDS_SCHEMA, "raw_meta")
-# A ledger row that is the current version of its key: loaded, not superseded. The loaders'
-# test, before dbt runs; the models and readers use stg_meta__landed_objects.is_current
-# (superseded_at and superseded_seq are written together).
-CURRENT_VERSION = "status = 'loaded' and superseded_at is null"
+# A ledger row no later version of its key superseded (whatever its status), and one that is
+# the current version of its key: loaded, not superseded. The loaders' test, before dbt runs;
+# the models and readers use stg_meta__landed_objects.is_current, on the same column
+# (superseded_at is written with superseded_seq, for people).
+NOT_SUPERSEDED = "superseded_seq is null"
+CURRENT_VERSION = f"status = 'loaded' and {NOT_SUPERSEDED}"
 # The snapshot each raw_rds table holds: its last loaded version.
 _LATEST_SNAPSHOTS = (
     f"select target_table, object_key, etag from {LEDGER_TABLE} l "
@@ -272,8 +274,7 @@ class Ledger(Session):
         counts). Returns how many versions it superseded."""
         cur.execute(
             self._sql(
-                f"select count(*) from {LEDGER_TABLE} "
-                "where object_key = %s and superseded_at is null"
+                f"select count(*) from {LEDGER_TABLE} where object_key = %s and {NOT_SUPERSEDED}"
             ),
             (obj.key,),
         )
@@ -282,7 +283,7 @@ class Ledger(Session):
             cur.execute(
                 self._sql(
                     f"update {LEDGER_TABLE} set superseded_at = %s, superseded_seq = %s "
-                    "where object_key = %s and superseded_at is null"
+                    f"where object_key = %s and {NOT_SUPERSEDED}"
                 ),
                 (loaded_at, load_seq, obj.key),
             )

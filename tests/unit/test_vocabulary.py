@@ -10,6 +10,7 @@ import yaml
 
 from loaders.warehouse.ledger import (
     BUILDS_TABLE,
+    CURRENT_VERSION,
     LEDGER_TABLE,
     RAW_SCHEMAS,
     RDS_SCHEMA,
@@ -52,3 +53,11 @@ def test_no_model_spells_a_raw_table_name() -> None:
         if literal.search(path.read_text())
     ]
     assert spelled == []
+
+
+def test_the_loaders_and_the_models_tell_the_current_version_alike() -> None:
+    """The loaders' current-version predicate is the one stg_meta__landed_objects.is_current
+    computes (on superseded_seq, the column the models compare)."""
+    staged = (PROJECT / "models/staging/meta/stg_meta__landed_objects.sql").read_text()
+    assert f"({CURRENT_VERSION}) as is_current" in staged
+    assert "superseded_seq is null" in CURRENT_VERSION
