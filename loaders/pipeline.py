@@ -48,7 +48,7 @@ from loaders.landing import (
     shown,
 )
 from loaders.rds import TableExtract
-from loaders.warehouse import STREAMS_TABLE, Warehouse, open_warehouse
+from loaders.warehouse import STREAMS_TABLE, Warehouse, open_warehouse, snapshot_table
 
 Progress = Callable[[str], None]
 FILES_PER_LOAD_GROUP = 25
@@ -161,7 +161,7 @@ class Plan(BaseModel):
     def load_groups(self, files_per_group: int = FILES_PER_LOAD_GROUP) -> list[LoadGroup]:
         """One group per changed RDS table, then the new stream files ``files_per_group`` at
         a time (the DAG maps a task over them; the CLI loads them in order)."""
-        groups = [LoadGroup(label=f"raw_rds.{e.table}", snapshots=(e,)) for e in self.snapshots]
+        groups = [LoadGroup(label=snapshot_table(e.table), snapshots=(e,)) for e in self.snapshots]
         size = max(1, files_per_group)
         files = self.stream_files
         for start in range(0, len(files), size):
@@ -233,7 +233,7 @@ def plan_run(
         unbuilt = wh.has_unbuilt_loads()
         pending = publish_pending(settings, wh)
     changed = tuple(
-        e for e in extracts if last_snapshot.get(f"raw_rds.{e.table}", ("", ""))[1] != e.sha256
+        e for e in extracts if last_snapshot.get(snapshot_table(e.table), ("", ""))[1] != e.sha256
     )
     for unchanged in (e for e in extracts if e not in changed and e.prefix not in ledger):
         landing.delete_prefix(unchanged.prefix)
@@ -251,7 +251,9 @@ def plan_run(
         stream_files=tuple(new),
         archive_ready=tuple(ready),
         unbuilt_loads=unbuilt,
-        songs_changed=any(e.table == "songs" and "raw_rds.songs" in last_snapshot for e in changed),
+        songs_changed=any(
+            e.table == "songs" and snapshot_table("songs") in last_snapshot for e in changed
+        ),
         forced=force_build,
         publish_pending=pending,
         skipped=tuple(sorted(skipped)),
@@ -294,7 +296,9 @@ class LoadReport(BaseModel):
             f"loaded, {len(self.files_rejected)} rejected",
             f"stream rows loaded: {self.stream_rows:,}",
         ]
-        out += [f"raw_rds.{t}: new snapshot, {n:,} rows" for t, n in self.snapshot_rows.items()]
+        out += [
+            f"{snapshot_table(t)}: new snapshot, {n:,} rows" for t, n in self.snapshot_rows.items()
+        ]
         out += [
             f"rejected {shown(obj.key)}: {shown(reason)}" for obj, reason in self.files_rejected
         ]
@@ -342,7 +346,9 @@ def load(
             outcome = wh.load_snapshot(landing, extract_, load_id=load_id, loaded_at=utcnow())
             if outcome.status == "loaded":
                 snapshot_rows[extract_.table] = outcome.rows
-            progress(f"  raw_rds.{extract_.table}: {outcome.status} ({outcome.rows:,} rows)")
+            progress(
+                f"  {snapshot_table(extract_.table)}: {outcome.status} ({outcome.rows:,} rows)"
+            )
         before, total = numbered or (0, len(group.stream_files))
         loaded_at = utcnow()
         outcomes = wh.load_stream_files(  # one transaction for the group's files
