@@ -173,10 +173,7 @@ class Plan(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def description(self) -> str:
-        """:meth:`describe`, in the JSON form."""
-        return self.describe()
-
-    def describe(self) -> str:
+        """What the run does, in one line (printed by the CLI's plan step and the DAG)."""
         if not self.should_run:
             return "nothing new: no new stream file, RDS tables unchanged, marts up to date"
         parts = [
@@ -668,7 +665,7 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         plan = summary.plan = plan_run(
             settings, landing, extracts, run_id=run_id, force_build=force_build, progress=progress
         )
-        progress(f"  {plan.describe()}")
+        progress(f"  {plan.description}")
     if not plan.should_run:
         progress("nothing to do: skipping load, dbt build, archive and publish")
         return summary
