@@ -48,6 +48,7 @@ from loaders.landing import (
     shown,
 )
 from loaders.rds import TableExtract
+from loaders.serving import publish, publish_pending
 from loaders.warehouse import STREAMS_TABLE, Warehouse, open_warehouse, snapshot_table
 
 Progress = Callable[[str], None]
@@ -222,8 +223,6 @@ def plan_run(
     equal to the snapshot already loaded is deleted at once: a run with nothing new leaves
     nothing behind. Entries under the streams prefix that are not stream files are skipped,
     each with its reason (printed through ``progress`` and kept in :attr:`Plan.skipped`)."""
-    from loaders.serving import publish_pending
-
     with warehouse(settings) as wh:
         ledger = wh.ledger()
         last_snapshot = wh.latest_snapshots()
@@ -505,25 +504,7 @@ def prune_extracts(settings: Settings, landing: LandingStore, *, keep_loaded: se
                 landing.delete_prefix(prefix)
 
 
-def kpi_marts(settings: Settings) -> tuple[manifest.Mart, ...]:
-    """The KPI marts, from the dbt manifest (models tagged ``kpi``)."""
-    return manifest.kpi_marts(manifest.load_manifest(settings.dbt_manifest_path))
-
-
-def publish(settings: Settings, *, progress: Progress = print) -> dict[str, int]:
-    """Publish the last green build for readers (:mod:`loaders.serving`: every published
-    relation switches at once, then the warehouse records the publish) and return the rows in
-    each KPI mart, by mart name (what the DAG attaches to its Airflow Assets and the CLI
-    prints). A failure is :class:`~loaders.serving.PublishFailed`, an outage: the build stays
-    recorded and the next run publishes it."""
-    from loaders.serving import publish_marts
-
-    marts = kpi_marts(settings)
-    outcome = publish_marts(settings, marts)
-    progress(f"  published for readers: {outcome}")
-    with open_warehouse(settings) as wh:
-        counts = wh.row_counts([mart.relation for mart in marts])
-    return {mart.name: counts[mart.relation] for mart in marts}
+# publish: :func:`loaders.serving.publish` (imported above), the step the CLI and the DAG run
 
 
 def correction_effects(

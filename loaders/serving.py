@@ -46,7 +46,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -162,6 +162,13 @@ def published_relations(
     return kpis + aggregates + views
 
 
+def kpi_marts(settings: Settings) -> tuple[Mart, ...]:
+    """The KPI marts, from the dbt manifest (models tagged ``kpi``)."""
+    from loaders import manifest
+
+    return manifest.kpi_marts(manifest.load_manifest(settings.dbt_manifest_path))
+
+
 def served_models(settings: Settings) -> list[Mart]:
     """The models of :data:`AGGREGATES` and :data:`PIPELINE_VIEWS`, from the dbt manifest."""
     from loaders import manifest
@@ -212,6 +219,19 @@ def publish_marts(settings: Settings, marts: Sequence[Mart]) -> str:
         f"{changed:,} row(s) changed in {len(relations)} relation(s), in {where}; "
         f"{revised:,} published value(s) revised"
     )
+
+
+def publish(settings: Settings, *, progress: Callable[[str], None] = print) -> dict[str, int]:
+    """The pipeline's publish step: publish the last green build for readers
+    (:func:`publish_marts`) and return the rows in each KPI mart, by mart name (what the DAG
+    attaches to its Airflow Assets and the CLI prints). A failure is :class:`PublishFailed`,
+    an outage: the build stays recorded and the next run publishes it."""
+    marts = kpi_marts(settings)
+    outcome = publish_marts(settings, marts)
+    progress(f"  published for readers: {outcome}")
+    with open_warehouse(settings) as wh:
+        counts = wh.row_counts([mart.relation for mart in marts])
+    return {mart.name: counts[mart.relation] for mart in marts}
 
 
 @dataclass(frozen=True)
@@ -714,7 +734,6 @@ def _sql_literal(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m loaders.serving``: publish the last green build of a work directory's
     warehouse, under the run lock (not while a run holds it)."""
-    from loaders import pipeline
     from loaders.runlock import run_lock
 
     parser = argparse.ArgumentParser(
@@ -734,7 +753,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"serving: no warehouse at {settings.warehouse.duckdb_path} yet")
             return 0
         with run_lock(settings, "python -m loaders.serving", wait_seconds=0):
-            with pipeline.warehouse(settings) as wh:
+            with open_warehouse(settings) as wh:
+                wh.setup()
                 (builds,) = wh.query(f"select count(*) from {BUILDS_TABLE}")[0]
                 stale = publish_pending(settings, wh)
             if not builds:
@@ -743,7 +763,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.if_stale and not stale:
                 print("serving: the last green build is published")
                 return 0
-            pipeline.publish(settings, progress=lambda line: print(f"serving:{line}"))
+            publish(settings, progress=lambda line: print(f"serving:{line}"))
     except ConnectionError as exc:  # RunLocked, PublishFailed, an unreachable warehouse
         print(f"serving: not published now ({exc}); readers see the last publish")
         return 0
