@@ -62,7 +62,13 @@ from loaders.errors import (
     one_line,
 )
 from loaders.manifest import Mart
-from loaders.warehouse import BUILDS_TABLE, LEDGER_TABLE, Warehouse, open_warehouse
+from loaders.warehouse import (
+    BUILDS_TABLE,
+    LAST_GREEN_BUILD,
+    LEDGER_TABLE,
+    Warehouse,
+    open_warehouse,
+)
 
 SERVING_FILE = "serving.duckdb"
 PUBLISHED_SCHEMA = "marts"
@@ -252,7 +258,7 @@ def _revisions(out: _Target, log: str, at: datetime) -> _Revisions:
     builds not published yet are the ones this publish publishes)."""
     previous_seq, previous_at, current_seq = out.execute(
         "select coalesce(max(case when published_at is not null then load_seq end), 0), "
-        f"max(published_at), coalesce(max(load_seq), 0) from {BUILDS_TABLE}"
+        f"max(published_at), (select load_seq from {LAST_GREEN_BUILD}) from {BUILDS_TABLE}"
     ).fetchone()
     keys = out.execute(
         f"select distinct object_key from {LEDGER_TABLE} where status = 'loaded' and ("

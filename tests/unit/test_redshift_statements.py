@@ -92,6 +92,8 @@ class _Cursor:
         elif created := re.match(r"create table (\w+)\.(\w+) \((.*)\)", text):
             columns = [col.strip().split()[0].strip('"') for col in created[3].split(", ")]
             c.tables[(created[1], created[2])] = columns
+        elif view := re.match(r"create view (\w+)\.(\w+) as select ", text):
+            c.tables[(view[1], view[2])] = ["(a view)"]
         elif added := re.match(r"alter table (\w+)\.(\w+) add column (\w+)", text):
             c.tables[(added[1], added[2])].append(added[3])
         elif text.startswith("select count(*) from pg_namespace"):
@@ -154,6 +156,13 @@ SETUP = [
     "finished_at timestamp, load_seq bigint, published_at timestamp)",
     COLUMNS,
     COLUMNS,
+    COLUMNS,
+    "create view raw_meta.last_green_build as select coalesce(max(load_seq), 0) as load_seq "
+    "from raw_meta.dbt_builds",
+    COLUMNS,
+    "create view raw_meta.unbuilt_loads as select object_key, etag, target_table, load_id, "
+    "load_seq from raw_meta.load_ledger where status = 'loaded' and load_seq > "
+    "(select load_seq from raw_meta.last_green_build)",
     "-- commit",
 ]
 

@@ -11,10 +11,12 @@ import yaml
 from loaders.warehouse.ledger import (
     BUILDS_TABLE,
     CURRENT_VERSION,
+    LAST_GREEN_BUILD,
     LEDGER_TABLE,
     RAW_SCHEMAS,
     RDS_SCHEMA,
     STREAMS_TABLE,
+    UNBUILT_LOADS,
     snapshot_table,
 )
 from tests.conftest import REPO
@@ -37,6 +39,8 @@ def test_the_loaders_write_the_tables_the_dbt_sources_name() -> None:
     assert sources["streams"]["streams"] == STREAMS_TABLE
     assert sources["meta"]["load_ledger"] == LEDGER_TABLE
     assert sources["meta"]["dbt_builds"] == BUILDS_TABLE
+    assert sources["meta"]["last_green_build"] == LAST_GREEN_BUILD
+    assert sources["meta"]["unbuilt_loads"] == UNBUILT_LOADS
     assert {snapshot_table(name) for name in sources["rds"]} == set(sources["rds"].values())
     assert snapshot_table("songs").startswith(f"{RDS_SCHEMA}.")
     schemas = {table.split(".")[0] for tables in sources.values() for table in tables.values()}
