@@ -29,6 +29,8 @@ relations (PostgreSQL, Redshift).
 
 A publish that dies (kill -9, a full disk) leaves the build unpublished: the next run, even one
 with nothing new, publishes it (:func:`publish_pending`) and removes leftover temporary files.
+So it does when the DuckDB serving copy is missing or of an older format (a published relation
+missing, or with other columns than the warehouse gives it).
 A failed publish is :class:`PublishFailed`, an outage, never "fix the data".
 
 Read side: :func:`open_reader` returns a :class:`KpiReader` for either case. Every relation a
@@ -190,17 +192,51 @@ def serving_path(settings: Settings) -> Path:
 
 
 def publish_pending(settings: Settings, wh: Warehouse) -> bool:
-    """Whether a green build is recorded that readers do not see yet."""
+    """Whether a green build is recorded that readers do not see yet: one not published, or
+    (DuckDB) a serving copy that is missing or of an older format (:func:`_copy_outdated`)."""
     (unpublished, builds) = wh.query(
         f"select count(case when published_at is null then 1 end), count(*) from {BUILDS_TABLE}"
     )[0]
     if int(unpublished):
         return True
-    return (
-        settings.warehouse.kind == "duckdb"
-        and bool(builds)
-        and not serving_path(settings).is_file()
-    )
+    if settings.warehouse.kind != "duckdb" or not builds:
+        return False
+    return not serving_path(settings).is_file() or _copy_outdated(settings, wh)
+
+
+def _copy_outdated(settings: Settings, wh: Warehouse) -> bool:
+    """DuckDB: whether the serving copy lacks a relation a publish writes, or holds it with
+    other columns than the warehouse now gives it (a copy an older version published, e.g.
+    before ``landed_files.is_current``): a publish rewrites those. Without a manifest, or for
+    a relation the warehouse lacks, a publish could do no better: not outdated then; an
+    unreadable copy is."""
+    import duckdb
+
+    if not settings.dbt_manifest_path.is_file():
+        return False
+    relations = published_relations(kpi_marts(settings), served_models(settings))
+    conn = wh.conn
+    try:
+        conn.execute(
+            f"attach '{_sql_literal(str(serving_path(settings)))}' as serving_now (read_only)"
+        )
+    except duckdb.Error:  # unreadable: a publish starts from an empty copy
+        return True
+    try:
+        for relation in relations:
+            try:
+                wanted = conn.execute(f"select * from ({relation.query}) limit 0").description
+            except duckdb.Error:
+                continue
+            try:
+                held = conn.execute(f"select * from serving_now.{relation.name} limit 0")
+            except duckdb.Error:
+                return True
+            if [d[0] for d in held.description] != [d[0] for d in wanted]:
+                return True
+        return False
+    finally:
+        conn.execute("detach serving_now")
 
 
 def publish_marts(settings: Settings, marts: Sequence[Mart]) -> str:
@@ -750,7 +786,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--if-stale",
         action="store_true",
-        help="only when a green build is not published yet (or the DuckDB copy is missing)",
+        help="only when a green build is not published yet (or the DuckDB copy is missing or "
+        "of an older format)",
     )
     args = parser.parse_args(argv)
     try:

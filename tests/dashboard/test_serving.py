@@ -16,6 +16,7 @@ from unittest import mock
 import duckdb
 import pytest
 
+from dashboard import kpis
 from loaders.config import Settings, WarehouseSettings
 from loaders.serving import (
     NoKpiData,
@@ -246,3 +247,27 @@ def test_cli_publishes_when_stale_and_says_what_it_did(
     assert "published for readers" in capsys.readouterr().out
     assert main(["--workdir", str(own_copy.workdir / "nothing-here")]) == 0
     assert "no warehouse" in capsys.readouterr().out
+
+
+def test_a_copy_of_an_older_format_is_stale_and_published_again(
+    own_copy: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A serving copy an older version published lacks a column readers now query
+    (landed_files.is_current, read by the dashboard's ledger counts): although every green
+    build is published, --if-stale (and a run's plan) find it stale and publish again."""
+    from loaders.serving import main
+
+    copy = duckdb.connect(str(serving_path(own_copy)))
+    copy.execute("alter table marts.landed_files drop column is_current")
+    copy.close()
+    with (
+        pytest.raises(duckdb.BinderException, match="is_current"),
+        open_reader(own_copy).session() as session,
+    ):
+        kpis.ledger_counts(session)
+    assert _pending(own_copy)
+    assert main(["--workdir", str(own_copy.workdir), "--if-stale"]) == 0
+    assert "published for readers" in capsys.readouterr().out
+    assert not _pending(own_copy)
+    with open_reader(own_copy).session() as session:
+        assert kpis.ledger_counts(session).loaded > 0
