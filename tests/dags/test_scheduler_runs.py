@@ -40,11 +40,11 @@ import pytest
 
 from loaders import rds
 from loaders.config import Settings
+from loaders.demo.embedded import embedded_server
+from loaders.demo.generate import generate
+from loaders.demo.seed import seed, seed_table
 from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX, open_landing
 from loaders.warehouse import BUILDS_TABLE, LEDGER_TABLE, open_warehouse
-from music_elt_demo.embedded import embedded_server
-from music_elt_demo.generate import generate
-from music_elt_demo.seed import seed, seed_table
 from tests.conftest import pg_dsn, postgres_conn_env, postgres_settings
 from tests.dags.helpers import DAG_ID, assert_marts_match_reference, webhook_server
 from tests.dags.scheduler import Airflow, AirflowError, airflow_instance, pipeline_run_id
