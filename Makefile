@@ -53,14 +53,14 @@ test: $(DEV) lint  ## lint, then the whole test suite (starts PostgreSQL and S3 
 	$(BIN)/pytest -n 2
 
 lint: $(DEV)  ## ruff, mypy, sqlfluff on the SQL dbt renders (dbt templater, in-memory DuckDB)
-	$(BIN)/ruff check loaders music_elt_airflow music_elt_demo dags dashboard tests bench deploy
-	$(BIN)/ruff format --check loaders music_elt_airflow music_elt_demo dags dashboard tests bench deploy
+	$(BIN)/ruff check loaders dags dashboard tests bench deploy
+	$(BIN)/ruff format --check loaders dags dashboard tests bench deploy
 	$(BIN)/mypy
 	cd dbt_project && MUSIC_ELT_DUCKDB_PATH=:memory: ../$(BIN)/sqlfluff lint models tests
 
 format: $(DEV)  ## apply ruff's formatter and fixes
-	$(BIN)/ruff format loaders music_elt_airflow music_elt_demo dags dashboard tests bench deploy
-	$(BIN)/ruff check --fix loaders music_elt_airflow music_elt_demo dags dashboard tests bench deploy
+	$(BIN)/ruff format loaders dags dashboard tests bench deploy
+	$(BIN)/ruff check --fix loaders dags dashboard tests bench deploy
 
 # Re-resolve the locks (Python 3.11), keeping existing pins unless pyproject.toml needs others;
 # `make lock UPGRADE=--upgrade` moves everything to the newest allowed versions.

@@ -88,7 +88,7 @@ def marts(workdir: Path) -> dict[str, list[tuple[object, ...]]]:
 def stop_embedded_rds(workdir: Path) -> None:
     """Stop the embedded RDS a task started in ``workdir`` (before copying it)."""
     from loaders.config import Settings
-    from music_elt_demo.embedded import embedded_server
+    from loaders.demo.embedded import embedded_server
 
     embedded_server(Settings.from_env({}, workdir=workdir).pgdata).cleanup()
 

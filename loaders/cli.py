@@ -26,8 +26,8 @@ from loaders.serving import PUBLISHED_SCHEMA, kpi_marts
 
 def embedded_server(pgdata: Path) -> Any:
     """The embedded RDS stand-in (demo tooling, imported when a run without
-    ``MUSIC_ELT_RDS_DSN`` connects): :func:`music_elt_demo.embedded.embedded_server`."""
-    from music_elt_demo.embedded import embedded_server as start
+    ``MUSIC_ELT_RDS_DSN`` connects): :func:`loaders.demo.embedded.embedded_server`."""
+    from loaders.demo.embedded import embedded_server as start
 
     return start(pgdata)
 
@@ -49,7 +49,7 @@ def _say_warnings(summary: pipeline.RunSummary) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    from music_elt_demo.generate import generate
+    from loaders.demo.generate import generate
 
     started = time.perf_counter()
     summary = generate(
@@ -63,8 +63,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def seed(settings: Settings, from_dir: Path, *, replace_source_tables: bool = False) -> None:
-    """``music-elt seed``: :func:`music_elt_demo.seed.seed` with the CLI's progress lines."""
-    from music_elt_demo.seed import seed as seed_source
+    """``music-elt seed``: :func:`loaders.demo.seed.seed` with the CLI's progress lines."""
+    from loaders.demo.seed import seed as seed_source
 
     seed_source(settings, from_dir, replace_source_tables=replace_source_tables, progress=_say)
 
@@ -86,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.from_dir:
         source = Path(args.from_dir)
     else:
-        from music_elt_demo.generate import generate
+        from loaders.demo.generate import generate
 
         source = settings.workdir / "generated"
         if not (source / "users.csv").is_file():

@@ -7,7 +7,7 @@ rendered as text by PostgreSQL itself. A manifest beside the parts records the c
 count and a SHA-256 of the uncompressed CSV: the fingerprint that tells the loader whether the
 table changed since the snapshot it last loaded.
 
-Seeding a source database and the embedded server are demo tooling (:mod:`music_elt_demo`),
+Seeding a source database and the embedded server are demo tooling (:mod:`loaders.demo`),
 which this package never imports: the entry points that run the embedded stack (the CLI, the
 DAG's glue) hand :func:`connect` the server with :func:`serve_embedded`.
 """
@@ -85,7 +85,7 @@ def require_source(settings: Settings) -> None:
 
 EmbeddedServer = Callable[[Path], Any]
 """The embedded RDS stand-in: started (or attached to) in its data directory, with ``get_uri()``
-giving its DSN (:func:`music_elt_demo.embedded.embedded_server`)."""
+giving its DSN (:func:`loaders.demo.embedded.embedded_server`)."""
 _embedded_server: EmbeddedServer | None = None
 
 

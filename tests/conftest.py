@@ -18,7 +18,7 @@ import pytest
 
 from loaders import rds
 from loaders.config import Settings, WarehouseSettings
-from music_elt_demo.embedded import embedded_server
+from loaders.demo.embedded import embedded_server
 
 REPO = Path(__file__).resolve().parent.parent
 # Settings without MUSIC_ELT_RDS_DSN reach the embedded stand-in, as under the CLI

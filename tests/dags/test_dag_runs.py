@@ -28,10 +28,10 @@ import pytest
 
 from loaders import rds
 from loaders.config import Settings
+from loaders.demo.embedded import embedded_server
+from loaders.demo.generate import generate
+from loaders.demo.seed import seed, seed_table
 from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX, open_landing
-from music_elt_demo.embedded import embedded_server
-from music_elt_demo.generate import generate
-from music_elt_demo.seed import seed, seed_table
 from tests.conftest import postgres_conn_env, postgres_settings
 from tests.dags.helpers import (
     assert_marts_match_reference,

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 
 from loaders.config import Settings
-from music_elt_demo.generate import generate
-from music_elt_demo.seed import seed
+from loaders.demo.generate import generate
+from loaders.demo.seed import seed
 from tests.dags.helpers import DAG_ID, assert_marts_match_reference
 from tests.dags.scheduler import TERMINAL, Airflow, airflow_instance
 from tests.dags.test_events import PREFIX, aws_conn, notified_queue

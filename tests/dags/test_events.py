@@ -1,4 +1,4 @@
-"""The SQS watcher of event-driven runs (music_elt_airflow/events.py) against moto's server: S3
+"""The SQS watcher of event-driven runs (dags/music_elt_airflow/events.py) against moto's server: S3
 notifying an SQS queue of new objects, as a bucket configured per dags/README.md does."""
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ b. a failing data test: the run fails, its files stay in streams/, readers still
    marts, the Slack alert names the test;
 c. the RDS data fixed and the failed run cleared: the run rebuilds, archives and publishes;
 e. the load task's first try fails (the test holds the run lock), the retry loads: green;
-f. ``music-elt run`` while the DAG's dbt build runs: exit 2 naming the holder, nothing touched.
+f. ``music-elt run`` while the DAG's dbt build runs: exit 2 naming the holder, nothing touched;
+h. an RDS connection that names no database (set through the REST API): the first task fails on
+   its first try, without the retry every task has (a configuration error is terminal).
 
 A second Airflow, on PostgreSQL, checks a hung build (g): the build task ends on its timeout,
 alerts and frees its pool slot; a new run succeeds once the lock is released.
@@ -40,11 +42,12 @@ import pytest
 
 from loaders import rds
 from loaders.config import Settings
+from loaders.connections import RDS_CONN_ID
+from loaders.demo.embedded import embedded_server
+from loaders.demo.generate import generate
+from loaders.demo.seed import seed, seed_table
 from loaders.landing import ARCHIVE_PREFIX, STREAMS_PREFIX, open_landing
 from loaders.warehouse import BUILDS_TABLE, LEDGER_TABLE, open_warehouse
-from music_elt_demo.embedded import embedded_server
-from music_elt_demo.generate import generate
-from music_elt_demo.seed import seed, seed_table
 from tests.conftest import pg_dsn, postgres_conn_env, postgres_settings
 from tests.dags.helpers import DAG_ID, assert_marts_match_reference, webhook_server
 from tests.dags.scheduler import Airflow, AirflowError, airflow_instance, pipeline_run_id
@@ -217,6 +220,8 @@ def test_runs_clears_and_retries_under_the_scheduler(
         retried_load()
     with subtests.test("f: a CLI run during the DAG's build stops, naming the holder"):
         cli_run()
+    with subtests.test("h: a terminal error fails its task at once, without the retry"):
+        _h_terminal_error_is_not_retried(stack)
 
 
 # -- a -------------------------------------------------------------------------------------------
@@ -458,6 +463,34 @@ def _e_f_run_with_a_held_lock_and_a_cli_run(stack: Stack) -> tuple[Any, Any]:
 
 TRY_OVER = ("up_for_retry", "failed")
 HOLDER = "tests/dags/test_scheduler_runs.py holds the run lock"  # the command the lock records
+
+
+# -- h -------------------------------------------------------------------------------------------
+def _h_terminal_error_is_not_retried(stack: Stack) -> None:
+    """With ``aws_rds_connection`` naming no database, ``check_rds_available`` fails on try 1
+    and stays failed (its retry, which the transient lock of e used, is not spent on it); the
+    run loads and builds nothing. The connection is deleted again afterwards."""
+    airflow = stack.airflow
+    task_id = "check_rds_available"
+    assert airflow.task(task_id)["retries"] == int(DAG_ENV["MUSIC_ELT_TASK_RETRIES"]) == 1
+    ledger, builds = stack.ledger(), stack.builds()
+    airflow.request(
+        "POST",
+        "/api/v2/connections",
+        {"connection_id": RDS_CONN_ID, "conn_type": "postgres", "host": "127.0.0.1", "login": "u"},
+    )
+    try:
+        run = stack.run_and_wait("h")
+    finally:
+        airflow.request("DELETE", f"/api/v2/connections/{RDS_CONN_ID}")
+    run_id = run["dag_run_id"]
+    ti = airflow.task_instance(run_id, task_id)
+    assert (run["state"], ti["state"], ti["try_number"]) == ("failed", "failed", 1), (
+        airflow.explain(run_id)
+    )
+    log = airflow.task_log(run_id, task_id, 1)
+    assert f"{RDS_CONN_ID} needs a host, a login and a database" in log, log[-3000:]
+    assert (stack.ledger(), stack.builds()) == (ledger, builds)
 
 
 # -- g -------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ import pytest
 from filelock import FileLock
 
 from loaders.config import Settings
-from music_elt_demo.generate import generate
+from loaders.demo.generate import generate
 
 # A file whose header lacks listen_time: quarantined by the loader with its reason.
 REFUSED_FILE = "streams/zz_refused_no_listen_time.csv"

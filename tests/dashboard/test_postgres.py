@@ -16,8 +16,8 @@ import pytest
 from loaders import pipeline
 from loaders.cli import seed
 from loaders.config import Settings
+from loaders.demo.generate import generate
 from loaders.serving import SERVED
-from music_elt_demo.generate import generate
 from tests.conftest import postgres_settings
 from tests.dashboard.test_app import PAGES, metric, run_page
 

@@ -37,8 +37,8 @@ import psycopg2
 import pytest
 
 from loaders.config import Settings
-from music_elt_demo.generate import generate
-from music_elt_demo.seed import seed_table
+from loaders.demo.generate import generate
+from loaders.demo.seed import seed_table
 from tests.conftest import (
     PG_TEST_PASSWORD,
     REPO,

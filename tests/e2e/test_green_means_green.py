@@ -26,12 +26,12 @@ from loaders import pipeline, rds
 from loaders.cli import main as cli
 from loaders.config import Settings
 from loaders.dbt import DbtFailed
+from loaders.demo.generate import generate
+from loaders.demo.seed import seed, seed_table
 from loaders.errors import RunLocked
 from loaders.landing import STREAMS_PREFIX
 from loaders.serving import serving_path
 from loaders.warehouse import open_warehouse
-from music_elt_demo.generate import generate
-from music_elt_demo.seed import seed, seed_table
 from tests.checks import published
 from tests.conftest import postgres_settings
 from tests.kpi_reference import MARTS, assert_rows_match, compute_kpis

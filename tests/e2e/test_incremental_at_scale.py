@@ -46,9 +46,9 @@ from psycopg2 import sql
 from loaders import manifest, pipeline
 from loaders.config import Settings
 from loaders.dbt import run_dbt
+from loaders.demo.generate import generate
+from loaders.demo.seed import seed
 from loaders.landing import STREAMS_PREFIX
-from music_elt_demo.generate import generate
-from music_elt_demo.seed import seed
 from tests.checks import published
 from tests.conftest import postgres_settings
 from tests.kpi_reference import MARTS, KpiResult, compute_kpis, diff_rows

@@ -16,8 +16,8 @@ import pytest
 
 from loaders import check, pipeline
 from loaders.config import Settings
-from music_elt_demo.generate import generate
-from music_elt_demo.seed import seed
+from loaders.demo.generate import generate
+from loaders.demo.seed import seed
 from tests.checks import published
 from tests.conftest import pg_dsn, postgres_settings
 from tests.kpi_reference import MARTS, assert_rows_match, compute_kpis

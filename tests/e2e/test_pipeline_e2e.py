@@ -18,8 +18,8 @@ from loaders import manifest, pipeline
 from loaders.cli import main as cli
 from loaders.config import Settings
 from loaders.dbt import _release_duckdb, console_args, dbt_args, dbt_environment, run_dbt
+from loaders.demo.generate import generate
 from loaders.warehouse import open_warehouse
-from music_elt_demo.generate import generate
 from tests.checks import published
 from tests.conftest import postgres_settings
 from tests.kpi_reference import MARTS, KpiResult, assert_rows_match, compute_kpis

@@ -24,10 +24,10 @@ import pytest
 
 from loaders import pipeline
 from loaders.config import Settings
+from loaders.demo.generate import generate
+from loaders.demo.seed import seed
 from loaders.serving import REVISION_COLUMNS, open_reader
 from loaders.warehouse import open_warehouse
-from music_elt_demo.generate import generate
-from music_elt_demo.seed import seed
 from tests.conftest import new_database, postgres_settings
 from tests.kpi_reference import MARTS
 

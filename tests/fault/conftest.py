@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from music_elt_demo.generate import generate
+from loaders.demo.generate import generate
 from tests.conftest import pg_dsn
 from tests.fault.harness import Stack
 

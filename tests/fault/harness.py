@@ -33,7 +33,7 @@ import psycopg2
 from loaders import pipeline
 from loaders.cli import main as cli
 from loaders.config import Settings
-from music_elt_demo.seed import seed_table
+from loaders.demo.seed import seed_table
 from tests.checks import (
     Version,
     assert_no_problems,

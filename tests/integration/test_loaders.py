@@ -13,9 +13,9 @@ import pytest
 
 from loaders import pipeline, rds
 from loaders.config import Settings
+from loaders.demo.seed import seed_table
 from loaders.landing import LocalLanding, S3Landing
 from loaders.warehouse import open_warehouse
-from music_elt_demo.seed import seed_table
 from tests.conftest import pg_dsn, postgres_settings
 
 USERS = "user_id,user_name,user_age,user_country,created_at\n" + "".join(

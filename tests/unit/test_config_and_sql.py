@@ -255,7 +255,7 @@ def test_column_positions_are_by_name() -> None:
 
 
 def test_seeded_column_names_are_made_plain_identifiers() -> None:
-    from music_elt_demo.seed import source_column_names
+    from loaders.demo.seed import source_column_names
 
     assert source_column_names(
         ["Unnamed: 0", "Track ID", "popularity", "Popularity", "9x", ""]

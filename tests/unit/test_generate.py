@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from music_elt_demo.generate import (
+from loaders.demo.generate import (
     GENRES,
     SONG_COLUMNS,
     GenerateSummary,

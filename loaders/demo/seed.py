@@ -1,7 +1,7 @@
 """Fill a source database and the landing zone from a data directory (``music-elt seed``).
 
 A data directory holds ``users.csv``, ``songs.csv`` (or ``.csv.gz``) and ``streams/*.csv[.gz]``,
-as :mod:`music_elt_demo.generate` writes it. Seeding replaces the source tables with the CSV
+as :mod:`loaders.demo.generate` writes it. Seeding replaces the source tables with the CSV
 rows and copies stream files the landing zone has not seen (by name) into ``streams/``, as the
 producers would. This is test and demo tooling: production never seeds its RDS.
 """

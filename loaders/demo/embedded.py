@@ -4,7 +4,7 @@ The server's data lives in the work directory (``Settings.pgdata``); it starts i
 with no install and never outlives the processes that use it. ``pgserver`` stops it when the
 last process holding a handle exits normally; a process killed with ``kill -9`` runs no exit
 code, so each process that starts or attaches to the server also starts a small watchdog
-(``python -m music_elt_demo.embedded --watch PID PGDATA``, in its own session) that waits for
+(``python -m loaders.demo.embedded --watch PID PGDATA``, in its own session) that waits for
 that process to end, then stops the server unless another live process still holds a handle.
 The next run also forgets handles of processes that no longer exist, so it reuses a server a
 killed run left and stops it when it is done.
@@ -52,7 +52,7 @@ def embedded_server(pgdata: Path) -> Any:
                 [
                     sys.executable,
                     "-m",
-                    "music_elt_demo.embedded",
+                    "loaders.demo.embedded",
                     "--watch",
                     str(os.getpid()),
                     str(pgdata),
@@ -116,7 +116,7 @@ def watch(pid: int, pgdata: Path, *, poll_seconds: float = 0.5) -> None:
         time.sleep(poll_seconds)
 
 
-if __name__ == "__main__":  # the watchdog: python -m music_elt_demo.embedded --watch PID PGDATA
+if __name__ == "__main__":  # the watchdog: python -m loaders.demo.embedded --watch PID PGDATA
     if len(sys.argv) == 4 and sys.argv[1] == "--watch":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -273,7 +273,7 @@ def settings(config: DagConfig) -> Settings:
         redshift=connection(REDSHIFT_CONN_ID) if config.target == "redshift" else None,
     )
     if current.embedded_rds:  # no aws_rds_connection: the demo stack's stand-in
-        from music_elt_demo.embedded import embedded_server
+        from loaders.demo.embedded import embedded_server
 
         rds.serve_embedded(embedded_server)
     return current

@@ -1,9 +1,9 @@
 """The embedded demo stack, kept apart from the production loaders.
 
-- :mod:`music_elt_demo.generate`: deterministic, realistic source data (users, songs, streams).
-- :mod:`music_elt_demo.embedded`: the RDS stand-in, a PostgreSQL server from the ``pgserver``
+- :mod:`loaders.demo.generate`: deterministic, realistic source data (users, songs, streams).
+- :mod:`loaders.demo.embedded`: the RDS stand-in, a PostgreSQL server from the ``pgserver``
   wheel (the ``embedded`` extra: ``pip install 'music-elt[embedded]'``).
-- :mod:`music_elt_demo.seed`: fill a source database and the landing zone from a data directory.
+- :mod:`loaders.demo.seed`: fill a source database and the landing zone from a data directory.
 
 This package imports ``loaders``; ``loaders`` never imports it but in its CLI, and only when
 called, so a production run (``music-elt run``, the DAG) neither loads it nor needs its
