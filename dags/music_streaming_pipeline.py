@@ -87,7 +87,7 @@ def music_streaming_pipeline() -> None:
         found = [TableExtract.model_validate(e) for e in runtime.as_list(extracts)]
         with runtime.run_lock(settings):
             decided = pipeline.plan_run(settings, runtime.landing(settings), found, run_id=run_id)
-        print(decided.describe())
+        print(decided.description)
         get_current_context()["ti"].xcom_push(key="plan", value=decided.model_dump(mode="json"))
         groups = decided.load_groups(settings.files_per_load_group) if decided.should_run else []
         return [group.model_dump(mode="json") for group in groups]

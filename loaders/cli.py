@@ -21,7 +21,7 @@ from loaders.console import console
 from loaders.dbt import run_dbt
 from loaders.docs_site import docs_freshness
 from loaders.errors import DbtFailed, Interrupted, PipelineError, Terminated, note_signal
-from loaders.serving import PUBLISHED_SCHEMA
+from loaders.serving import PUBLISHED_SCHEMA, kpi_marts
 
 
 def embedded_server(pgdata: Path) -> Any:
@@ -120,7 +120,7 @@ def show_marts(settings: Settings) -> None:
     from loaders.warehouse import open_warehouse
 
     with open_warehouse(settings) as wh:
-        for mart in pipeline.kpi_marts(settings):
+        for mart in kpi_marts(settings):
             preview = mart.meta.get("preview") or {}
             names, rows = wh.preview(  # a few rows each: the demo fits on one screen
                 mart.relation,

@@ -48,7 +48,8 @@ from loaders.landing import (
     shown,
 )
 from loaders.rds import TableExtract
-from loaders.warehouse import STREAMS_TABLE, Warehouse, open_warehouse
+from loaders.serving import publish, publish_pending
+from loaders.warehouse import STREAMS_TABLE, Warehouse, open_warehouse, snapshot_table
 
 Progress = Callable[[str], None]
 FILES_PER_LOAD_GROUP = 25
@@ -161,7 +162,7 @@ class Plan(BaseModel):
     def load_groups(self, files_per_group: int = FILES_PER_LOAD_GROUP) -> list[LoadGroup]:
         """One group per changed RDS table, then the new stream files ``files_per_group`` at
         a time (the DAG maps a task over them; the CLI loads them in order)."""
-        groups = [LoadGroup(label=f"raw_rds.{e.table}", snapshots=(e,)) for e in self.snapshots]
+        groups = [LoadGroup(label=snapshot_table(e.table), snapshots=(e,)) for e in self.snapshots]
         size = max(1, files_per_group)
         files = self.stream_files
         for start in range(0, len(files), size):
@@ -173,10 +174,7 @@ class Plan(BaseModel):
     @computed_field  # type: ignore[prop-decorator]
     @property
     def description(self) -> str:
-        """:meth:`describe`, in the JSON form."""
-        return self.describe()
-
-    def describe(self) -> str:
+        """What the run does, in one line (printed by the CLI's plan step and the DAG)."""
         if not self.should_run:
             return "nothing new: no new stream file, RDS tables unchanged, marts up to date"
         parts = [
@@ -225,15 +223,13 @@ def plan_run(
     equal to the snapshot already loaded is deleted at once: a run with nothing new leaves
     nothing behind. Entries under the streams prefix that are not stream files are skipped,
     each with its reason (printed through ``progress`` and kept in :attr:`Plan.skipped`)."""
-    from loaders.serving import publish_pending
-
     with warehouse(settings) as wh:
         ledger = wh.ledger()
         last_snapshot = wh.latest_snapshots()
         unbuilt = wh.has_unbuilt_loads()
         pending = publish_pending(settings, wh)
     changed = tuple(
-        e for e in extracts if last_snapshot.get(f"raw_rds.{e.table}", ("", ""))[1] != e.sha256
+        e for e in extracts if last_snapshot.get(snapshot_table(e.table), ("", ""))[1] != e.sha256
     )
     for unchanged in (e for e in extracts if e not in changed and e.prefix not in ledger):
         landing.delete_prefix(unchanged.prefix)
@@ -251,7 +247,9 @@ def plan_run(
         stream_files=tuple(new),
         archive_ready=tuple(ready),
         unbuilt_loads=unbuilt,
-        songs_changed=any(e.table == "songs" and "raw_rds.songs" in last_snapshot for e in changed),
+        songs_changed=any(
+            e.table == "songs" and snapshot_table("songs") in last_snapshot for e in changed
+        ),
         forced=force_build,
         publish_pending=pending,
         skipped=tuple(sorted(skipped)),
@@ -294,7 +292,9 @@ class LoadReport(BaseModel):
             f"loaded, {len(self.files_rejected)} rejected",
             f"stream rows loaded: {self.stream_rows:,}",
         ]
-        out += [f"raw_rds.{t}: new snapshot, {n:,} rows" for t, n in self.snapshot_rows.items()]
+        out += [
+            f"{snapshot_table(t)}: new snapshot, {n:,} rows" for t, n in self.snapshot_rows.items()
+        ]
         out += [
             f"rejected {shown(obj.key)}: {shown(reason)}" for obj, reason in self.files_rejected
         ]
@@ -342,7 +342,9 @@ def load(
             outcome = wh.load_snapshot(landing, extract_, load_id=load_id, loaded_at=utcnow())
             if outcome.status == "loaded":
                 snapshot_rows[extract_.table] = outcome.rows
-            progress(f"  raw_rds.{extract_.table}: {outcome.status} ({outcome.rows:,} rows)")
+            progress(
+                f"  {snapshot_table(extract_.table)}: {outcome.status} ({outcome.rows:,} rows)"
+            )
         before, total = numbered or (0, len(group.stream_files))
         loaded_at = utcnow()
         outcomes = wh.load_stream_files(  # one transaction for the group's files
@@ -502,25 +504,7 @@ def prune_extracts(settings: Settings, landing: LandingStore, *, keep_loaded: se
                 landing.delete_prefix(prefix)
 
 
-def kpi_marts(settings: Settings) -> tuple[manifest.Mart, ...]:
-    """The KPI marts, from the dbt manifest (models tagged ``kpi``)."""
-    return manifest.kpi_marts(manifest.load_manifest(settings.dbt_manifest_path))
-
-
-def publish(settings: Settings, *, progress: Progress = print) -> dict[str, int]:
-    """Publish the last green build for readers (:mod:`loaders.serving`: every published
-    relation switches at once, then the warehouse records the publish) and return the rows in
-    each KPI mart, by mart name (what the DAG attaches to its Airflow Assets and the CLI
-    prints). A failure is :class:`~loaders.serving.PublishFailed`, an outage: the build stays
-    recorded and the next run publishes it."""
-    from loaders.serving import publish_marts
-
-    marts = kpi_marts(settings)
-    outcome = publish_marts(settings, marts)
-    progress(f"  published for readers: {outcome}")
-    with open_warehouse(settings) as wh:
-        counts = wh.row_counts([mart.relation for mart in marts])
-    return {mart.name: counts[mart.relation] for mart in marts}
+# publish: :func:`loaders.serving.publish` (imported above), the step the CLI and the DAG run
 
 
 def correction_effects(
@@ -662,7 +646,7 @@ def _run(settings: Settings, *, progress: Progress, force_build: bool) -> RunSum
         plan = summary.plan = plan_run(
             settings, landing, extracts, run_id=run_id, force_build=force_build, progress=progress
         )
-        progress(f"  {plan.describe()}")
+        progress(f"  {plan.description}")
     if not plan.should_run:
         progress("nothing to do: skipping load, dbt build, archive and publish")
         return summary

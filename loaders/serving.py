@@ -29,6 +29,8 @@ relations (PostgreSQL, Redshift).
 
 A publish that dies (kill -9, a full disk) leaves the build unpublished: the next run, even one
 with nothing new, publishes it (:func:`publish_pending`) and removes leftover temporary files.
+So it does when the DuckDB serving copy is missing or of an older format (a published relation
+missing, or with other columns than the warehouse gives it).
 A failed publish is :class:`PublishFailed`, an outage, never "fix the data".
 
 Read side: :func:`open_reader` returns a :class:`KpiReader` for either case. Every relation a
@@ -46,7 +48,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,7 +64,13 @@ from loaders.errors import (
     one_line,
 )
 from loaders.manifest import Mart
-from loaders.warehouse import BUILDS_TABLE, LEDGER_TABLE, Warehouse, open_warehouse
+from loaders.warehouse import (
+    BUILDS_TABLE,
+    LAST_GREEN_BUILD,
+    LEDGER_TABLE,
+    Warehouse,
+    open_warehouse,
+)
 
 SERVING_FILE = "serving.duckdb"
 PUBLISHED_SCHEMA = "marts"
@@ -162,6 +170,13 @@ def published_relations(
     return kpis + aggregates + views
 
 
+def kpi_marts(settings: Settings) -> tuple[Mart, ...]:
+    """The KPI marts, from the dbt manifest (models tagged ``kpi``)."""
+    from loaders import manifest
+
+    return manifest.kpi_marts(manifest.load_manifest(settings.dbt_manifest_path))
+
+
 def served_models(settings: Settings) -> list[Mart]:
     """The models of :data:`AGGREGATES` and :data:`PIPELINE_VIEWS`, from the dbt manifest."""
     from loaders import manifest
@@ -177,17 +192,51 @@ def serving_path(settings: Settings) -> Path:
 
 
 def publish_pending(settings: Settings, wh: Warehouse) -> bool:
-    """Whether a green build is recorded that readers do not see yet."""
+    """Whether a green build is recorded that readers do not see yet: one not published, or
+    (DuckDB) a serving copy that is missing or of an older format (:func:`_copy_outdated`)."""
     (unpublished, builds) = wh.query(
         f"select count(case when published_at is null then 1 end), count(*) from {BUILDS_TABLE}"
     )[0]
     if int(unpublished):
         return True
-    return (
-        settings.warehouse.kind == "duckdb"
-        and bool(builds)
-        and not serving_path(settings).is_file()
-    )
+    if settings.warehouse.kind != "duckdb" or not builds:
+        return False
+    return not serving_path(settings).is_file() or _copy_outdated(settings, wh)
+
+
+def _copy_outdated(settings: Settings, wh: Warehouse) -> bool:
+    """DuckDB: whether the serving copy lacks a relation a publish writes, or holds it with
+    other columns than the warehouse now gives it (a copy an older version published, e.g.
+    before ``landed_files.is_current``): a publish rewrites those. Without a manifest, or for
+    a relation the warehouse lacks, a publish could do no better: not outdated then; an
+    unreadable copy is."""
+    import duckdb
+
+    if not settings.dbt_manifest_path.is_file():
+        return False
+    relations = published_relations(kpi_marts(settings), served_models(settings))
+    conn = wh.conn
+    try:
+        conn.execute(
+            f"attach '{_sql_literal(str(serving_path(settings)))}' as serving_now (read_only)"
+        )
+    except duckdb.Error:  # unreadable: a publish starts from an empty copy
+        return True
+    try:
+        for relation in relations:
+            try:
+                wanted = conn.execute(f"select * from ({relation.query}) limit 0").description
+            except duckdb.Error:
+                continue
+            try:
+                held = conn.execute(f"select * from serving_now.{relation.name} limit 0")
+            except duckdb.Error:
+                return True
+            if [d[0] for d in held.description] != [d[0] for d in wanted]:
+                return True
+        return False
+    finally:
+        conn.execute("detach serving_now")
 
 
 def publish_marts(settings: Settings, marts: Sequence[Mart]) -> str:
@@ -214,6 +263,19 @@ def publish_marts(settings: Settings, marts: Sequence[Mart]) -> str:
     )
 
 
+def publish(settings: Settings, *, progress: Callable[[str], None] = print) -> dict[str, int]:
+    """The pipeline's publish step: publish the last green build for readers
+    (:func:`publish_marts`) and return the rows in each KPI mart, by mart name (what the DAG
+    attaches to its Airflow Assets and the CLI prints). A failure is :class:`PublishFailed`,
+    an outage: the build stays recorded and the next run publishes it."""
+    marts = kpi_marts(settings)
+    outcome = publish_marts(settings, marts)
+    progress(f"  published for readers: {outcome}")
+    with open_warehouse(settings) as wh:
+        counts = wh.row_counts([mart.relation for mart in marts])
+    return {mart.name: counts[mart.relation] for mart in marts}
+
+
 @dataclass(frozen=True)
 class _Revisions:
     """What one publish records in the revision log: its time, the previous publish's time (the
@@ -232,7 +294,7 @@ def _revisions(out: _Target, log: str, at: datetime) -> _Revisions:
     builds not published yet are the ones this publish publishes)."""
     previous_seq, previous_at, current_seq = out.execute(
         "select coalesce(max(case when published_at is not null then load_seq end), 0), "
-        f"max(published_at), coalesce(max(load_seq), 0) from {BUILDS_TABLE}"
+        f"max(published_at), (select load_seq from {LAST_GREEN_BUILD}) from {BUILDS_TABLE}"
     ).fetchone()
     keys = out.execute(
         f"select distinct object_key from {LEDGER_TABLE} where status = 'loaded' and ("
@@ -714,7 +776,6 @@ def _sql_literal(text: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m loaders.serving``: publish the last green build of a work directory's
     warehouse, under the run lock (not while a run holds it)."""
-    from loaders import pipeline
     from loaders.runlock import run_lock
 
     parser = argparse.ArgumentParser(
@@ -725,7 +786,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--if-stale",
         action="store_true",
-        help="only when a green build is not published yet (or the DuckDB copy is missing)",
+        help="only when a green build is not published yet (or the DuckDB copy is missing or "
+        "of an older format)",
     )
     args = parser.parse_args(argv)
     try:
@@ -734,7 +796,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"serving: no warehouse at {settings.warehouse.duckdb_path} yet")
             return 0
         with run_lock(settings, "python -m loaders.serving", wait_seconds=0):
-            with pipeline.warehouse(settings) as wh:
+            with open_warehouse(settings) as wh:
+                wh.setup()
                 (builds,) = wh.query(f"select count(*) from {BUILDS_TABLE}")[0]
                 stale = publish_pending(settings, wh)
             if not builds:
@@ -743,7 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.if_stale and not stale:
                 print("serving: the last green build is published")
                 return 0
-            pipeline.publish(settings, progress=lambda line: print(f"serving:{line}"))
+            publish(settings, progress=lambda line: print(f"serving:{line}"))
     except ConnectionError as exc:  # RunLocked, PublishFailed, an unreachable warehouse
         print(f"serving: not published now ({exc}); readers see the last publish")
         return 0

@@ -22,8 +22,8 @@
     {#- every ref and source on every run, so that dbt's lineage has them (at parse time the
         marts' relations are unknown and the last branch renders) -#}
     {%- set plays = ref('fct_listens') -%}
-    {%- do source('meta', 'dbt_builds') -%}
-    {%- do source('meta', 'load_ledger') -%}
+    {%- do source('meta', 'last_green_build') -%}
+    {%- do source('meta', 'unbuilt_loads') -%}
     {%- do source('rds', 'songs') -%}
     {%- set stored = built_relation(compared_with) -%}
     {%- set other = built_relation(also_rebuilt) if also_rebuilt and stored is none else none -%}
@@ -68,25 +68,25 @@
 {% macro last_green_build_load_seq() -%}
     {#-
         The watermark of the last green dbt build: the ledger's largest load sequence number
-        when it started (0 before the first). Loads above it are not in the marts yet. The
-        loaders ask the same question before dbt runs (Ledger.has_unbuilt_loads).
+        when it started (0 before the first). Loads above it are not in the marts yet. Read
+        from the view the loaders define it in (source meta.last_green_build).
     -#}
     (
-        select coalesce(max(builds.load_seq), 0)
-        from {{ source('meta', 'dbt_builds') }} as builds
+        select last_green_build.load_seq
+        from {{ source('meta', 'last_green_build') }} as last_green_build
     )
 {%- endmacro %}
 
 
 {% macro songs_loaded_since_last_green_build() -%}
-    {#- Whether a songs snapshot was loaded above the last green dbt build's watermark. -#}
+    {#-
+        Whether a songs snapshot was loaded above the last green dbt build's watermark: one of
+        the loads since it (source meta.unbuilt_loads, the view the loaders ask too).
+    -#}
     exists (
         select 1
-        from {{ source('meta', 'load_ledger') }} as ledger
-        where
-            ledger.target_table = {{ raw_table_name('rds', 'songs') }}
-            and ledger.status = 'loaded'
-            and ledger.load_seq > {{ last_green_build_load_seq() }}
+        from {{ source('meta', 'unbuilt_loads') }} as unbuilt_loads
+        where unbuilt_loads.target_table = {{ raw_table_name('rds', 'songs') }}
     )
 {%- endmacro %}
 

@@ -31,11 +31,13 @@ from loaders.warehouse.duckdb import DuckDBWarehouse
 from loaders.warehouse.ledger import (
     BUILDS_TABLE,
     CURRENT_VERSION,
+    LAST_GREEN_BUILD,
     LEDGER_TABLE,
     RAW_SCHEMAS,
     RDS_SCHEMA,
     STREAM_COLUMNS,
     STREAMS_TABLE,
+    UNBUILT_LOADS,
     snapshot_table,
 )
 from loaders.warehouse.loading import LoadOutcome, Warehouse, physical_line
@@ -45,6 +47,7 @@ from loaders.warehouse.redshift import MANIFEST_PREFIX, RedshiftWarehouse, redsh
 __all__ = [
     "BUILDS_TABLE",
     "CURRENT_VERSION",
+    "LAST_GREEN_BUILD",
     "LEDGER_TABLE",
     "MANIFEST_PREFIX",
     "MAX_LINE_BYTES",
@@ -52,6 +55,7 @@ __all__ = [
     "RDS_SCHEMA",
     "STREAMS_TABLE",
     "STREAM_COLUMNS",
+    "UNBUILT_LOADS",
     "DuckDBWarehouse",
     "FileRejected",
     "LineLimit",

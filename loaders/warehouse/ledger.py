@@ -12,6 +12,13 @@ Raw tables (all data columns text, as received)::
     raw_meta.dbt_builds   load_id, started_at, finished_at, load_seq, published_at
                           (one row per run with a green dbt build)
 
+Views over them, the one definition of "loads since the last green build" (the loaders read
+them before dbt runs; dbt's sources meta.last_green_build and meta.unbuilt_loads name them)::
+
+    raw_meta.last_green_build   load_seq: the last green build's watermark (0 before any)
+    raw_meta.unbuilt_loads      object_key, etag, target_table, load_id, load_seq: the ledger
+                                rows loaded above that watermark (not in the marts yet)
+
 What is new is decided by the ledger's load sequence, never by comparing clocks (workers'
 clocks differ and step): each ledger row gets ``load_seq``, one more than the largest so far,
 inside the load transaction (the ledger is locked there), and the stream rows it loaded carry
@@ -38,11 +45,15 @@ STREAMS_TABLE = "raw_streams.streams"
 RDS_SCHEMA = "raw_rds"
 LEDGER_TABLE = "raw_meta.load_ledger"
 BUILDS_TABLE = "raw_meta.dbt_builds"
+LAST_GREEN_BUILD = "raw_meta.last_green_build"
+UNBUILT_LOADS = "raw_meta.unbuilt_loads"
 RAW_SCHEMAS = ("raw_streams", RDS_SCHEMA, "raw_meta")
-# A ledger row that is the current version of its key: loaded, not superseded. The loaders'
-# test, before dbt runs; the models and readers use stg_meta__landed_objects.is_current
-# (superseded_at and superseded_seq are written together).
-CURRENT_VERSION = "status = 'loaded' and superseded_at is null"
+# A ledger row no later version of its key superseded (whatever its status), and one that is
+# the current version of its key: loaded, not superseded. The loaders' test, before dbt runs;
+# the models and readers use stg_meta__landed_objects.is_current, on the same column
+# (superseded_at is written with superseded_seq, for people).
+NOT_SUPERSEDED = "superseded_seq is null"
+CURRENT_VERSION = f"status = 'loaded' and {NOT_SUPERSEDED}"
 # The snapshot each raw_rds table holds: its last loaded version.
 _LATEST_SNAPSHOTS = (
     f"select target_table, object_key, etag from {LEDGER_TABLE} l "
@@ -50,6 +61,13 @@ _LATEST_SNAPSHOTS = (
     f"(select max(load_seq) from {LEDGER_TABLE} l2 "
     "where l2.target_table = l.target_table and l2.status = 'loaded')"
 )
+# The views, in creation order (see the module)
+_VIEWS = {
+    LAST_GREEN_BUILD: f"select coalesce(max(load_seq), 0) as load_seq from {BUILDS_TABLE}",
+    UNBUILT_LOADS: "select object_key, etag, target_table, load_id, load_seq "
+    f"from {LEDGER_TABLE} where status = 'loaded' "
+    f"and load_seq > (select load_seq from {LAST_GREEN_BUILD})",
+}
 REASON_CHARS = 1000  # a ledger reason is at most this long (the loaders' own one-line messages)
 
 
@@ -67,8 +85,9 @@ class Ledger(Session):
 
     # -- setup ------------------------------------------------------------------------------
     def setup(self) -> None:
-        """Create the raw schemas, the streams table, the ledger and the dbt build log if they
-        do not exist; give those of an earlier version the load sequence (see the module).
+        """Create the raw schemas, the streams table, the ledger, the dbt build log and the
+        views over them if they do not exist; give those of an earlier version the load
+        sequence (see the module).
 
         Each schema and table is looked up first and created only when missing: ``create
         schema if not exists`` needs CREATE on the database even when the schema exists (on
@@ -127,6 +146,9 @@ class Ledger(Session):
                 # when readers got this build (null: not yet, the next run publishes it)
                 cur.execute(f"alter table {BUILDS_TABLE} add column published_at timestamp")
             self._migrate_to_load_seq(cur)
+            for view, query in _VIEWS.items():
+                if not self._columns(cur, *view.split(".")):
+                    cur.execute(f"create view {view} as {query}")
 
     def _ledger_type(self, column: str) -> str:
         return self.column_type(LEDGER_TABLE, column)
@@ -208,12 +230,8 @@ class Ledger(Session):
 
     def has_unbuilt_loads(self) -> bool:
         """Whether anything was loaded after the watermark of the last green dbt build (the
-        loaders' question before dbt runs; the models' is the macro last_green_build_load_seq
-        in dbt_project/macros/stale_periods.sql)."""
-        (count,) = self.query(
-            f"select count(*) from {LEDGER_TABLE} where status = 'loaded' and load_seq > "
-            f"(select coalesce(max(load_seq), 0) from {BUILDS_TABLE})"
-        )[0]
+        view raw_meta.unbuilt_loads, which the models read too: macros/stale_periods.sql)."""
+        (count,) = self.query(f"select count(*) from {UNBUILT_LOADS}")[0]
         return int(count) > 0
 
     def green_build(self, load_id: str) -> bool:
@@ -272,8 +290,7 @@ class Ledger(Session):
         counts). Returns how many versions it superseded."""
         cur.execute(
             self._sql(
-                f"select count(*) from {LEDGER_TABLE} "
-                "where object_key = %s and superseded_at is null"
+                f"select count(*) from {LEDGER_TABLE} where object_key = %s and {NOT_SUPERSEDED}"
             ),
             (obj.key,),
         )
@@ -282,7 +299,7 @@ class Ledger(Session):
             cur.execute(
                 self._sql(
                     f"update {LEDGER_TABLE} set superseded_at = %s, superseded_seq = %s "
-                    "where object_key = %s and superseded_at is null"
+                    f"where object_key = %s and {NOT_SUPERSEDED}"
                 ),
                 (loaded_at, load_seq, obj.key),
             )

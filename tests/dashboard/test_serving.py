@@ -16,11 +16,12 @@ from unittest import mock
 import duckdb
 import pytest
 
-from loaders import pipeline
+from dashboard import kpis
 from loaders.config import Settings, WarehouseSettings
 from loaders.serving import (
     NoKpiData,
     PublishFailed,
+    kpi_marts,
     open_reader,
     publish_marts,
     publish_pending,
@@ -40,9 +41,7 @@ def test_serving_copy_holds_exactly_what_the_audited_build_holds(kpi_settings: S
     copy = duckdb.connect(str(serving_path(kpi_settings)), read_only=True)
     warehouse = duckdb.connect(str(kpi_settings.warehouse.duckdb_path), read_only=True)
     try:
-        relations = published_relations(
-            pipeline.kpi_marts(kpi_settings), served_models(kpi_settings)
-        )
+        relations = published_relations(kpi_marts(kpi_settings), served_models(kpi_settings))
         names = {relation.name for relation in relations}
         assert names == {
             "marts.fct_genre_kpis_daily",
@@ -119,7 +118,7 @@ def _record_build(settings: Settings, run_id: str) -> None:
 
 
 def test_a_publish_writes_only_what_changed_under_an_open_reader(own_copy: Settings) -> None:
-    marts = pipeline.kpi_marts(own_copy)
+    marts = kpi_marts(own_copy)
     assert not _pending(own_copy)
     sql = "select listen_count from marts.fct_genre_kpis_daily where track_genre = 'unknown'"
     before = sorted(open_reader(own_copy).query(sql))
@@ -150,7 +149,7 @@ def test_a_publish_writes_only_what_changed_under_an_open_reader(own_copy: Setti
 
 
 def test_a_publish_that_died_is_repaired_by_the_next(own_copy: Settings) -> None:
-    marts = pipeline.kpi_marts(own_copy)
+    marts = kpi_marts(own_copy)
     _record_build(own_copy, "died-while-publishing")
     leftover = own_copy.workdir / ".serving.duckdb.4242-deadbeef.tmp"  # what kill -9 leaves
     leftover.write_bytes(b"half a database")
@@ -248,3 +247,27 @@ def test_cli_publishes_when_stale_and_says_what_it_did(
     assert "published for readers" in capsys.readouterr().out
     assert main(["--workdir", str(own_copy.workdir / "nothing-here")]) == 0
     assert "no warehouse" in capsys.readouterr().out
+
+
+def test_a_copy_of_an_older_format_is_stale_and_published_again(
+    own_copy: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A serving copy an older version published lacks a column readers now query
+    (landed_files.is_current, read by the dashboard's ledger counts): although every green
+    build is published, --if-stale (and a run's plan) find it stale and publish again."""
+    from loaders.serving import main
+
+    copy = duckdb.connect(str(serving_path(own_copy)))
+    copy.execute("alter table marts.landed_files drop column is_current")
+    copy.close()
+    with (
+        pytest.raises(duckdb.BinderException, match="is_current"),
+        open_reader(own_copy).session() as session,
+    ):
+        kpis.ledger_counts(session)
+    assert _pending(own_copy)
+    assert main(["--workdir", str(own_copy.workdir), "--if-stale"]) == 0
+    assert "published for readers" in capsys.readouterr().out
+    assert not _pending(own_copy)
+    with open_reader(own_copy).session() as session:
+        assert kpis.ledger_counts(session).loaded > 0

@@ -332,7 +332,7 @@ class Scenario:
         assert day.plan is not None and day.dbt is not None
         command = day.dbt.command.split()  # incremental: a run's build, no --full-refresh
         assert command[0] == "build" and "--full-refresh" not in command, day.dbt.command
-        assert len(day.plan.stream_files) == len(inputs.last_day), day.plan.describe()
+        assert len(day.plan.stream_files) == len(inputs.last_day), day.plan.description
 
         copy = self.timed(
             "copy of A, day 8: dbt build --full-refresh",
@@ -353,8 +353,8 @@ class Scenario:
         assert songs.plan is not None and songs.dbt is not None
         # a songs snapshot recomputes the KPI periods from fct_listens, no full refresh
         assert "--full-refresh" not in songs.dbt.command.split(), songs.dbt.command
-        assert not songs.plan.stream_files, songs.plan.describe()
-        assert [e.table for e in songs.plan.snapshots] == ["songs"], songs.plan.describe()
+        assert not songs.plan.stream_files, songs.plan.description
+        assert [e.table for e in songs.plan.snapshots] == ["songs"], songs.plan.description
 
         copy = self.timed(
             "copy of A, changed songs: dbt build --full-refresh",

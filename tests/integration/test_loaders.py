@@ -407,8 +407,11 @@ def test_setup_numbers_a_ledger_from_before_the_load_sequence(
         assert wh.green_build("r2") and not wh.green_build("r3")
     with pipeline.warehouse(settings) as wh:  # a second setup changes nothing
         assert wh.query("select count(*) from raw_meta.load_ledger where load_seq > 3") == [(0,)]
-        wh.record_build("r2", 3, pipeline.utcnow(), pipeline.utcnow())  # idempotent per run
+        wh.record_build("r2", 2, pipeline.utcnow(), pipeline.utcnow())  # one row per run
+        assert wh.has_unbuilt_loads()  # e3 (load 3) is above the last green build's watermark
+        wh.record_build("r2", 3, pipeline.utcnow(), pipeline.utcnow())
         assert wh.query("select count(*) from raw_meta.dbt_builds") == [(2,)]
+        assert not wh.has_unbuilt_loads()
 
 
 def test_duckdb_reads_each_file_under_a_name_that_is_no_pattern(

@@ -92,6 +92,8 @@ class _Cursor:
         elif created := re.match(r"create table (\w+)\.(\w+) \((.*)\)", text):
             columns = [col.strip().split()[0].strip('"') for col in created[3].split(", ")]
             c.tables[(created[1], created[2])] = columns
+        elif view := re.match(r"create view (\w+)\.(\w+) as select ", text):
+            c.tables[(view[1], view[2])] = ["(a view)"]
         elif added := re.match(r"alter table (\w+)\.(\w+) add column (\w+)", text):
             c.tables[(added[1], added[2])].append(added[3])
         elif text.startswith("select count(*) from pg_namespace"):
@@ -154,6 +156,13 @@ SETUP = [
     "finished_at timestamp, load_seq bigint, published_at timestamp)",
     COLUMNS,
     COLUMNS,
+    COLUMNS,
+    "create view raw_meta.last_green_build as select coalesce(max(load_seq), 0) as load_seq "
+    "from raw_meta.dbt_builds",
+    COLUMNS,
+    "create view raw_meta.unbuilt_loads as select object_key, etag, target_table, load_id, "
+    "load_seq from raw_meta.load_ledger where status = 'loaded' and load_seq > "
+    "(select load_seq from raw_meta.last_green_build)",
     "-- commit",
 ]
 
@@ -174,7 +183,8 @@ def _ledger_statements(key_rows: int) -> list[str]:
         "insert into raw_streams.streams (user_id, track_id, listen_time, _source_file, "
         "_line_number, _loaded_at, _load_id, _load_seq) select c1, c2, c3, %s, null, %s, %s, %s "
         "from _landing",
-        "select count(*) from raw_meta.load_ledger where object_key = %s and superseded_at is null",
+        "select count(*) from raw_meta.load_ledger where object_key = %s "
+        "and superseded_seq is null",
         "insert into raw_meta.load_ledger (object_key, etag, size_bytes, target_table, row_count, "
         "status, reason, load_id, loaded_at, load_seq) values (%s, %s, %s, %s, %s, 'loaded', "
         "null, %s, %s, %s)",
@@ -200,7 +210,7 @@ def test_a_load_group_is_one_transaction_with_one_manifest_copy_per_file() -> No
     ]
     per_file = [
         "select count(*) from raw_meta.load_ledger where object_key = %s and etag = %s "
-        "and status = 'loaded' and superseded_at is null",
+        "and status = 'loaded' and superseded_seq is null",
         "create temp table _landing (c1 varchar(65535), c2 varchar(65535), c3 varchar(65535))",
     ]
     assert cluster.sql == [
@@ -294,7 +304,7 @@ def test_an_rds_snapshot_is_one_copy_of_all_its_parts_through_a_manifest() -> No
     assert cluster.sql == [
         "lock raw_meta.load_ledger",
         "select count(*) from raw_meta.load_ledger where object_key = %s and etag = %s "
-        "and status = 'loaded' and superseded_at is null",
+        "and status = 'loaded' and superseded_seq is null",
         "select target_table, object_key, etag from raw_meta.load_ledger l where status = "
         "'loaded' and target_table like %s and load_seq = (select max(load_seq) from "
         "raw_meta.load_ledger l2 where l2.target_table = l.target_table and l2.status = 'loaded')",
@@ -310,7 +320,8 @@ def test_an_rds_snapshot_is_one_copy_of_all_its_parts_through_a_manifest() -> No
         "_load_id) select c1, c2, %s, %s, %s from _landing",
         "drop table _landing",
         "select coalesce(max(load_seq), 0) + 1 from raw_meta.load_ledger",
-        "select count(*) from raw_meta.load_ledger where object_key = %s and superseded_at is null",
+        "select count(*) from raw_meta.load_ledger where object_key = %s "
+        "and superseded_seq is null",
         "insert into raw_meta.load_ledger (object_key, etag, size_bytes, target_table, row_count, "
         "status, reason, load_id, loaded_at, load_seq) values (%s, %s, %s, %s, %s, 'loaded', "
         "null, %s, %s, %s)",

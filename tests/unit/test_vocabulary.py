@@ -10,10 +10,13 @@ import yaml
 
 from loaders.warehouse.ledger import (
     BUILDS_TABLE,
+    CURRENT_VERSION,
+    LAST_GREEN_BUILD,
     LEDGER_TABLE,
     RAW_SCHEMAS,
     RDS_SCHEMA,
     STREAMS_TABLE,
+    UNBUILT_LOADS,
     snapshot_table,
 )
 from tests.conftest import REPO
@@ -36,6 +39,8 @@ def test_the_loaders_write_the_tables_the_dbt_sources_name() -> None:
     assert sources["streams"]["streams"] == STREAMS_TABLE
     assert sources["meta"]["load_ledger"] == LEDGER_TABLE
     assert sources["meta"]["dbt_builds"] == BUILDS_TABLE
+    assert sources["meta"]["last_green_build"] == LAST_GREEN_BUILD
+    assert sources["meta"]["unbuilt_loads"] == UNBUILT_LOADS
     assert {snapshot_table(name) for name in sources["rds"]} == set(sources["rds"].values())
     assert snapshot_table("songs").startswith(f"{RDS_SCHEMA}.")
     schemas = {table.split(".")[0] for tables in sources.values() for table in tables.values()}
@@ -52,3 +57,11 @@ def test_no_model_spells_a_raw_table_name() -> None:
         if literal.search(path.read_text())
     ]
     assert spelled == []
+
+
+def test_the_loaders_and_the_models_tell_the_current_version_alike() -> None:
+    """The loaders' current-version predicate is the one stg_meta__landed_objects.is_current
+    computes (on superseded_seq, the column the models compare)."""
+    staged = (PROJECT / "models/staging/meta/stg_meta__landed_objects.sql").read_text()
+    assert f"({CURRENT_VERSION}) as is_current" in staged
+    assert "superseded_seq is null" in CURRENT_VERSION
