@@ -8,17 +8,7 @@ import re
 
 import yaml
 
-from loaders.warehouse.ledger import (
-    BUILDS_TABLE,
-    CURRENT_VERSION,
-    LAST_GREEN_BUILD,
-    LEDGER_TABLE,
-    RAW_SCHEMAS,
-    RDS_SCHEMA,
-    STREAMS_TABLE,
-    UNBUILT_LOADS,
-    snapshot_table,
-)
+from loaders.warehouse import ledger
 from tests.conftest import REPO
 
 PROJECT = REPO / "dbt_project"
@@ -36,20 +26,20 @@ def _source_tables() -> dict[str, dict[str, str]]:
 
 def test_the_loaders_write_the_tables_the_dbt_sources_name() -> None:
     sources = _source_tables()
-    assert sources["streams"]["streams"] == STREAMS_TABLE
-    assert sources["meta"]["load_ledger"] == LEDGER_TABLE
-    assert sources["meta"]["dbt_builds"] == BUILDS_TABLE
-    assert sources["meta"]["last_green_build"] == LAST_GREEN_BUILD
-    assert sources["meta"]["unbuilt_loads"] == UNBUILT_LOADS
-    assert {snapshot_table(name) for name in sources["rds"]} == set(sources["rds"].values())
-    assert snapshot_table("songs").startswith(f"{RDS_SCHEMA}.")
+    assert sources["streams"]["streams"] == ledger.STREAMS_TABLE
+    assert sources["meta"]["load_ledger"] == ledger.LEDGER_TABLE
+    assert sources["meta"]["dbt_builds"] == ledger.BUILDS_TABLE
+    assert sources["meta"]["last_green_build"] == ledger.LAST_GREEN_BUILD
+    assert sources["meta"]["unbuilt_loads"] == ledger.UNBUILT_LOADS
+    assert {ledger.snapshot_table(name) for name in sources["rds"]} == set(sources["rds"].values())
+    assert ledger.snapshot_table("songs").startswith(f"{ledger.RDS_SCHEMA}.")
     schemas = {table.split(".")[0] for tables in sources.values() for table in tables.values()}
-    assert schemas == set(RAW_SCHEMAS)
+    assert schemas == set(ledger.RAW_SCHEMAS)
 
 
 def test_no_model_spells_a_raw_table_name() -> None:
     """Models and dbt tests reach a raw table through its source, never by a literal."""
-    literal = re.compile(r"'(" + "|".join(RAW_SCHEMAS) + r")\.\w+'")
+    literal = re.compile(r"'(" + "|".join(ledger.RAW_SCHEMAS) + r")\.\w+'")
     spelled = [
         str(path.relative_to(PROJECT))
         for folder in ("models", "tests", "macros")
@@ -63,5 +53,5 @@ def test_the_loaders_and_the_models_tell_the_current_version_alike() -> None:
     """The loaders' current-version predicate is the one stg_meta__landed_objects.is_current
     computes (on superseded_seq, the column the models compare)."""
     staged = (PROJECT / "models/staging/meta/stg_meta__landed_objects.sql").read_text()
-    assert f"({CURRENT_VERSION}) as is_current" in staged
-    assert "superseded_seq is null" in CURRENT_VERSION
+    assert f"({ledger.CURRENT_VERSION}) as is_current" in staged
+    assert "superseded_seq is null" in ledger.CURRENT_VERSION
