@@ -14,8 +14,8 @@ b. a failing data test: the run fails, its files stay in streams/, readers still
 c. the RDS data fixed and the failed run cleared: the run rebuilds, archives and publishes;
 e. the load task's first try fails (the test holds the run lock), the retry loads: green;
 f. ``music-elt run`` while the DAG's dbt build runs: exit 2 naming the holder, nothing touched;
-h. an RDS connection that names no database (set through the REST API): the first task fails on
-   its first try, without the retry every task has (a configuration error is terminal).
+h. the RDS songs table renamed away: its extract fails on its first try, without the retry the
+   task has (a configuration error is terminal).
 
 A second Airflow, on PostgreSQL, checks a hung build (g): the build task ends on its timeout,
 alerts and frees its pool slot; a new run succeeds once the lock is released.
@@ -42,7 +42,6 @@ import pytest
 
 from loaders import rds
 from loaders.config import Settings
-from loaders.connections import RDS_CONN_ID
 from loaders.demo.embedded import embedded_server
 from loaders.demo.generate import generate
 from loaders.demo.seed import seed, seed_table
@@ -467,30 +466,35 @@ HOLDER = "tests/dags/test_scheduler_runs.py holds the run lock"  # the command t
 
 # -- h -------------------------------------------------------------------------------------------
 def _h_terminal_error_is_not_retried(stack: Stack) -> None:
-    """With ``aws_rds_connection`` naming no database, ``check_rds_available`` fails on try 1
-    and stays failed (its retry, which the transient lock of e used, is not spent on it); the
-    run loads and builds nothing. The connection is deleted again afterwards."""
+    """With the RDS ``songs`` table renamed away (a ConfigError: terminal), ``extract`` of songs
+    fails on try 1 and stays failed, although the task has the retry that the transient lock
+    of e used; extract of users succeeds, and the run loads and builds nothing. The table is
+    renamed back afterwards."""
     airflow = stack.airflow
-    task_id = "check_rds_available"
-    assert airflow.task(task_id)["retries"] == int(DAG_ENV["MUSIC_ELT_TASK_RETRIES"]) == 1
+    assert airflow.task("extract")["retries"] == int(DAG_ENV["MUSIC_ELT_TASK_RETRIES"]) == 1
     ledger, builds = stack.ledger(), stack.builds()
-    airflow.request(
-        "POST",
-        "/api/v2/connections",
-        {"connection_id": RDS_CONN_ID, "conn_type": "postgres", "host": "127.0.0.1", "login": "u"},
-    )
+    _rename_rds_table(stack, "songs", "songs_elsewhere")
     try:
         run = stack.run_and_wait("h")
     finally:
-        airflow.request("DELETE", f"/api/v2/connections/{RDS_CONN_ID}")
+        _rename_rds_table(stack, "songs_elsewhere", "songs")
     run_id = run["dag_run_id"]
-    ti = airflow.task_instance(run_id, task_id)
-    assert (run["state"], ti["state"], ti["try_number"]) == ("failed", "failed", 1), (
-        airflow.explain(run_id)
+    extracts = [ti for ti in airflow.task_instances(run_id) if ti["task_id"] == "extract"]
+    tries = sorted((ti["state"], ti["try_number"]) for ti in extracts)
+    assert (run["state"], tries) == ("failed", [("failed", 1), ("success", 1)]), airflow.explain(
+        run_id
     )
-    log = airflow.task_log(run_id, task_id, 1)
-    assert f"{RDS_CONN_ID} needs a host, a login and a database" in log, log[-3000:]
+    (failed,) = [ti for ti in extracts if ti["state"] == "failed"]
+    log = airflow.task_log(run_id, "extract", 1, failed["map_index"])
+    assert "has no table 'songs'" in log, log[-3000:]
+    assert "not retried" in log, log[-3000:]
     assert (stack.ledger(), stack.builds()) == (ledger, builds)
+
+
+def _rename_rds_table(stack: Stack, table: str, to: str) -> None:
+    with rds.connect(stack.settings) as conn, conn.cursor() as cur:
+        cur.execute(f"alter table {table} rename to {to}")
+        conn.commit()
 
 
 # -- g -------------------------------------------------------------------------------------------
