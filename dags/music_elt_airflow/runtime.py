@@ -55,7 +55,8 @@ from loaders.serving import PUBLISHED_SCHEMA
 from music_elt_airflow.connections import connection
 
 log = logging.getLogger("music_elt.runtime")
-REPO = Path(__file__).resolve().parent.parent
+# the checkout's DAG folder, beside which this package lives (the default of DagConfig.from_env)
+DAGS = Path(__file__).resolve().parent.parent
 # How Cosmos runs the dbt project (bench/dag_bench.py measures them side by side):
 COSMOS_MODES = {
     # one `dbt build` (watcher producer), reported by one task per model (and its tests)
@@ -151,7 +152,7 @@ class DagConfig(ValidatedModel):
         DAG (a deployment's ``dags/dbt_project``), then in that parent."""
         env = dict(os.environ if env is None else env)
         check_no_cli_variables(env)  # secrets and endpoints come from connections only
-        root = (dag_folder or REPO / "dags").resolve().parent
+        root = (dag_folder or DAGS).resolve().parent
         paths = (
             "MUSIC_ELT_WORKDIR",
             "MUSIC_ELT_DUCKDB_PATH",
@@ -162,7 +163,7 @@ class DagConfig(ValidatedModel):
             if env.get(name):
                 env[name] = str(_absolute(env[name], root))
         env.setdefault("MUSIC_ELT_WORKDIR", str(root / ".music-elt"))
-        beside = (dag_folder or REPO / "dags") / "dbt_project"
+        beside = (dag_folder or DAGS) / "dbt_project"
         project = beside if (beside / "dbt_project.yml").is_file() else root / "dbt_project"
         env.setdefault("MUSIC_ELT_DBT_PROJECT_DIR", str(project.resolve()))
         project = Path(env["MUSIC_ELT_DBT_PROJECT_DIR"])

@@ -18,6 +18,7 @@ from loaders.connections import (
     s3_endpoint_url,
     settings_from_connections,
 )
+from tests.conftest import REPO
 from tests.dags.helpers import load_dag
 
 REDSHIFT = {
@@ -222,6 +223,16 @@ def test_the_dags_own_settings_and_the_pipelines_are_read_once_each(tmp_path: Pa
     assert waits.schedule is None  # empty: no schedule
     with pytest.raises(ConfigError, match=r"^MUSIC_ELT_TASK_RETRIES='two' is not a number$"):
         DagConfig.from_env({**manifest, "MUSIC_ELT_TASK_RETRIES": "two"})
+
+
+def test_without_a_dag_folder_paths_are_the_checkouts() -> None:
+    """The default DAG folder is the checkout's dags/ (the glue's package lives inside it):
+    the work directory and the dbt project are the repository's."""
+    from music_elt_airflow.runtime import DagConfig
+
+    config = DagConfig.from_env({})
+    assert config.settings.workdir == REPO / ".music-elt"
+    assert config.settings.dbt_project_dir == REPO / "dbt_project"
 
 
 def test_at_parse_time_the_warehouse_names_the_connection_of_its_login(tmp_path: Path) -> None:
