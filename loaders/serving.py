@@ -55,6 +55,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from loaders import manifest
 from loaders.config import ConfigError, Settings, check_identifier
 from loaders.errors import (
     NoKpiData,
@@ -172,15 +173,11 @@ def published_relations(
 
 def kpi_marts(settings: Settings) -> tuple[Mart, ...]:
     """The KPI marts, from the dbt manifest (models tagged ``kpi``)."""
-    from loaders import manifest
-
     return manifest.kpi_marts(manifest.load_manifest(settings.dbt_manifest_path))
 
 
 def served_models(settings: Settings) -> list[Mart]:
     """The models of :data:`AGGREGATES` and :data:`PIPELINE_VIEWS`, from the dbt manifest."""
-    from loaders import manifest
-
     data = manifest.load_manifest(settings.dbt_manifest_path)
     names = (*AGGREGATES, *PIPELINE_VIEWS)
     return [model for name in names if (model := manifest.model(data, name)) is not None]
