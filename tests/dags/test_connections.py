@@ -205,7 +205,9 @@ def test_unreachable_rds_fails_the_check_clearly_after_a_bounded_wait(
     assert check.execution_timeout.total_seconds() > 2
 
 
-def test_the_dags_own_settings_and_the_pipelines_are_read_once_each(tmp_path: Path) -> None:
+def test_the_dags_own_settings_and_the_pipelines_are_read_once_each(
+    airflow_home: Path, tmp_path: Path
+) -> None:
     """Each variable has one default: the DAG's own (check_rds_available waits 120 s) beside
     the pipeline's (a run's extraction waits 30 s), read from the same variable."""
     from music_elt_airflow.runtime import DagConfig
@@ -225,7 +227,7 @@ def test_the_dags_own_settings_and_the_pipelines_are_read_once_each(tmp_path: Pa
         DagConfig.from_env({**manifest, "MUSIC_ELT_TASK_RETRIES": "two"})
 
 
-def test_without_a_dag_folder_paths_are_the_checkouts() -> None:
+def test_without_a_dag_folder_paths_are_the_checkouts(airflow_home: Path) -> None:
     """The default DAG folder is the checkout's dags/ (the glue's package lives inside it):
     the work directory and the dbt project are the repository's."""
     from music_elt_airflow.runtime import DagConfig
@@ -235,7 +237,9 @@ def test_without_a_dag_folder_paths_are_the_checkouts() -> None:
     assert config.settings.dbt_project_dir == REPO / "dbt_project"
 
 
-def test_at_parse_time_the_warehouse_names_the_connection_of_its_login(tmp_path: Path) -> None:
+def test_at_parse_time_the_warehouse_names_the_connection_of_its_login(
+    airflow_home: Path, tmp_path: Path
+) -> None:
     """No placeholder login: the parse-time warehouse is the target's, its login from the
     connection a task reads; the task's settings have that login."""
     from music_elt_airflow.runtime import DagConfig
@@ -247,7 +251,7 @@ def test_at_parse_time_the_warehouse_names_the_connection_of_its_login(tmp_path:
     assert (running.kind, running.login_from, running.user) == ("redshift", "", "loader")
 
 
-def test_every_dag_variable_is_documented_in_the_dags_readme() -> None:
+def test_every_dag_variable_is_documented_in_the_dags_readme(airflow_home: Path) -> None:
     from music_elt_airflow.runtime import DagConfig
 
     readme = (Path(__file__).resolve().parents[2] / "dags" / "README.md").read_text()
