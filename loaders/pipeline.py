@@ -504,9 +504,6 @@ def prune_extracts(settings: Settings, landing: LandingStore, *, keep_loaded: se
                 landing.delete_prefix(prefix)
 
 
-# publish: :func:`loaders.serving.publish` (imported above), the step the CLI and the DAG run
-
-
 def correction_effects(
     settings: Settings, keys: Sequence[str], *, load_id: str
 ) -> dict[str, tuple[int, int]]:

@@ -220,20 +220,23 @@ def _copy_outdated(settings: Settings, wh: Warehouse) -> bool:
     except duckdb.Error:  # unreadable: a publish starts from an empty copy
         return True
     try:
-        for relation in relations:
-            try:
-                wanted = conn.execute(f"select * from ({relation.query}) limit 0").description
-            except duckdb.Error:
-                continue
-            try:
-                held = conn.execute(f"select * from serving_now.{relation.name} limit 0")
-            except duckdb.Error:
-                return True
-            if [d[0] for d in held.description] != [d[0] for d in wanted]:
-                return True
-        return False
+        return any(
+            (wanted := _column_names(conn, relation.query)) is not None
+            and _column_names(conn, f"select * from serving_now.{relation.name}") != wanted
+            for relation in relations
+        )
     finally:
         conn.execute("detach serving_now")
+
+
+def _column_names(conn: Any, query: str) -> list[str] | None:
+    """The columns ``query`` returns on a DuckDB connection; None when it cannot run."""
+    import duckdb
+
+    try:
+        return [d[0] for d in conn.execute(f"select * from ({query}) limit 0").description]
+    except duckdb.Error:
+        return None
 
 
 def publish_marts(settings: Settings, marts: Sequence[Mart]) -> str:
